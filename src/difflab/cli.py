@@ -20,6 +20,12 @@ app = typer.Typer(
 USER_ERRORS = (ConfigError, UnknownNameError, FileNotFoundError)
 
 
+def _add_subcommands() -> None:
+    from difflab.data.commands import data_app
+
+    app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
+
+
 @app.command()
 def version() -> None:
     """Print difflab's version."""
@@ -31,6 +37,9 @@ def version() -> None:
 @app.callback()
 def _root() -> None:
     """difflab: train, sample, accelerate, quantize and measure diffusion models."""
+
+
+_add_subcommands()
 
 
 def main() -> None:

