@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the shapes evaluator, cost meters, the bench runner and reports."""
