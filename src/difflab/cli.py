@@ -22,8 +22,12 @@ USER_ERRORS = (ConfigError, UnknownNameError, FileNotFoundError)
 
 def _add_subcommands() -> None:
     from difflab.data.commands import data_app
+    from difflab.eval.commands import bench
+    from difflab.train.commands import train_command
 
     app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
+    app.command("train")(train_command)
+    app.command("bench")(bench)
 
 
 @app.command()
@@ -32,6 +36,92 @@ def version() -> None:
     from difflab import __version__
 
     typer.echo(__version__)
+
+
+def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
+                   precision: str = "bf16"):
+    from difflab.pipeline import SampleConfig
+
+    return SampleConfig(sampler=sampler, steps=steps, cfg=cfg, batch_size=batch_size,
+                        precision=precision)
+
+
+@app.command()
+def sample(
+    checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable)"),
+    n: int = typer.Option(8, help="images per prompt"),
+    sampler: str = typer.Option("euler", help="sampler name (see `difflab samplers`)"),
+    steps: int = typer.Option(20, help="sampling steps"),
+    cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
+    seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
+    precision: str = typer.Option("bf16", help="fp32 or bf16 (autocast)"),
+    out: str = typer.Option("grid.png", help="output PNG grid"),
+) -> None:
+    """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
+    from difflab.data.grid import make_grid
+    from difflab.pipeline import load_pipeline
+
+    config = _sample_config(sampler, steps, cfg, precision=precision)
+    pipe = load_pipeline(checkpoint)
+    prompts = [p for p in prompt for _ in range(n)]
+    seeds = [seed + i for i in range(len(prompts))]
+    images = pipe.generate(prompts, seeds, config, progress=True)
+    make_grid(images, labels=prompts, ncol=n).save(out)
+    typer.echo(f"wrote {out} ({len(images)} images, {config.sampler} x{config.steps}, "
+               f"cfg {config.cfg})")
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
+    suite: str = typer.Option("all", help="prompt suite: single, binding, counting, spatial, "
+                              "heldout or all"),
+    seeds: int = typer.Option(1, help="images (seeds) per prompt"),
+    sampler: str = typer.Option("euler", help="sampler name"),
+    steps: int = typer.Option(20, help="sampling steps"),
+    cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
+    out: str = typer.Option("", help="optional folder for images, grid and metrics.json"),
+) -> None:
+    """Score a checkpoint on a prompt suite with the shapes evaluator."""
+    from difflab.evaluate import evaluate_suite, write_suite_outputs
+    from difflab.pipeline import load_pipeline
+
+    pipe = load_pipeline(checkpoint)
+    result = evaluate_suite(pipe, suite, _sample_config(sampler, steps, cfg), seeds)
+    typer.echo(result.table())
+    if out:
+        write_suite_outputs(result, out)
+        typer.echo(f"wrote {out}/")
+
+
+@app.command()
+def demo(
+    config: str = typer.Option("configs/demo.toml", help="training config"),
+    out: str = typer.Option("runs/demo", help="run folder"),
+    override: list[str] = typer.Option([], "--override", "-o", help="key=value (repeatable)"),
+    suite: str = typer.Option("all", help="prompt suite to score"),
+) -> None:
+    """The main job: train the flagship model, score every suite prompt, write a report."""
+    from difflab.demo import run_demo
+
+    metrics = run_demo(config, out, override, suite=suite)
+    for cat, acc in metrics["per_category"].items():
+        typer.echo(f"{cat:<10} {100 * acc:5.1f}%")
+    typer.echo(f"{'overall':<10} {100 * metrics['accuracy']:5.1f}%   FD {metrics['fd']:.2f}")
+    run = metrics["run"]
+    typer.echo(f"train {run['train_seconds']:.0f} s, eval {run['eval_seconds']:.0f} s; "
+               f"wrote {out}/report.html and {out}/metrics.json")
+
+
+@app.command()
+def samplers() -> None:
+    """List the registered samplers and schedules."""
+    from difflab.core.samplers import SAMPLERS
+    from difflab.core.schedules import SCHEDULES
+
+    typer.echo("samplers:  " + ", ".join(SAMPLERS.names()))
+    typer.echo("schedules: " + ", ".join(SCHEDULES.names()))
 
 
 @app.callback()

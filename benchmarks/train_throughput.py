@@ -1,0 +1,125 @@
+"""Training throughput of the flagship preset vs this machine's bf16 matmul peak and vs diffusers.
+
+Trains difflab's demo DiT (configs/demo.toml's model) and diffusers' PixArtTransformer2DModel
+with the same width, depth, heads and patch size on the same fixed batches, in one process,
+and prints images/s, the fraction of the bf16 matmul peak measured in the same run, and the
+ratio between the two. Timings are only meaningful on a quiet machine.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--batch 64] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from difflab.models import build_model
+from difflab.models.base import flops_per_image
+from difflab.train.config import load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 1024, reps: int = 20) -> float:
+    """Best-of FLOP/s of an n^3 matmul in `dtype` (this machine's practical ceiling)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def time_training(step_fn, batches, warmup: int) -> float:
+    """Seconds per step (median over the timed steps) after `warmup` untimed steps."""
+    for x, t, ctx, mask in batches[:warmup]:
+        step_fn(x, t, ctx, mask)
+    times = []
+    for x, t, ctx, mask in batches[warmup:]:
+        start = time.perf_counter()
+        step_fn(x, t, ctx, mask)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def make_step(net: torch.nn.Module, call):
+    """An AdamW + bf16-autocast step on the flow-matching loss (target = noise - x0)."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def step(x, t, ctx, mask):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = call(net, x, t, ctx, mask)
+        loss = (out.float() - x).pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def diffusers_pixart(cfg) -> torch.nn.Module:
+    """PixArtTransformer2DModel with the same width, depth, heads and patch size as `cfg`."""
+    from diffusers import PixArtTransformer2DModel
+
+    return PixArtTransformer2DModel(
+        num_attention_heads=cfg.num_heads, attention_head_dim=cfg.hidden_size // cfg.num_heads,
+        in_channels=cfg.in_channels, out_channels=cfg.in_channels, num_layers=cfg.depth,
+        sample_size=cfg.input_size, patch_size=cfg.patch_size, cross_attention_dim=cfg.hidden_size,
+        caption_channels=cfg.context_dim, norm_type="ada_norm_single",
+        use_additional_conditions=False, dropout=0.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--tokens", type=int, default=16)
+    args = p.parse_args()
+    train_cfg = load_train_config(args.config)
+    from difflab.models.base import model_config
+
+    cfg = model_config(train_cfg.model.preset, **train_cfg.model.overrides)
+    g = torch.Generator().manual_seed(0)
+    B, T, n = args.batch, args.tokens, args.warmup + args.steps
+    shape = (B, cfg.in_channels, cfg.input_size, cfg.input_size)
+    batches = [(torch.randn(shape, generator=g), torch.rand(B, generator=g) * 1000,
+                torch.randn(B, T, cfg.context_dim, generator=g),
+                torch.ones(B, T, dtype=torch.bool)) for _ in range(n)]
+
+    torch.manual_seed(0)
+    ours = build_model(cfg)
+    pooled = cfg.pooled_dim > 0
+
+    def call_ours(net, x, t, ctx, mask):
+        return net(x, t, context=ctx, context_mask=mask,
+                   pooled=ctx.mean(1) if pooled else None)
+
+    peak = matmul_peak()
+    sec = time_training(make_step(ours, call_ours), batches, args.warmup)
+    train_flops = 3 * flops_per_image(cfg, context_len=T)  # forward + ~2x for backward
+    print(f"bf16 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"difflab {train_cfg.model.preset}: {B / sec:.1f} images/s, "
+          f"{train_flops * B / sec / peak:.1%} of the bf16 matmul peak")
+
+    theirs = diffusers_pixart(cfg)
+
+    def call_theirs(net, x, t, ctx, mask):
+        return net(x, encoder_hidden_states=ctx, timestep=t, encoder_attention_mask=mask.long(),
+                   added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+
+    sec_d = time_training(make_step(theirs, call_theirs), batches, args.warmup)
+    print(f"diffusers PixArtTransformer2DModel: {B / sec_d:.1f} images/s")
+    print(f"difflab / diffusers images/s ratio: {sec_d / sec:.2f}x "
+          f"(params {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M vs "
+          f"{sum(p.numel() for p in theirs.parameters()) / 1e6:.2f}M)")
+
+
+if __name__ == "__main__":
+    main()

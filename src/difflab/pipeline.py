@@ -1,0 +1,176 @@
+"""The sampling pipeline: a checkpoint's network, process and text encoder -> images.
+
+`Pipeline.generate(prompts, seeds, SampleConfig(...))` is what `difflab sample`, `difflab eval`,
+the demo and the bench call. Image b depends only on (prompts[b], seeds[b], config): the initial
+noise and every stochastic sampler draw come from one generator per sample (`BatchNoise`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from difflab.config import ConfigError, from_dict
+from difflab.core.guidance import cfg as classifier_free_guidance
+from difflab.core.samplers import BatchNoise, count_nfe, get_sampler, initial_noise
+from difflab.core.schedules import get_sigmas
+from difflab.data.grid import to_uint8
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample: solver, steps, schedule, guidance and precision."""
+
+    sampler: str = "euler"
+    steps: int = 20
+    cfg: float = 1.0
+    schedule: str = ""  # "" = the process's default schedule
+    schedule_options: dict[str, float] = field(default_factory=dict)
+    sampler_options: dict[str, float] = field(default_factory=dict)  # e.g. eta
+    guidance_interval: tuple[float, ...] = ()  # (sigma_lo, sigma_hi); () = every step
+    guidance_rescale: float = 0.0
+    negative_prompt: str = ""
+    precision: str = "bf16"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        get_sampler(self.sampler)  # raises with the valid names
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; valid: fp32, bf16")
+        if self.guidance_interval and len(self.guidance_interval) != 2:
+            raise ConfigError(f"guidance_interval must be (lo, hi), got {self.guidance_interval}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per image (a CFG step is one batched forward of 2 rows)."""
+        return count_nfe(self.sampler, self.steps)
+
+
+def sample_config(data: dict[str, Any]) -> SampleConfig:
+    """A SampleConfig from a dict (e.g. a bench point), rejecting unknown keys."""
+    return from_dict(SampleConfig, data)
+
+
+class Pipeline:
+    """A trained denoising network with its process and text encoder, ready to sample."""
+
+    def __init__(self, net: nn.Module, process: Any, text_encoder: Any | None,
+                 image_shape: tuple[int, int, int], null_class: int | None = None,
+                 train_config: Any = None, source: str = "") -> None:
+        self.net = net.eval()
+        self.process = process
+        self.text = text_encoder
+        self.image_shape = image_shape  # (C, H, W) of what the network denoises
+        self.null_class = null_class
+        self.train_config = train_config
+        self.source = source
+        self._cond_cache: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
+        """Load a checkpoint folder (or a run folder: its latest checkpoint), EMA weights."""
+        from difflab.train.checkpoint import load_checkpoint
+        from difflab.train.parts import build_process, build_text
+
+        loaded = load_checkpoint(path, device=device)
+        config = loaded.config
+        net_cfg = loaded.model.config
+        shape = (net_cfg.in_channels, net_cfg.input_size, net_cfg.input_size)
+        null = getattr(net_cfg, "num_classes", 0) or None
+        return cls(loaded.model, build_process(config), build_text(config), shape,
+                   null_class=null, train_config=config, source=str(loaded.path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def condition(self, prompts: Sequence[str]) -> dict[str, Tensor]:
+        """The network's conditioning kwargs for `prompts` (text states, cached per prompt)."""
+        if self.text is None:
+            raise ConfigError("this model has no text encoder; it cannot take prompts")
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError(f"prompts must be a list of strings, got {prompts!r}")
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._cond_cache]
+        if missing:
+            enc = self.text.encode(missing)
+            for i, p in enumerate(missing):
+                self._cond_cache[p] = (enc.tokens[i], enc.mask[i], enc.pooled[i])
+        rows = [self._cond_cache[p] for p in prompts]
+        dev = self.device
+        return {"context": torch.stack([r[0] for r in rows]).to(dev),
+                "context_mask": torch.stack([r[1] for r in rows]).to(dev),
+                "pooled": torch.stack([r[2] for r in rows]).to(dev)}
+
+    def sigmas(self, config: SampleConfig) -> Tensor:
+        """The sampling schedule: the process's default, or a named one."""
+        if not config.schedule:
+            return self.process.default_schedule(config.steps)
+        return get_sigmas(config.schedule, config.steps, **config.schedule_options)
+
+    def denoiser(self, prompts: Sequence[str], config: SampleConfig) -> tuple[Any, dict]:
+        """(denoiser, extra_args) for a batch of prompts, with guidance when cfg != 1."""
+        model = self.process.denoiser(self.net)
+        cond = self.condition(prompts)
+        if config.cfg == 1.0:
+            return model, cond
+        uncond = self.condition([config.negative_prompt] * len(prompts))
+        interval = tuple(config.guidance_interval) or None
+        guided = classifier_free_guidance(model, config.cfg, uncond, interval=interval,
+                                          rescale=config.guidance_rescale)
+        return guided, cond
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], config: SampleConfig,
+               callback: Callable[[dict], None] | None = None) -> Tensor:
+        """One batch: float images (B, C, H, W) in about [-1, 1]."""
+        if len(prompts) != len(seeds):
+            raise ConfigError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        model, cond = self.denoiser(prompts, config)
+        sigmas = self.sigmas(config).to(self.device)
+        x = initial_noise(self.image_shape, seeds, device=self.device) * sigmas[0]
+        # stochastic samplers draw from generators seeded apart from the initial noise
+        noise = BatchNoise([s + 1_000_003 for s in seeds])
+        sampler = get_sampler(config.sampler)
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if config.precision == "bf16" else contextlib.nullcontext())
+        with autocast:
+            out = sampler(model, x, sigmas, extra_args=cond, callback=callback, noise=noise,
+                          **config.sampler_options)
+        return out.float()
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int],
+                 config: SampleConfig | None = None, progress: bool = False) -> np.ndarray:
+        """Images (N, H, W, 3) uint8 for prompts[i] with seeds[i], in batches."""
+        config = config or SampleConfig()
+        if len(prompts) != len(seeds):
+            raise ConfigError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        bs = config.batch_size
+        batches = range(math.ceil(len(prompts) / bs))
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"{config.sampler} x{config.steps}", unit="batch")
+        out = []
+        for i in batches:
+            sl = slice(i * bs, (i + 1) * bs)
+            out.append(to_uint8(self.sample(prompts[sl], seeds[sl], config)))
+        return np.concatenate(out) if out else np.zeros((0, *self.image_shape[1:], 3), np.uint8)
+
+
+def load_pipeline(path: str | Path, device: str = "cpu") -> Pipeline:
+    """`Pipeline.from_checkpoint`: the bench and the CLI call this."""
+    return Pipeline.from_checkpoint(path, device=device)

@@ -1,0 +1,218 @@
+"""Checkpoint folders: safetensors + JSON written atomically, a `latest` pointer, never pickle.
+
+A checkpoint `step_000200/` holds
+  model.safetensors        EMA weights (what sampling loads)
+  train_state.safetensors  raw weights, EMA, optimiser state tensors, torch RNG states
+  config.json              the exact TrainConfig (difflab.config.to_dict)
+  state.json               step, numpy/python RNG states, data position, loss tail, optimiser
+                           hyper-parameters and anything else that is not a tensor
+It is written as `.tmp-step_000200/`, renamed into place only when complete, and then the
+run folder's `latest` file is atomically pointed at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from difflab.config import ConfigError, from_dict, to_dict
+from difflab.io import atomic_write, load_tensors, save_tensors, write_json
+from difflab.train.config import TrainConfig
+
+FORMAT_VERSION = 1
+FILES = ("model.safetensors", "train_state.safetensors", "config.json", "state.json")
+LATEST = "latest"
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser state_dict into tensors (`optim/<param>/<key>`) and JSON."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{idx}/{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
+              for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                        meta: dict) -> None:
+    """Inverse of `optimizer_to_flat`: rebuild the state_dict and load it into `opt`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim/"):
+            _, idx, key = name.split("/", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
+              for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.Tensor],
+                    ema: dict[str, torch.Tensor], train_tensors: dict[str, torch.Tensor],
+                    config: TrainConfig, state: dict, keep_last: int) -> Path:
+    """Write a complete checkpoint folder, point `latest` at it, keep the last `keep_last`."""
+    run_dir = Path(run_dir)
+    final = run_dir / step_dir_name(step)
+    tmp = run_dir / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_tensors(tmp / "model.safetensors", ema, meta={"step": step, "weights": "ema"})
+    flat = {f"model/{k}": v for k, v in weights.items()}
+    flat.update({f"ema/{k}": v for k, v in ema.items()})
+    flat.update(train_tensors)
+    save_tensors(tmp / "train_state.safetensors", flat, meta={"step": step})
+    write_json(tmp / "config.json", to_dict(config))
+    write_json(tmp / "state.json", {"format": FORMAT_VERSION, "step": step, **state})
+    if final.exists():  # a re-save after a rollback: move the old one aside first
+        old = run_dir / f".old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        shutil.rmtree(old)
+    os.replace(tmp, final)  # atomic on POSIX: the folder appears complete or not at all
+    _fsync_dir(run_dir)
+    atomic_write(run_dir / LATEST, lambda p: p.write_text(final.name + "\n"))
+    _prune(run_dir, keep_last, keep=final.name)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune(run_dir: Path, keep_last: int, keep: str) -> None:
+    steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir())
+    for old in steps[:-keep_last]:
+        if old.name != keep:
+            shutil.rmtree(old)
+    for stray in run_dir.glob(".tmp-step_*"):  # left by a crash mid-save
+        shutil.rmtree(stray, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The folder `latest` points to, or None when the run has no checkpoint yet."""
+    pointer = Path(run_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    target = Path(run_dir) / pointer.read_text().strip()
+    check_folder(target)
+    return target
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (then the checkpoint `latest` points to)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    if (p / LATEST).is_file():
+        return latest_checkpoint(p)  # type: ignore[return-value]
+    check_folder(p)
+    return p
+
+
+def check_folder(path: Path) -> None:
+    """Raise FileNotFoundError naming every file a checkpoint folder lacks."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a complete checkpoint: missing {', '.join(missing)} "
+            f"(a checkpoint holds {', '.join(FILES)})"
+        )
+
+
+def read_state(path: Path) -> tuple[TrainConfig, dict, dict[str, torch.Tensor]]:
+    """The config, state.json and train_state tensors of a checkpoint folder."""
+    check_folder(path)
+    config = config_of(path)
+    state = json.loads((path / "state.json").read_text())
+    if state.get("format") != FORMAT_VERSION:
+        raise ConfigError(f"{path}: checkpoint format {state.get('format')!r}, "
+                          f"this difflab reads format {FORMAT_VERSION}")
+    return config, state, load_tensors(path / "train_state.safetensors")
+
+
+def config_of(path: Path) -> TrainConfig:
+    """The TrainConfig stored in a checkpoint folder."""
+    try:
+        return from_dict(TrainConfig, json.loads((path / "config.json").read_text()))
+    except ConfigError as e:
+        raise ConfigError(f"{path}/config.json does not describe a difflab run: {e}") from None
+
+
+def check_same_run(saved: TrainConfig, wanted: TrainConfig, path: Path) -> None:
+    """Resuming needs the same model, process, data and text sections; name what differs."""
+    a, b = to_dict(saved), to_dict(wanted)
+    diffs = [f"{sec}.{k}: checkpoint {a[sec].get(k)!r} vs config {b[sec].get(k)!r}"
+             for sec in ("model", "process", "data", "text")
+             for k in sorted(set(a[sec]) | set(b[sec])) if a[sec].get(k) != b[sec].get(k)]
+    if diffs:
+        raise ConfigError(f"checkpoint {path} was made by another model/config: "
+                          + "; ".join(diffs))
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict, turning missing/unexpected keys or shape mismatches into ConfigError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    shapes = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or extra or shapes:
+        raise ConfigError(
+            f"{source} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"shape mismatches {shapes[:5]}"
+        )
+    model.load_state_dict(tensors)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What `load_checkpoint` returns: config, model (EMA weights loaded), raw weights, step."""
+
+    config: TrainConfig
+    model: nn.Module
+    ema_state: dict[str, torch.Tensor]
+    raw_state: dict[str, torch.Tensor]
+    step: int
+    path: Path
+
+
+def load_checkpoint(path: str | Path, build: Callable[[TrainConfig], nn.Module] | None = None,
+                    device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Validate a checkpoint (or run) folder and build its model with the EMA weights loaded."""
+    folder = resolve(path)
+    config, state, tensors = read_state(folder)
+    if build is None:
+        from difflab.train.parts import build_network
+
+        build = build_network
+    model = build(config)
+    ema = load_tensors(folder / "model.safetensors")
+    load_weights(model, ema, folder / "model.safetensors")
+    raw = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    return LoadedCheckpoint(config, model.to(device).eval(), ema, raw, state["step"], folder)

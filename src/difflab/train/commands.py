@@ -1,0 +1,41 @@
+"""The `difflab train` command: load a TOML config, apply overrides, train (or resume)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from difflab.train.config import load_train_config
+
+
+def train(config: str, override: list[str] | None = None, resume: bool = False,
+          out: str | None = None) -> Path:
+    """Train the run `config` describes; `override` items are `key=value` (dotted keys)."""
+    from difflab.train.parts import build_parts
+    from difflab.train.trainer import run_training
+
+    cfg = load_train_config(config, override or [])
+    if out is not None:
+        cfg = load_train_config(config, [*(override or []), f'run.out_dir="{out}"'])
+    return run_training(cfg, build_parts(cfg), resume=resume)
+
+
+app = typer.Typer(add_completion=False, help="Train diffusion models.")
+
+
+@app.command("train")
+def train_command(
+    config: str = typer.Argument(..., help="a TOML training config, e.g. configs/tiny.toml"),
+    override: list[str] = typer.Option(None, "--override", "-o",
+                                       help="key=value, e.g. schedule.steps=100 (repeatable)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the run's last checkpoint"),
+    out: str = typer.Option(None, "--out", help="run folder (default: run.out_dir)"),
+) -> None:
+    """Train a model: `difflab train configs/tiny.toml [--override k=v ...] [--resume]`."""
+    run_dir = train(config, override or [], resume, out)
+    typer.echo(f"run folder: {run_dir}")
+
+
+if __name__ == "__main__":
+    app()
