@@ -5,22 +5,32 @@ with the same width, depth, heads and patch size on the same fixed batches, in o
 and prints images/s, the fraction of the bf16 matmul peak measured in the same run, and the
 ratio between the two. Timings are only meaningful on a quiet machine.
 
+The two models take turns step by step (difflab, diffusers, difflab, ...) on the same batches,
+with the same AdamW settings, bf16 autocast, loss and clipping, so load changes on a shared
+machine hit both alike; each side's time is the median over its timed steps. `--threads` pins
+torch's thread count: on an oversubscribed CPU, threads beyond the free cores spin-wait at every
+parallel region, which punishes whichever model launches more kernels.
+
     .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--batch 64] [--warmup 2]
+        [--threads N] [--optimizer foreach|fused|forloop]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from difflab.models import build_model
-from difflab.models.base import flops_per_image
+from difflab.models.base import flops_per_image, model_config
 from difflab.train.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZER_FLAGS = {"foreach": {"foreach": True}, "fused": {"fused": True},
+                   "forloop": {"foreach": False}}
 
 
 def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 1024, reps: int = 20) -> float:
@@ -34,21 +44,21 @@ def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 1024, reps: int = 
     return 2 * n**3 / best
 
 
-def time_training(step_fn, batches, warmup: int) -> float:
-    """Seconds per step (median over the timed steps) after `warmup` untimed steps."""
-    for x, t, ctx, mask in batches[:warmup]:
-        step_fn(x, t, ctx, mask)
-    times = []
-    for x, t, ctx, mask in batches[warmup:]:
-        start = time.perf_counter()
-        step_fn(x, t, ctx, mask)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def time_interleaved(steps: dict, batches, warmup: int) -> dict:
+    """Median seconds per step of each named step function, taking turns on every batch."""
+    times = {name: [] for name in steps}
+    for i, (x, t, ctx, mask) in enumerate(batches):
+        for name, step_fn in steps.items():
+            start = time.perf_counter()
+            step_fn(x, t, ctx, mask)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def make_step(net: torch.nn.Module, call):
+def make_step(net: torch.nn.Module, call, optimizer: str = "foreach"):
     """An AdamW + bf16-autocast step on the flow-matching loss (target = noise - x0)."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **OPTIMIZER_FLAGS[optimizer])
 
     def step(x, t, ctx, mask):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -74,6 +84,16 @@ def diffusers_pixart(cfg) -> torch.nn.Module:
         use_additional_conditions=False, dropout=0.0)
 
 
+def call_ours(net, x, t, ctx, mask):
+    pooled = ctx.mean(1) if net.config.pooled_dim else None
+    return net(x, t, context=ctx, context_mask=mask, pooled=pooled)
+
+
+def call_theirs(net, x, t, ctx, mask):
+    return net(x, encoder_hidden_states=ctx, timestep=t, encoder_attention_mask=mask.long(),
+               added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
@@ -81,10 +101,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--optimizer", default="foreach", choices=sorted(OPTIMIZER_FLAGS))
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train_cfg = load_train_config(args.config)
-    from difflab.models.base import model_config
-
     cfg = model_config(train_cfg.model.preset, **train_cfg.model.overrides)
     g = torch.Generator().manual_seed(0)
     B, T, n = args.batch, args.tokens, args.warmup + args.steps
@@ -92,31 +114,20 @@ def main() -> None:
     batches = [(torch.randn(shape, generator=g), torch.rand(B, generator=g) * 1000,
                 torch.randn(B, T, cfg.context_dim, generator=g),
                 torch.ones(B, T, dtype=torch.bool)) for _ in range(n)]
-
     torch.manual_seed(0)
-    ours = build_model(cfg)
-    pooled = cfg.pooled_dim > 0
-
-    def call_ours(net, x, t, ctx, mask):
-        return net(x, t, context=ctx, context_mask=mask,
-                   pooled=ctx.mean(1) if pooled else None)
-
+    ours, theirs = build_model(cfg), diffusers_pixart(cfg)
     peak = matmul_peak()
-    sec = time_training(make_step(ours, call_ours), batches, args.warmup)
+    sec = time_interleaved({"difflab": make_step(ours, call_ours, args.optimizer),
+                            "diffusers": make_step(theirs, call_theirs, args.optimizer)},
+                           batches, args.warmup)
     train_flops = 3 * flops_per_image(cfg, context_len=T)  # forward + ~2x for backward
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {B}, "
+          f"AdamW {args.optimizer}, median of {args.steps} interleaved steps")
     print(f"bf16 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(f"difflab {train_cfg.model.preset}: {B / sec:.1f} images/s, "
-          f"{train_flops * B / sec / peak:.1%} of the bf16 matmul peak")
-
-    theirs = diffusers_pixart(cfg)
-
-    def call_theirs(net, x, t, ctx, mask):
-        return net(x, encoder_hidden_states=ctx, timestep=t, encoder_attention_mask=mask.long(),
-                   added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
-
-    sec_d = time_training(make_step(theirs, call_theirs), batches, args.warmup)
-    print(f"diffusers PixArtTransformer2DModel: {B / sec_d:.1f} images/s")
-    print(f"difflab / diffusers images/s ratio: {sec_d / sec:.2f}x "
+    print(f"difflab {train_cfg.model.preset}: {B / sec['difflab']:.1f} images/s, "
+          f"{train_flops * B / sec['difflab'] / peak:.1%} of the bf16 matmul peak")
+    print(f"diffusers PixArtTransformer2DModel: {B / sec['diffusers']:.1f} images/s")
+    print(f"difflab / diffusers images/s ratio: {sec['diffusers'] / sec['difflab']:.2f}x "
           f"(params {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M vs "
           f"{sum(p.numel() for p in theirs.parameters()) / 1e6:.2f}M)")
 

@@ -21,11 +21,13 @@ USER_ERRORS = (ConfigError, UnknownNameError, FileNotFoundError)
 
 
 def _add_subcommands() -> None:
+    from difflab.accel.commands import accel_app
     from difflab.data.commands import data_app
     from difflab.eval.commands import bench
     from difflab.train.commands import train_command
 
     app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
+    app.add_typer(accel_app, name="accel", help="Training-free acceleration: list, calibrate.")
     app.command("train")(train_command)
     app.command("bench")(bench)
 
@@ -56,17 +58,33 @@ def sample(
     cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
     seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
     precision: str = typer.Option("bf16", help="fp32 or bf16 (autocast)"),
+    quant: str = typer.Option("", help="quantization recipe applied before sampling"),
+    accel: str = typer.Option("", help="acceleration hook, NAME[:k=v,...]"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
     from difflab.data.grid import make_grid
-    from difflab.pipeline import load_pipeline
+    from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
 
     config = _sample_config(sampler, steps, cfg, precision=precision)
     pipe = load_pipeline(checkpoint)
+    if quant:
+        from difflab.quant.config import QUANTIZERS
+        from difflab.quant.transform import quantize as apply_quant
+
+        run = calibration_run(pipe, CALIBRATION_PROMPTS, _sample_config("euler", 10, 1.0))
+        handle = apply_quant(pipe.net, QUANTIZERS.get(quant)(pipe.net, run), run)
+        typer.echo(f"quantized {len(handle.layers)} layers with {quant} ({handle.execution})")
     prompts = [p for p in prompt for _ in range(n)]
     seeds = [seed + i for i in range(len(prompts))]
-    images = pipe.generate(prompts, seeds, config, progress=True)
+    if accel:
+        from difflab.accel.api import apply_accel, parse_accel_spec
+
+        with apply_accel(pipe.net, *parse_accel_spec(accel)) as handle:
+            images = pipe.generate(prompts, seeds, config, progress=True)
+        typer.echo(f"accel {accel}: {handle.stats}")
+    else:
+        images = pipe.generate(prompts, seeds, config, progress=True)
     make_grid(images, labels=prompts, ncol=n).save(out)
     typer.echo(f"wrote {out} ({len(images)} images, {config.sampler} x{config.steps}, "
                f"cfg {config.cfg})")
@@ -112,6 +130,41 @@ def demo(
     run = metrics["run"]
     typer.echo(f"train {run['train_seconds']:.0f} s, eval {run['eval_seconds']:.0f} s; "
                f"wrote {out}/report.html and {out}/metrics.json")
+
+
+@app.command()
+def quantize(
+    checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
+    out: str = typer.Option(..., help="output folder (safetensors codes + scales + quant.json)"),
+    recipe: str = typer.Option("", help="named recipe (see `difflab quant-recipes`)"),
+    config: str = typer.Option("", help="QuantConfig TOML instead of a recipe"),
+    calib_steps: int = typer.Option(10, help="sampling steps of the calibration runs"),
+) -> None:
+    """Post-training quantization of a checkpoint, calibrated over sampling trajectories."""
+    from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
+    from difflab.quant.commands import format_report, quantize_checkpoint
+
+    pipe = load_pipeline(checkpoint)
+    run = calibration_run(pipe, CALIBRATION_PROMPTS, _sample_config("euler", calib_steps, 1.0))
+    report = quantize_checkpoint(checkpoint, out, load_model=lambda _: pipe.net,
+                                 recipe=recipe or None, config=config or None, calibrate=run)
+    typer.echo(format_report(report))
+
+
+@app.command("quant-recipes")
+def quant_recipes() -> None:
+    """List the named quantization recipes."""
+    from difflab.quant.commands import recipes_table
+
+    typer.echo(recipes_table())
+
+
+@app.command()
+def models() -> None:
+    """List the model presets: parameters and forward GFLOPs per image."""
+    from difflab.models import presets_table
+
+    typer.echo(presets_table())
 
 
 @app.command()

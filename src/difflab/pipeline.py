@@ -171,6 +171,25 @@ class Pipeline:
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape[1:], 3), np.uint8)
 
 
+def calibration_run(pipe: Pipeline, prompts: Sequence[str], config: SampleConfig,
+                    seed: int = 0) -> Callable[[nn.Module], Tensor]:
+    """A function that samples `prompts` with `model` in place of the pipeline's network:
+    what timestep-aware quantizer calibration runs (activations from every step)."""
+    def run(model: nn.Module) -> Tensor:
+        original, pipe.net = pipe.net, model
+        try:
+            return pipe.sample(list(prompts), [seed + i for i in range(len(prompts))], config)
+        finally:
+            pipe.net = original
+
+    return run
+
+
+CALIBRATION_PROMPTS = ("a red circle", "a blue square", "two green triangles",
+                       "a yellow diamond to the left of a purple cross", "a white ring",
+                       "three orange crosses", "a cyan square above a red ring", "a blue diamond")
+
+
 def load_pipeline(path: str | Path, device: str = "cpu") -> Pipeline:
     """`Pipeline.from_checkpoint`: the bench and the CLI call this."""
     return Pipeline.from_checkpoint(path, device=device)

@@ -139,3 +139,19 @@ def test_block_hooks_see_tokens_and_removing_them_restores_outputs():
     post.remove()
     with torch.no_grad():
         assert torch.equal(model(x, t, **kw), reference)
+
+
+def test_autocast_runs_the_token_stream_in_bf16_close_to_fp32():
+    torch.manual_seed(0)
+    model = DiT(TINY["pixart"])
+    for p in model.parameters():  # leave the zero init so the output is not trivially zero
+        p.data.add_(torch.randn(p.shape) * 0.05)
+    x, t, kw = make_inputs(model.config)
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    with torch.no_grad():
+        full = model(x, t, **kw)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x, t, **kw)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert ((half.float() - full).norm() / full.norm()).item() < 0.03

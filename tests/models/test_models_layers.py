@@ -23,11 +23,13 @@ from difflab.models.layers import (
 CPU = torch.device("cpu")
 
 
-def test_backend_choice_depends_on_device_dtype_and_length():
-    assert choose_attention_backend(CPU, torch.bfloat16, 64, 64) == "math"
-    assert choose_attention_backend(CPU, torch.bfloat16, 1024, 1024) == "sdpa"
-    assert choose_attention_backend(CPU, torch.float32, 64, 64) == "sdpa"
-    assert choose_attention_backend(torch.device("cuda"), torch.bfloat16, 64, 64) == "sdpa"
+def test_backend_choice_depends_on_device_dtype_length_and_autograd():
+    assert choose_attention_backend(CPU, torch.bfloat16, 64, 64, needs_grad=True) == "math"
+    assert choose_attention_backend(CPU, torch.bfloat16, 64, 64) == "sdpa"
+    assert choose_attention_backend(CPU, torch.bfloat16, 1024, 1024, needs_grad=True) == "sdpa"
+    assert choose_attention_backend(CPU, torch.float32, 64, 64, needs_grad=True) == "sdpa"
+    cuda = torch.device("cuda")
+    assert choose_attention_backend(cuda, torch.bfloat16, 64, 64, needs_grad=True) == "sdpa"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -90,3 +92,22 @@ def test_embeddings_have_the_documented_shapes_and_ranges():
     assert pos.shape == (15, 16) and len({tuple(r.tolist()) for r in pos}) == 15
     assert grid_positions(4, 4, stride=2).tolist() == [[0.5, 0.5], [0.5, 2.5], [2.5, 0.5],
                                                        [2.5, 2.5]]
+
+
+def test_patch_embed_matches_its_conv_and_is_contiguous():
+    torch.manual_seed(0)
+    embed = PatchEmbed(patch_size=2, in_channels=3, dim=8)
+    x = torch.randn(2, 3, 6, 4)
+    out = embed(x)
+    reference = embed.proj(x).flatten(2).transpose(1, 2)  # (B, N, D) from the conv itself
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_math_attention_takes_per_query_masks():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 4, 8, generator=g) for _ in range(3))
+    mask = torch.rand(2, 1, 4, 4, generator=g) > 0.3
+    mask[..., 0] = True  # every query keeps one key
+    expected = torch.softmax((q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~mask, -torch.inf), -1)
+    torch.testing.assert_close(attend(q, k, v, mask, "math"), expected @ v)

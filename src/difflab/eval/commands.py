@@ -17,6 +17,24 @@ from difflab.eval.bench import BenchResult, load_grid, run_bench
 # A point's `sample = {...}` table holds any further `difflab.pipeline.SampleConfig` field
 # (precision, negative_prompt, sampler_options, schedule_options, guidance_interval, ...).
 SAMPLE_TABLE = "sample"
+# A point's `accel = {method = "...", ...options}` table: a `difflab.accel` hook on the network
+# for that point's generation only.
+ACCEL_TABLE = "accel"
+
+
+def accel_of(point: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(method, options) of a point's accel table, validated; None without one."""
+    table = point.get(ACCEL_TABLE)
+    if table is None:
+        return None
+    from difflab.accel import accel_config
+
+    options = dict(table)
+    if "method" not in options:
+        raise ConfigError(f"point {point['name']!r}: the accel table needs a method")
+    method = options.pop("method")
+    accel_config(method, options)  # unknown method or option: raise naming the valid ones
+    return method, options
 
 
 def checkpoint_identity(path: str | Path) -> str:
@@ -38,7 +56,8 @@ def sample_config_of(point: Mapping[str, Any], batch_size: int) -> Any:
     """The pipeline's SampleConfig for a bench point (`cfg_scale` is the pipeline's `cfg`)."""
     from difflab.pipeline import sample_config
 
-    other = [k for k, v in point.items() if isinstance(v, Mapping) and k != SAMPLE_TABLE]
+    other = [k for k, v in point.items()
+             if isinstance(v, Mapping) and k not in (SAMPLE_TABLE, ACCEL_TABLE)]
     if other:
         raise ConfigError(
             f"point {point['name']!r}: the pipeline adapter does not apply [{other[0]}] yet; "
@@ -61,7 +80,13 @@ class PipelineTarget:
     def generate(self, point: Mapping[str, Any], prompts: Sequence[str],
                  seeds: Sequence[int]) -> np.ndarray:
         config = sample_config_of(point, len(prompts))
-        return self.pipe.generate(list(prompts), list(seeds), config)
+        accel = accel_of(point)
+        if accel is None:
+            return self.pipe.generate(list(prompts), list(seeds), config)
+        from difflab.accel import apply_accel
+
+        with apply_accel(self.pipe.net, *accel):  # removed again even if generation fails
+            return self.pipe.generate(list(prompts), list(seeds), config)
 
     def network(self, point: Mapping[str, Any]) -> torch.nn.Module:
         return self.pipe.net
@@ -90,6 +115,7 @@ def bench(
     target = pipeline_target(checkpoint)
     for point in parsed.points + ((parsed.reference,) if parsed.reference else ()):
         sample_config_of(point, parsed.settings.batch_size)  # every point valid, or stop now
+        accel_of(point)
     result = run_bench(target, parsed, out, cache_dir)
     typer.echo(Path(result.files["table"]).read_text())
     typer.echo(f"wrote {', '.join(sorted(result.files.values()))}")

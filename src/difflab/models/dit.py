@@ -25,6 +25,7 @@ from difflab.models.layers import (
     SelfAttention,
     TimestepEmbedder,
     check_image,
+    compute_dtype,
     grid_positions,
     key_padding_mask,
     missing_context,
@@ -120,6 +121,7 @@ class DiTBlock(nn.Module):
             mod = inputs.c + self.scale_shift_table  # (B, 6, D)
         else:
             mod = self.adaLN_modulation(inputs.c).unflatten(1, (6, -1))  # (B, 6, D)
+        mod = mod.to(h.dtype)  # the small table follows the token stream (see `embed`)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(1)
         a = self.attn(modulate(self.norm1(h), shift_msa, scale_msa), inputs.rope, inputs.grid)
         h = h + gate_msa.unsqueeze(1) * a
@@ -147,6 +149,7 @@ class FinalLayer(nn.Module):
             shift, scale = (self.scale_shift_table + c.unsqueeze(1)).unbind(1)  # (B, D) each
         else:
             shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        shift, scale = shift.to(h.dtype), scale.to(h.dtype)
         return self.linear(modulate(self.norm(h), shift, scale))
 
 
@@ -267,6 +270,8 @@ class DiT(nn.Module):
         rope = self._rope(gh, gw, x.device)
         if rope is not None:  # (N, Dh) -> (1, 1, N, Dh), broadcast over batch and heads
             rope = Rope(*(r[None, None] for r in rope))
+        dtype = compute_dtype(x.device)
+        h, ctx = h.to(dtype), ctx.to(dtype) if ctx is not None else None
         return h, BlockInputs(block_c, ctx, mask, rope, (gh, gw)), c
 
     def forward(self, x, t, context=None, context_mask=None, pooled=None, y=None) -> torch.Tensor:

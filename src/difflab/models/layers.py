@@ -14,8 +14,10 @@ AttentionBackend = Literal["auto", "sdpa", "math"]
 ATTENTION_BACKENDS = ("auto", "sdpa", "math")
 NormKind = Literal["layernorm", "rmsnorm"]
 
-# Measured on a 2-core CPU: for short sequences in bf16, matmul-softmax is ~2x faster than
-# SDPA's CPU flash kernel (whose tiling overhead dominates); from ~1k tokens SDPA wins.
+# Measured on a 2-core CPU (benchmarks/model_speed.py, torch 2.13): for <= 256 tokens in bf16
+# the backward of SDPA's CPU flash kernel is 1.3-7x slower than autograd through
+# matmul-softmax (pixart-s training step 1.6x faster with it), while without autograd SDPA is
+# as fast or faster (pixart-s forward 2-4%). From ~1k tokens SDPA wins both ways.
 MATH_ATTENTION_MAX_TOKENS = 256
 
 
@@ -115,6 +117,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ---------------------------------------------------------------------------------------------
 # Patches
 # ---------------------------------------------------------------------------------------------
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype a token stream should be in: autocast's dtype when autocast is on for `device`
+    (every matmul then takes it without a cast copy per layer), else float32. A bf16 residual
+    stream is what Megatron-LM does by default; measured on pixart-s it costs 0.9% relative
+    output error vs fp32 (0.4% with an fp32 stream) and saves ~25% of the forward time."""
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
 def check_image(x: torch.Tensor, channels: int, multiple: int) -> None:
     """Raise ValueError unless x is (B, channels, H, W) with H and W multiples of `multiple`."""
     if x.dim() != 4 or x.shape[1] != channels:
@@ -137,7 +149,18 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # The conv as a reshape + one matmul: the conv's output transposed to (B, N, D) would be
+        # a strided view, and every later add, norm and linear of the token stream would then
+        # run strided or copy it back to contiguous memory.
+        proj = self.proj
+        if type(proj) is not nn.Conv2d or proj._forward_hooks or proj._forward_pre_hooks:
+            # swapped (e.g. quantized) or hooked conv: run it as a module, then make contiguous
+            return proj(x).flatten(2).transpose(1, 2).contiguous()
+        B, C, H, W = x.shape
+        p = self.patch_size
+        patches = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, C*p*p), (c, p, q)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (B, N, D)
 
 
 def unpatchify(x: torch.Tensor, patch_size: int, channels: int, grid_h: int, grid_w: int):
@@ -190,11 +213,12 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 # Attention
 # ---------------------------------------------------------------------------------------------
 def choose_attention_backend(
-    device: torch.device, dtype: torch.dtype, q_len: int, kv_len: int
+    device: torch.device, dtype: torch.dtype, q_len: int, kv_len: int, needs_grad: bool = False
 ) -> str:
-    """Pick plain matmul-softmax for short reduced-precision CPU sequences, SDPA otherwise."""
+    """Pick plain matmul-softmax for short reduced-precision CPU sequences that autograd will
+    differentiate (SDPA's CPU backward is slow there), SDPA otherwise."""
     short = max(q_len, kv_len) <= MATH_ATTENTION_MAX_TOKENS
-    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and short:
+    if needs_grad and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and short:
         return "math"
     return "sdpa"
 
@@ -209,15 +233,35 @@ def attend(
     """Softmax attention ("Attention Is All You Need", 2017): q (B, H, N, Dh), k/v (B, H, M, Dh),
     mask bool broadcastable to (B, H, N, M) with True = attend -> (B, H, N, Dh)."""
     if backend == "auto":
-        backend = choose_attention_backend(q.device, q.dtype, q.shape[-2], k.shape[-2])
+        needs_grad = torch.is_grad_enabled() and any(z.requires_grad for z in (q, k, v))
+        backend = choose_attention_backend(q.device, q.dtype, q.shape[-2], k.shape[-2],
+                                           needs_grad)
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend != "math":
         raise ValueError(f"unknown attention backend {backend!r}; valid: {ATTENTION_BACKENDS}")
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, N, M)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1).to(v.dtype) @ v
+    return _math_attention(q, k, v, mask)
+
+
+def _math_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Matmul-softmax-matmul with the 1/sqrt(Dh) scale and the padding mask fused into one
+    `baddbmm` (no separate scale and masked_fill passes over the (B, H, N, M) scores)."""
+    B, H, N, Dh = q.shape
+    M = k.shape[-2]
+    q3, k3 = q.reshape(B * H, N, Dh), k.reshape(B * H, M, Dh)
+    v3 = v.reshape(B * H, M, v.shape[-1])
+    if mask is None:  # beta=0: the input only has to broadcast, its values are ignored
+        bias, beta = q3.new_zeros(1, 1, 1), 0.0
+    else:  # additive bias (B*H, N or 1, M): 0 where attended, -inf where masked
+        mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).expand(B, H, -1, -1)
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill_(~mask, float("-inf")).reshape(B * H, *mask.shape[-2:])
+        beta = 1.0
+    scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), beta=beta, alpha=Dh**-0.5)  # (BH, N, M)
+    out = torch.bmm(scores.softmax(dim=-1).to(v3.dtype), v3)  # (B*H, N, Dv)
+    return out.view(B, H, N, v3.shape[-1])
 
 
 def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
