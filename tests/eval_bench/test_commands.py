@@ -50,8 +50,8 @@ def test_points_translate_to_the_pipelines_sample_config():
     config = sample_config_of(point, batch_size=4)
     assert (config.sampler, config.steps, config.cfg, config.precision) == ("heun", 7, 2.5, "fp32")
     assert config.negative_prompt == "blurry" and config.batch_size == 4
-    with pytest.raises(ConfigError, match=r"does not apply \[quant\] yet"):
-        sample_config_of({**point, "quant": {"recipe": "w8a8"}}, batch_size=4)
+    with pytest.raises(ConfigError, match=r"does not apply \[lora\] yet"):
+        sample_config_of({**point, "lora": {"rank": 4}}, batch_size=4)
     with pytest.raises(ConfigError, match="unknown key"):
         sample_config_of({**point, "sample": {"precison": "fp32"}}, batch_size=4)
 

@@ -20,6 +20,7 @@ SAMPLE_TABLE = "sample"
 # A point's `accel = {method = "...", ...options}` table: a `difflab.accel` hook on the network
 # for that point's generation only.
 ACCEL_TABLE = "accel"
+QUANT_TABLE = "quant"  # {recipe = "w8a8_real", calib_steps = 10}: quantized copy of the net
 
 
 def accel_of(point: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -57,11 +58,11 @@ def sample_config_of(point: Mapping[str, Any], batch_size: int) -> Any:
     from difflab.pipeline import sample_config
 
     other = [k for k, v in point.items()
-             if isinstance(v, Mapping) and k not in (SAMPLE_TABLE, ACCEL_TABLE)]
+             if isinstance(v, Mapping) and k not in (SAMPLE_TABLE, ACCEL_TABLE, QUANT_TABLE)]
     if other:
         raise ConfigError(
             f"point {point['name']!r}: the pipeline adapter does not apply [{other[0]}] yet; "
-            f"valid tables: {SAMPLE_TABLE} (SampleConfig fields)"
+            f"valid tables: {SAMPLE_TABLE} (SampleConfig fields), {ACCEL_TABLE}, {QUANT_TABLE}"
         )
     renames = {"sampler": "sampler", "steps": "steps", "cfg_scale": "cfg", "schedule": "schedule"}
     data = {new: point[old] for old, new in renames.items() if old in point}
@@ -76,20 +77,52 @@ class PipelineTarget:
     def __init__(self, pipe: Any, identity: str) -> None:
         self.pipe = pipe
         self.identity = identity
+        self._quantized: dict[str, torch.nn.Module] = {}  # point name -> quantized copy
+
+    def network(self, point: Mapping[str, Any]) -> torch.nn.Module:
+        """The point's network: the float one, or a quantized copy made (and calibrated over
+        sampling trajectories) once per point and kept for the timing rounds."""
+        table = point.get(QUANT_TABLE)
+        if table is None:
+            return self.pipe.net
+        if point["name"] not in self._quantized:
+            self._quantized[point["name"]] = quantized_copy(self.pipe, dict(table))
+        return self._quantized[point["name"]]
 
     def generate(self, point: Mapping[str, Any], prompts: Sequence[str],
                  seeds: Sequence[int]) -> np.ndarray:
         config = sample_config_of(point, len(prompts))
         accel = accel_of(point)
-        if accel is None:
-            return self.pipe.generate(list(prompts), list(seeds), config)
-        from difflab.accel import apply_accel
+        original, self.pipe.net = self.pipe.net, self.network(point)
+        try:
+            if accel is None:
+                return self.pipe.generate(list(prompts), list(seeds), config)
+            from difflab.accel import apply_accel
 
-        with apply_accel(self.pipe.net, *accel):  # removed again even if generation fails
-            return self.pipe.generate(list(prompts), list(seeds), config)
+            with apply_accel(self.pipe.net, *accel):  # removed again even if generation fails
+                return self.pipe.generate(list(prompts), list(seeds), config)
+        finally:
+            self.pipe.net = original
 
-    def network(self, point: Mapping[str, Any]) -> torch.nn.Module:
-        return self.pipe.net
+
+def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
+    """A deep copy of the pipeline's network quantized by `table["recipe"]`, calibrated by
+    sampling the calibration prompts with `calib_steps` Euler steps."""
+    import copy
+
+    from difflab.pipeline import CALIBRATION_PROMPTS, SampleConfig, calibration_run
+    from difflab.quant.config import QUANTIZERS
+    from difflab.quant.transform import quantize
+
+    unknown = sorted(set(table) - {"recipe", "calib_steps"})
+    if unknown or "recipe" not in table:
+        raise ConfigError(f"[quant] takes recipe (one of {', '.join(QUANTIZERS.names())}) and "
+                          f"calib_steps; got {sorted(table)}")
+    net = copy.deepcopy(pipe.net)
+    run = calibration_run(pipe, CALIBRATION_PROMPTS,
+                          SampleConfig(steps=int(table.get("calib_steps", 10))))
+    quantize(net, QUANTIZERS.get(table["recipe"])(net, run), run)
+    return net
 
 
 def pipeline_target(checkpoint: str) -> PipelineTarget:
