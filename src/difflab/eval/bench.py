@@ -324,8 +324,10 @@ def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
         parse_grid(grid) if isinstance(grid, Mapping) else load_grid(grid))
     s = grid.settings
     specs, prompts, seeds = prompt_set(s)
+    from tqdm import tqdm
+
     images = {p["name"]: generate_all(target, p, prompts, seeds, s.batch_size)
-              for p in grid.points}
+              for p in tqdm(grid.points, desc="bench: generating", unit="point")}
     cache = Path(cache_dir or s.cache_dir or default_cache_dir())
     ref, ref_info = (reference_images(target, grid.reference, prompts, seeds, s.batch_size, cache)
                      if grid.reference is not None else (None, None))
