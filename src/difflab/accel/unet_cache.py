@@ -82,7 +82,8 @@ class _Decider:
 
 
 class _SkipStage(ModelHook):
-    """A deep stage on a cached call: return a placeholder its consumers ignore."""
+    """A deep stage on a cached call: skipped; it passes its input through (and no skips),
+    because every stage that would read that output is skipped too or replaced by the cache."""
 
     replaces_forward = True
 
