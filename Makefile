@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LONG_STEPS ?= 6500
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo demo-long clean
 
 install: $(STAMP)
 
@@ -24,6 +25,10 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/difflab demo
+
+# The same recipe for 5x the steps (about an hour of training on 2 CPU cores).
+demo-long: $(STAMP)
+	$(BIN)/difflab demo --out runs/demo-long --override schedule.steps=$(LONG_STEPS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -14,3 +14,34 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class HashText:
+    """A stand-in text encoder: fixed pseudo-random states per prompt (dim 32, 4 tokens)."""
+
+    def encode(self, prompts):
+        from difflab.text.base import TextEncoding
+
+        rows = [torch.Generator().manual_seed(sum(map(ord, p))) for p in prompts]
+        tokens = torch.stack([torch.randn(4, 32, generator=g) for g in rows])
+        return TextEncoding(tokens, torch.ones(len(prompts), 4, dtype=torch.bool),
+                            tokens.mean(1))
+
+
+@pytest.fixture
+def tiny_pipeline():
+    """A real `difflab.pipeline.Pipeline`: a 16x16 UNet with seeded random weights, rectified
+    flow and the stand-in text encoder (dim 32)."""
+    from difflab.core.processes import FlowProcess
+    from difflab.models import build_model
+    from difflab.pipeline import Pipeline
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = build_model("unet-tiny", input_size=16, base_channels=16, channel_mult=(1, 2, 2),
+                          attention_levels=(1,), norm_groups=8, context_dim=32).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh model outputs zero; perturb every weight
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return Pipeline(net, FlowProcess(), HashText(), (3, 16, 16))

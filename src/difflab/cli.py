@@ -41,11 +41,15 @@ def version() -> None:
 
 
 def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
-                   precision: str = "bf16"):
+                   precision: str = "bf16", bottleneck: str = ""):
+    from difflab.accel.api import parse_options
     from difflab.pipeline import SampleConfig
 
+    if bottleneck == "default":  # BottleneckConfig's own defaults
+        bottleneck = "scales=[1.0,0.5,1.0]"
+    stages = parse_options(bottleneck) if bottleneck not in ("", "off") else {}
     return SampleConfig(sampler=sampler, steps=steps, cfg=cfg, batch_size=batch_size,
-                        precision=precision)
+                        precision=precision, bottleneck=stages)
 
 
 @app.command()
@@ -60,13 +64,15 @@ def sample(
     precision: str = typer.Option("bf16", help="fp32 or bf16 (autocast)"),
     quant: str = typer.Option("", help="quantization recipe applied before sampling"),
     accel: str = typer.Option("", help="acceleration hook, NAME[:k=v,...]"),
+    bottleneck: str = typer.Option("", help="Bottleneck Sampling: 'default' (1 -> 0.5 -> 1) "
+                                   "or scales=[..],fractions=[..],shifts=[..]"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
     from difflab.data.grid import make_grid
     from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
 
-    config = _sample_config(sampler, steps, cfg, precision=precision)
+    config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
     pipe = load_pipeline(checkpoint)
     if quant:
         from difflab.quant.config import QUANTIZERS

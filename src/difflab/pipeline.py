@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from difflab.accel.bottleneck import BottleneckConfig, sample_bottleneck, stage_steps
 from difflab.config import ConfigError, from_dict
 from difflab.core.guidance import cfg as classifier_free_guidance
 from difflab.core.samplers import BatchNoise, count_nfe, get_sampler, initial_noise
@@ -42,6 +43,9 @@ class SampleConfig:
     negative_prompt: str = ""
     precision: str = "bf16"
     batch_size: int = 32
+    # Bottleneck Sampling stages (difflab.accel.bottleneck.BottleneckConfig fields:
+    # scales, fractions, shifts); {} = every step at full resolution
+    bottleneck: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         get_sampler(self.sampler)  # raises with the valid names
@@ -53,6 +57,14 @@ class SampleConfig:
             raise ConfigError(f"guidance_interval must be (lo, hi), got {self.guidance_interval}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.bottleneck:
+            stages = self.bottleneck_config()
+            stage_steps(self.steps, stages.fractions)  # raises if too few steps for the stages
+
+    def bottleneck_config(self) -> BottleneckConfig | None:
+        """The Bottleneck Sampling stages, or None when sampling at full resolution only."""
+        return from_dict(BottleneckConfig, dict(self.bottleneck), where="bottleneck") \
+            if self.bottleneck else None
 
     @property
     def nfe(self) -> int:
@@ -147,9 +159,14 @@ class Pipeline:
         sampler = get_sampler(config.sampler)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if config.precision == "bf16" else contextlib.nullcontext())
+        stages = config.bottleneck_config()
         with autocast:
-            out = sampler(model, x, sigmas, extra_args=cond, callback=callback, noise=noise,
-                          **config.sampler_options)
+            if stages is None:
+                out = sampler(model, x, sigmas, extra_args=cond, callback=callback, noise=noise,
+                              **config.sampler_options)
+            else:
+                out = sample_bottleneck(sampler, model, x, sigmas, stages, extra_args=cond,
+                                        callback=callback, noise=noise, **config.sampler_options)
         return out.float()
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int],

@@ -120,3 +120,25 @@ def test_bench_adapter_applies_and_removes_the_accel_table():
         accel_of({"name": "r", "accel": {"interval": 2}})
     with pytest.raises(ConfigError, match="interval: expected int"):
         accel_of({"name": "r", "accel": {"method": "deepcache", "interval": "x"}})
+
+
+
+def test_pipeline_bottleneck_samples_the_middle_at_low_resolution(tiny_pipeline):
+    from difflab.pipeline import SampleConfig
+
+    pipe, net = tiny_pipeline, tiny_pipeline.net
+    sizes = []
+    net.register_forward_pre_hook(lambda m, args: sizes.append(tuple(args[0].shape[-2:])))
+    prompts, seeds = ["a red circle", "a blue ring"], [3, 4]
+    plain = pipe.generate(prompts, seeds, SampleConfig(steps=10, cfg=2.0))
+    assert np.array_equal(plain, pipe.generate(prompts, seeds, SampleConfig(steps=10, cfg=2.0)))
+    one_stage = {"scales": [1.0], "fractions": [1.0], "shifts": [1.0]}
+    same = pipe.generate(prompts, seeds, SampleConfig(steps=10, cfg=2.0, bottleneck=one_stage))
+    assert np.array_equal(plain, same)
+    sizes.clear()
+    low = pipe.generate(prompts, seeds, SampleConfig(steps=10, cfg=2.0,
+                                                     bottleneck={"scales": [1.0, 0.5, 1.0]}))
+    assert low.shape == plain.shape and not np.array_equal(low, plain)
+    assert sizes == [(16, 16)] * 2 + [(8, 8)] * 5 + [(16, 16)] * 3  # fractions 0.2/0.5/0.3
+    with pytest.raises(ConfigError, match="valid: scales"):
+        SampleConfig(bottleneck={"scale": [1.0]})

@@ -67,3 +67,34 @@ def test_points_translate_to_the_pipelines_sample_config():
     assert target.generate(point, ["a", "b"], [0, 1]).shape == (2, 4, 4, 3)
     assert pipe.args[:2] == (["a", "b"], [0, 1]) and pipe.args[2].batch_size == 2
     assert target.network(point) is pipe.net
+
+
+def test_quant_table_recipe_fields_can_be_overridden(tiny_pipeline):
+    from difflab.eval.commands import PipelineTarget
+    from difflab.quant.modules import ActQuantizer
+
+    target = PipelineTarget(tiny_pipeline, "id")
+    base = {"sampler": "euler", "steps": 4, "cfg_scale": 1.0}
+    last = {"recipe": "w4a8_static", "calib_steps": 4, "timestep_aware": False}
+    points = {"float": {"name": "float", **base},
+              "all": {"name": "all", **base, "quant": {**last, "timestep_aware": True}},
+              "last": {"name": "last", **base, "quant": last}}
+    images = {k: target.generate(p, ["a red circle"] * 2, [0, 1]) for k, p in points.items()}
+    q_all, q_last = target.network(points["all"]), target.network(points["last"])
+    assert target.network(points["float"]) is tiny_pipeline.net  # the float net is untouched
+    scales = [[m.scale for m in q.modules() if isinstance(m, ActQuantizer)]
+              for q in (q_all, q_last)]
+    assert scales[0] and any(not torch.equal(a, b) for a, b in zip(*scales, strict=True))
+    assert not np.array_equal(images["all"], images["float"])
+    with pytest.raises(ConfigError, match="unknown QuantConfig fields"):
+        target.generate({"name": "bad", **base, "quant": {"recipe": "w8a8", "bits": 3}}, ["a"], [0])
+
+
+def test_compile_table_is_refused_beside_accel_hooks(tiny_pipeline):
+    from difflab.eval.commands import PipelineTarget, sample_config_of
+
+    point = {"name": "c", "sampler": "euler", "steps": 2, "compile": {},
+             "accel": {"method": "deepcache", "interval": 2}}
+    assert sample_config_of(point, 2).steps == 2  # compile is a known table
+    with pytest.raises(ConfigError, match="cannot be combined with compile"):
+        PipelineTarget(tiny_pipeline, "id").generate(point, ["a"], [0])

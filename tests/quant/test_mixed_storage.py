@@ -10,6 +10,7 @@ import torch
 from quant_helpers import inputs, tiny_net
 
 from difflab.config import ConfigError, dumps_toml, load_toml
+from difflab.eval.cost import weight_bytes
 from difflab.quant import (
     QUANTIZERS,
     QuantConfig,
@@ -110,6 +111,7 @@ def test_model_bytes_counts_packed_codes():
         h = quantize(net, recipe)
         report = size_report(h)
         sizes[recipe] = report["bytes"]
+        assert weight_bytes(net) == report["bytes"]  # the bench counts stored bytes too
         assert report["fp32_bytes"] == fp32 and report["bf16_bytes"] == fp32 // 2
         head = h.layers["head"]
         bits = 8 if recipe == "w8a8" else 4

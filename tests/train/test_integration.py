@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from difflab.train import load_checkpoint
@@ -46,3 +47,16 @@ def test_class_conditional_patch_masked_dit(tmp_path):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(not m["skipped"] for m in lines)
     assert (run / "samples" / "step_000002.png").is_file()  # the periodic EMA sample grid
+
+
+def test_demo_reuses_only_a_run_of_the_same_settings(tmp_path):
+    from difflab.config import ConfigError
+    from difflab.demo import train_or_resume
+
+    quick = ["schedule.steps=2", "schedule.batch_size=4", "run.ckpt_every=2",
+             "data.options.length=16", "run.progress=false"]
+    out = tmp_path / "demo"
+    assert train_or_resume(CONFIGS / "tiny.toml", out, quick) > 0
+    assert train_or_resume(CONFIGS / "tiny.toml", out, [*quick, "run.log_every=5"]) == 0.0
+    with pytest.raises(ConfigError, match=r"schedule.batch_size: 4 there, 8 here"):
+        train_or_resume(CONFIGS / "tiny.toml", out, [*quick, "schedule.batch_size=8"])

@@ -58,12 +58,17 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in [*parts, cur] if p.strip()]
 
 
+def parse_options(text: str) -> dict[str, Any]:
+    """`"k=v,k2=[1,2]"` -> {k: v, k2: [1, 2]}, values read as TOML literals."""
+    return dict(parse_override(item) for item in _split_top_level(text))
+
+
 def parse_accel_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """`"NAME[:k=v,...]"` -> (name, options), values read as TOML literals; for `--accel`."""
     name, _, rest = spec.partition(":")
     name = name.strip()
     ACCELERATORS.get(name)  # raises listing the valid names
-    options = dict(parse_override(item) for item in _split_top_level(rest))
+    options = parse_options(rest)
     accel_config(name, options)  # validate now, before any model work
     return name, options
 

@@ -21,6 +21,12 @@ SAMPLE_TABLE = "sample"
 # for that point's generation only.
 ACCEL_TABLE = "accel"
 QUANT_TABLE = "quant"  # {recipe = "w8a8_real", calib_steps = 10}: quantized copy of the net
+# A point's `compile = {...}` table: torch.compile with inductor freezing of that point's network
+# (after quantization), keyword arguments passed to torch.compile (e.g. {dynamic = false}).
+COMPILE_TABLE = "compile"
+
+
+TABLES = (SAMPLE_TABLE, ACCEL_TABLE, QUANT_TABLE, COMPILE_TABLE)
 
 
 def accel_of(point: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -58,11 +64,12 @@ def sample_config_of(point: Mapping[str, Any], batch_size: int) -> Any:
     from difflab.pipeline import sample_config
 
     other = [k for k, v in point.items()
-             if isinstance(v, Mapping) and k not in (SAMPLE_TABLE, ACCEL_TABLE, QUANT_TABLE)]
+             if isinstance(v, Mapping) and k not in TABLES]
     if other:
         raise ConfigError(
             f"point {point['name']!r}: the pipeline adapter does not apply [{other[0]}] yet; "
-            f"valid tables: {SAMPLE_TABLE} (SampleConfig fields), {ACCEL_TABLE}, {QUANT_TABLE}"
+            f"valid tables: {SAMPLE_TABLE} (SampleConfig fields), {ACCEL_TABLE}, {QUANT_TABLE}, "
+            f"{COMPILE_TABLE}"
         )
     renames = {"sampler": "sampler", "steps": "steps", "cfg_scale": "cfg", "schedule": "schedule"}
     data = {new: point[old] for old, new in renames.items() if old in point}
@@ -77,17 +84,26 @@ class PipelineTarget:
     def __init__(self, pipe: Any, identity: str) -> None:
         self.pipe = pipe
         self.identity = identity
-        self._quantized: dict[str, torch.nn.Module] = {}  # point name -> quantized copy
+        self._networks: dict[str, torch.nn.Module] = {}  # point name -> quantized/compiled net
 
     def network(self, point: Mapping[str, Any]) -> torch.nn.Module:
         """The point's network: the float one, or a quantized copy made (and calibrated over
-        sampling trajectories) once per point and kept for the timing rounds."""
-        table = point.get(QUANT_TABLE)
-        if table is None:
+        sampling trajectories) once per point and kept for the timing rounds; compiled when the
+        point has a compile table."""
+        name, quant, options = point["name"], point.get(QUANT_TABLE), point.get(COMPILE_TABLE)
+        if quant is None and options is None:
             return self.pipe.net
-        if point["name"] not in self._quantized:
-            self._quantized[point["name"]] = quantized_copy(self.pipe, dict(table))
-        return self._quantized[point["name"]]
+        if name not in self._networks:
+            net = self.pipe.net if quant is None else quantized_copy(self.pipe, dict(quant))
+            if options is not None:
+                if ACCEL_TABLE in point:
+                    raise ConfigError(f"point {name!r}: accel hooks run in Python around each "
+                                      "block and cannot be combined with compile")
+                from difflab.quant.kernels import compile_for_inference
+
+                net = compile_for_inference(net, **dict(options))
+            self._networks[name] = net
+        return self._networks[name]
 
     def generate(self, point: Mapping[str, Any], prompts: Sequence[str],
                  seeds: Sequence[int]) -> np.ndarray:
@@ -107,21 +123,30 @@ class PipelineTarget:
 
 def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
     """A deep copy of the pipeline's network quantized by `table["recipe"]`, calibrated by
-    sampling the calibration prompts with `calib_steps` Euler steps."""
+    sampling the calibration prompts with `calib_steps` Euler steps; any other key of the table
+    overrides that `QuantConfig` field of the recipe (e.g. `timestep_aware = false`)."""
     import copy
+    import dataclasses
 
+    from difflab.config import from_dict, to_dict
     from difflab.pipeline import CALIBRATION_PROMPTS, SampleConfig, calibration_run
-    from difflab.quant.config import QUANTIZERS
+    from difflab.quant.config import QUANTIZERS, QuantConfig
     from difflab.quant.transform import quantize
 
-    unknown = sorted(set(table) - {"recipe", "calib_steps"})
-    if unknown or "recipe" not in table:
-        raise ConfigError(f"[quant] takes recipe (one of {', '.join(QUANTIZERS.names())}) and "
-                          f"calib_steps; got {sorted(table)}")
+    if "recipe" not in table:
+        raise ConfigError(f"[quant] needs a recipe (one of {', '.join(QUANTIZERS.names())}); "
+                          f"got {sorted(table)}")
+    overrides = {k: v for k, v in table.items() if k not in ("recipe", "calib_steps")}
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(QuantConfig)})
+    if unknown:  # raise before any calibration work
+        raise ConfigError(f"[quant] has unknown QuantConfig fields {unknown}")
     net = copy.deepcopy(pipe.net)
     run = calibration_run(pipe, CALIBRATION_PROMPTS,
                           SampleConfig(steps=int(table.get("calib_steps", 10))))
-    quantize(net, QUANTIZERS.get(table["recipe"])(net, run), run)
+    config = QUANTIZERS.get(table["recipe"])(net, run)
+    if overrides:
+        config = from_dict(QuantConfig, {**to_dict(config), **overrides}, where="quant")
+    quantize(net, config, run)
     return net
 
 

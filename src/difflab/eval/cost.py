@@ -177,10 +177,12 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device | None = None)
 
 
 def weight_bytes(source: torch.nn.Module | str | Path) -> int:
-    """Bytes of weights: parameters + buffers of a module, or the size of a weights file."""
+    """Bytes of weights as stored: parameters + buffers of a module (a quantized layer counts its
+    `storage_bytes()`: packed codes and scales, not its dequantized cache), or a file's size."""
     if isinstance(source, torch.nn.Module):
-        tensors = list(source.parameters()) + list(source.buffers())
-        return int(sum(t.numel() * t.element_size() for t in tensors))
+        from difflab.quant.storage import model_bytes
+
+        return int(model_bytes(source))
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")

@@ -135,6 +135,9 @@ _fixed("w8a8_real", "int8 W8A8 through torch._int_mm, dynamic per-token activati
 _fixed("w8a8_static", "int8 W8A8 with static activation scales calibrated over all steps "
        "(Q-Diffusion, 2023).", act_granularity="tensor", act_dynamic=False,
        calibration="mse", timestep_groups=4)
+_fixed("w4a8_static", "int4 weights, int8 static per-tensor activation scales calibrated over "
+       "the whole trajectory (Q-Diffusion's W4A8, 2023).", weight_format="int4",
+       act_granularity="tensor", act_dynamic=False, calibration="mse")
 _fixed("w4a8", "int4 weights per channel, int8 per-token activations (MixDQ, 2024).",
        weight_format="int4")
 _fixed("w4a4", "int4 weights and per-token activations, no outlier handling.",
