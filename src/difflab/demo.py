@@ -32,33 +32,20 @@ RUN_DEFINING = ("model", "process", "data", "text", "optim", "schedule", "ema", 
                 "run.precision", "run.mask_ratio")
 
 
-def _defining(config: Any) -> dict[str, Any]:
-    """The RUN_DEFINING entries of a TrainConfig, flattened to "section.key" -> value."""
-    data = to_dict(config)
-    flat = {}
-    for entry in RUN_DEFINING:
-        sec, _, key = entry.partition(".")
-        items = {key: data[sec][key]} if key else data[sec]
-        flat.update({f"{sec}.{k}": v for k, v in items.items()})
-    return flat
-
-
 def train_or_resume(config_path: str | Path, out: Path, overrides: list[str]) -> float:
     """Train to the config's last step (resuming if interrupted); returns the seconds spent.
     A run folder trained with other settings is refused, never continued under new ones."""
-    from difflab.train.checkpoint import config_of, latest_checkpoint
+    from difflab.train.checkpoint import check_same_run, config_of, latest_checkpoint
     from difflab.train.commands import train
     from difflab.train.config import load_train_config
 
     wanted = load_train_config(config_path, overrides)
     latest = latest_checkpoint(out) if out.exists() else None
     if latest is not None:
-        saved, want = _defining(config_of(latest)), _defining(wanted)
-        diffs = [f"{k}: {saved.get(k)!r} there, {want.get(k)!r} here"
-                 for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)]
-        if diffs:
-            raise ConfigError(f"{out} holds a run of other settings ({'; '.join(diffs)}); "
-                              f"remove it or pass --out")
+        try:
+            check_same_run(config_of(latest), wanted, latest, RUN_DEFINING)
+        except ConfigError as e:
+            raise ConfigError(f"{e}; remove {out} or pass --out") from None
         if json.loads((latest / "state.json").read_text())["step"] >= wanted.schedule.steps:
             return 0.0
     start = time.perf_counter()

@@ -58,5 +58,5 @@ def test_demo_reuses_only_a_run_of_the_same_settings(tmp_path):
     out = tmp_path / "demo"
     assert train_or_resume(CONFIGS / "tiny.toml", out, quick) > 0
     assert train_or_resume(CONFIGS / "tiny.toml", out, [*quick, "run.log_every=5"]) == 0.0
-    with pytest.raises(ConfigError, match=r"schedule.batch_size: 4 there, 8 here"):
+    with pytest.raises(ConfigError, match=r"schedule.batch_size: checkpoint 4 vs config 8"):
         train_or_resume(CONFIGS / "tiny.toml", out, [*quick, "schedule.batch_size=8"])

@@ -164,15 +164,30 @@ def config_of(path: Path) -> TrainConfig:
         raise ConfigError(f"{path}/config.json does not describe a difflab run: {e}") from None
 
 
-def check_same_run(saved: TrainConfig, wanted: TrainConfig, path: Path) -> None:
-    """Resuming needs the same model, process, data and text sections; name what differs."""
-    a, b = to_dict(saved), to_dict(wanted)
-    diffs = [f"{sec}.{k}: checkpoint {a[sec].get(k)!r} vs config {b[sec].get(k)!r}"
-             for sec in ("model", "process", "data", "text")
-             for k in sorted(set(a[sec]) | set(b[sec])) if a[sec].get(k) != b[sec].get(k)]
+# What a resume must share with its checkpoint ("section" or "section.key" entries of the config).
+RESUME_KEYS = ("model", "process", "data", "text")
+
+
+def check_same_run(saved: TrainConfig, wanted: TrainConfig, path: Path,
+                   keys: tuple[str, ...] = RESUME_KEYS) -> None:
+    """Raise naming every entry of `keys` on which the checkpoint's config and `wanted` differ."""
+    a, b = _entries(saved, keys), _entries(wanted, keys)
+    diffs = [f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}"
+             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if diffs:
         raise ConfigError(f"checkpoint {path} was made by another model/config: "
                           + "; ".join(diffs))
+
+
+def _entries(config: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The `keys` entries of a config, flattened to "section.key" -> value."""
+    data = to_dict(config)
+    flat = {}
+    for entry in keys:
+        sec, _, key = entry.partition(".")
+        items = {key: data[sec][key]} if key else data[sec]
+        flat.update({f"{sec}.{k}": v for k, v in items.items()})
+    return flat
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
