@@ -22,6 +22,12 @@ def grid_dict(**overrides):
     return data
 
 
+def grid_with_untimed_heun():
+    data = grid_dict(frontier_cost="time_ratio")
+    next(p for p in data["points"] if p["name"] == "heun-6")["timed"] = False
+    return data
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same grid benched twice on one target, sharing a reference cache."""
@@ -31,7 +37,7 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("bench")
     target = TinyTarget()
-    first = run_bench(target, grid_dict(), root / "one", cache_dir=root / "cache")
+    first = run_bench(target, grid_with_untimed_heun(), root / "one", cache_dir=root / "cache")
     seen_first = list(target.points_seen)
     target.points_seen.clear()
     second = run_bench(target, grid_dict(), root / "two", cache_dir=root / "cache")
@@ -48,10 +54,14 @@ def test_bench_writes_json_table_plot_and_html(runs):
     assert data["points"][4]["config"]["accel"] == {"reuse_every": 2}
     for p in data["points"]:
         assert {"accuracy", "fd", "kid", "precision", "recall", "psnr", "ssim"} <= set(p["quality"])
-        assert {"time_ratio", "flops_per_image", "nfe", "peak_memory_bytes"} <= set(p["cost"])
+        assert {"flops_per_image", "nfe", "peak_memory_bytes"} <= set(p["cost"])
+        # heun-6 is `timed = false`: no time columns, and no place on the time-ratio frontier
+        assert ("time_ratio" in p["cost"]) == (p["name"] != "heun-6")
     assert any(p["on_frontier"] for p in data["points"])
+    assert not first.point("heun-6")["on_frontier"]
     table = open(first.files["table"]).read()
     assert all(f"| {n}" in table for n in names)
+    assert "| heun-6 | heun | 6 | - | 11 |" in table
     assert Image.open(first.files["plot"]).format == "PNG"
     page = open(first.files["html"]).read()
     # One strip per configuration plus the real renders and the reference.
@@ -69,9 +79,10 @@ def test_bench_counts_network_evaluations_and_flops(runs):
     assert cost["euler-4"]["flops_per_image"] * 3 == cost["euler-12"]["flops_per_image"]
     assert cost["euler-12-cfg3"]["flops_per_image"] == 2 * cost["euler-12"]["flops_per_image"]
     assert cost["euler-12"]["time_ratio"] == 1.0
-    for c in cost.values():
-        assert c["speedup"] == pytest.approx(1 / c["time_ratio"])
-        assert len(c["timing"]["times"]) == 2
+    for name, c in cost.items():
+        if name != "heun-6":  # untimed
+            assert c["speedup"] == pytest.approx(1 / c["time_ratio"])
+            assert len(c["timing"]["times"]) == 2
 
 
 def test_more_euler_steps_are_closer_to_the_reference(runs):
@@ -104,6 +115,14 @@ def test_grid_errors_name_the_bad_value(tmp_path):
         parse_grid(no_ref)
     with pytest.raises(ConfigError, match="frontier_quality 'lpips'"):
         parse_grid(grid_dict(frontier_quality="lpips"))
+    untimed_baseline = grid_dict()
+    untimed_baseline["points"][0]["timed"] = False
+    with pytest.raises(ConfigError, match="baseline 'euler-12'.*timed = false"):
+        parse_grid(untimed_baseline)
+    not_bool = grid_dict()
+    not_bool["points"][1]["timed"] = 0
+    with pytest.raises(ConfigError, match="timed: expected bool"):
+        parse_grid(not_bool)
     with pytest.raises(FileNotFoundError):
         load_grid(tmp_path / "missing.toml")
 

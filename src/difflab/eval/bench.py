@@ -53,8 +53,12 @@ class BenchTarget(Protocol):
 # --- the grid file -----------------------------------------------------------------------------
 
 # Scalar settings a point may have; any table-valued key (accel, quant, ...) passes through.
+# `timed = false` leaves a point out of the timing rounds (e.g. a simulated quantization, whose
+# time is the cost of emulation, not of the method): it gets no time columns and no frontier
+# place on a time axis.
 POINT_KEYS: dict[str, type] = {
     "name": str, "sampler": str, "steps": int, "cfg_scale": float, "schedule": str,
+    "timed": bool,
 }
 # Cost columns the frontier may use, all lower-is-better.
 COST_KEYS = ("time_ratio", "latency_s", "flops_per_image", "nfe", "peak_memory_bytes",
@@ -116,7 +120,7 @@ def parse_point(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             )
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, tp) or isinstance(value, bool):
+        if not isinstance(value, tp) or (isinstance(value, bool) and tp is not bool):
             raise ConfigError(f"{where}.{key}: expected {tp.__name__}, got {value!r}")
         point[key] = value
     return point
@@ -136,7 +140,9 @@ def parse_grid(data: Mapping[str, Any]) -> Grid:
         raise ConfigError(f"point names must be unique, got {names}")
     reference = parse_point(raw_reference, "reference") if raw_reference is not None else None
     grid = Grid(settings, points, reference)
-    grid.point(settings.baseline)  # raises naming the valid points
+    if not is_timed(grid.point(settings.baseline)):  # grid.point raises naming the valid ones
+        raise ConfigError(f"the baseline {settings.baseline!r} is what times are relative to; "
+                          "it cannot be timed = false")
     for name in settings.metrics:
         if METRICS.get(name).inputs == "paired" and reference is None:
             raise ConfigError(f"metric {name!r} compares to a [reference] point; the grid has none")
@@ -153,6 +159,11 @@ def parse_grid(data: Mapping[str, Any]) -> Grid:
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(settings, key)}")
     return grid
+
+
+def is_timed(point: Mapping[str, Any]) -> bool:
+    """Whether a point takes part in the timing rounds."""
+    return bool(point.get("timed", True))
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -296,10 +307,16 @@ def probe_cost(target: BenchTarget, point: Mapping[str, Any], prompts: Sequence[
 
 def time_points(target: BenchTarget, grid: Grid, prompts: Sequence[str],
                 seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
-    """Round-robin timing of every point on one batch; speed as a ratio to the baseline."""
+    """Round-robin timing of every timed point on one batch; speed as a ratio to the baseline."""
     s = grid.settings
-    fns = {p["name"]: (lambda p=p: target.generate(p, prompts, seeds)) for p in grid.points}
-    timings = time_interleaved(fns, repeats=s.timing_repeats, warmup=s.timing_warmup)
+    timed = [p for p in grid.points if is_timed(p)]
+    from tqdm import tqdm
+
+    with tqdm(total=len(timed) * (s.timing_repeats + s.timing_warmup), unit="run",
+              desc="bench: timing") as bar:
+        fns = {p["name"]: (lambda p=p: (target.generate(p, prompts, seeds), bar.update()))
+               for p in timed}
+        timings = time_interleaved(fns, repeats=s.timing_repeats, warmup=s.timing_warmup)
     base = timings[s.baseline]
     out = {}
     for name, t in timings.items():
@@ -339,8 +356,10 @@ def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
                           f"valid: {valid}")
     n = min(s.batch_size, len(prompts))
     timing = time_points(target, grid, prompts[:n], seeds[:n])
-    for entry, p in zip(points, grid.points, strict=True):
-        entry["cost"] = {**timing[p["name"]], **probe_cost(target, p, prompts[:n], seeds[:n])}
+    for entry, p in zip(points, tqdm(grid.points, desc="bench: FLOPs, memory", unit="point"),
+                        strict=True):
+        entry["cost"] = {**timing.get(p["name"], {}),
+                         **probe_cost(target, p, prompts[:n], seeds[:n])}
     directions.update({k: False for k in COST_KEYS})
     result = BenchResult(grid.to_dict(), machine_info(), points, directions, ref_info,
                          prompts, seeds)
@@ -384,9 +403,14 @@ def features_of(metrics: Sequence[str], images: Mapping[str, np.ndarray],
 
 
 def mark_frontier(result: BenchResult, quality_key: str, cost_key: str) -> None:
-    """Set each point's `on_frontier` for (quality_key, cost_key)."""
-    values = [[p["quality"][quality_key], p["cost"][cost_key]] for p in result.points]
-    mask = pareto_front(np.asarray(values), [result.directions[quality_key], False])
-    for p, on in zip(result.points, mask, strict=True):
+    """Set each point's `on_frontier` for (quality_key, cost_key); a point without that cost (an
+    untimed point on a time axis) is not on the frontier."""
+    ranked = [p for p in result.points if p["cost"].get(cost_key) is not None]
+    values = [[p["quality"][quality_key], p["cost"][cost_key]] for p in ranked]
+    mask = pareto_front(np.asarray(values).reshape(len(ranked), 2),
+                        [result.directions[quality_key], False])
+    for p in result.points:
+        p["on_frontier"] = False
+    for p, on in zip(ranked, mask, strict=True):
         p["on_frontier"] = bool(on)
     result.grid["frontier"] = {"quality": quality_key, "cost": cost_key}

@@ -81,15 +81,16 @@ def plot_frontier(result: BenchResult, path: Path) -> Path:
 
     front = result.grid["frontier"]
     qk, ck = front["quality"], front["cost"]
-    xs = np.array([p["cost"][ck] for p in result.points], dtype=float)
-    ys = np.array([p["quality"][qk] for p in result.points], dtype=float)
-    on = np.array([p["on_frontier"] for p in result.points])
+    shown = [p for p in result.points if p["cost"].get(ck) is not None]  # untimed: no x
+    xs = np.array([p["cost"][ck] for p in shown], dtype=float)
+    ys = np.array([p["quality"][qk] for p in shown], dtype=float)
+    on = np.array([p["on_frontier"] for p in shown], dtype=bool)
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.scatter(xs[~on], ys[~on], c="tab:gray", label="dominated")
     ax.scatter(xs[on], ys[on], c="tab:red", label="Pareto frontier")
     order = np.argsort(xs[on])
     ax.plot(xs[on][order], ys[on][order], c="tab:red", drawstyle="steps-post", lw=1)
-    for p, x, y in zip(result.points, xs, ys, strict=True):
+    for p, x, y in zip(shown, xs, ys, strict=True):
         ax.annotate(p["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     arrow = "higher is better" if result.directions.get(qk, True) else "lower is better"
     ax.set_xlabel(f"{ck} (lower is better)")
