@@ -1,9 +1,13 @@
 """Training throughput of the flagship preset vs this machine's bf16 matmul peak and vs diffusers.
 
-Trains difflab's demo DiT (configs/demo.toml's model) and diffusers' PixArtTransformer2DModel
-with the same width, depth, heads and patch size on the same fixed batches, in one process,
-and prints images/s, the fraction of the bf16 matmul peak measured in the same run, and the
-ratio between the two. Timings are only meaningful on a quiet machine.
+Trains the model of a training config (configs/demo.toml's unet-tiny by default) and its
+diffusers twin on the same fixed batches, in one process, and prints images/s, the fraction of
+the bf16 matmul peak measured in the same run, and the ratio between the two. The twin of a DiT
+is PixArtTransformer2DModel with the same width, depth, heads and patch size; the twin of a
+UNet is UNet2DConditionModel with the same channels, levels, attention levels, heads and text
+width (diffusers' up stages have one layer more per level and a GEGLU MLP, so the twin does more
+FLOPs: both the images/s ratio and the FLOP/s ratio, counted by torch's flop counter, are
+printed). Timings are only meaningful on a quiet machine.
 
 The two models take turns step by step (difflab, diffusers, difflab, ...) on the same batches,
 with the same AdamW settings, bf16 autocast, loss and clipping, so load changes on a shared
@@ -12,7 +16,8 @@ torch's thread count: on an oversubscribed CPU, threads beyond the free cores sp
 parallel region, which punishes whichever model launches more kernels.
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--batch 64] [--warmup 2]
-        [--threads N] [--optimizer foreach|fused|forloop]
+        [--threads N] [--optimizer foreach|fused|forloop] [--config configs/demo.toml]
+        [--override model.preset=pixart-s]
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 import torch
 
 from difflab.models import build_model
-from difflab.models.base import flops_per_image, model_config
+from difflab.models.base import model_config
 from difflab.train.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,14 +89,51 @@ def diffusers_pixart(cfg) -> torch.nn.Module:
         use_additional_conditions=False, dropout=0.0)
 
 
+def diffusers_unet(cfg) -> torch.nn.Module:
+    """UNet2DConditionModel with the same levels, channels, attention levels and heads as `cfg`."""
+    from diffusers import UNet2DConditionModel
+
+    levels = range(len(cfg.channel_mult))
+    attn = set(cfg.attention_levels)
+    return UNet2DConditionModel(
+        sample_size=cfg.input_size, in_channels=cfg.in_channels, out_channels=cfg.in_channels,
+        block_out_channels=tuple(cfg.channels), layers_per_block=cfg.num_res_blocks,
+        down_block_types=tuple("CrossAttnDownBlock2D" if i in attn else "DownBlock2D"
+                               for i in levels),
+        up_block_types=tuple("CrossAttnUpBlock2D" if i in attn else "UpBlock2D"
+                             for i in reversed(levels)),
+        # diffusers' UNet reads `attention_head_dim` as the number of heads (diffusers#2011)
+        cross_attention_dim=cfg.context_dim, attention_head_dim=cfg.num_heads,
+        norm_num_groups=cfg.norm_groups,
+        transformer_layers_per_block=cfg.transformer_depth, use_linear_projection=True)
+
+
 def call_ours(net, x, t, ctx, mask):
     pooled = ctx.mean(1) if net.config.pooled_dim else None
     return net(x, t, context=ctx, context_mask=mask, pooled=pooled)
 
 
-def call_theirs(net, x, t, ctx, mask):
+def call_pixart(net, x, t, ctx, mask):
     return net(x, encoder_hidden_states=ctx, timestep=t, encoder_attention_mask=mask.long(),
                added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+
+
+def call_unet(net, x, t, ctx, mask):
+    return net(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask.long()).sample
+
+
+TWINS = {"dit": ("PixArtTransformer2DModel", diffusers_pixart, call_pixart),
+         "unet": ("UNet2DConditionModel", diffusers_unet, call_unet)}
+
+
+def train_flops(net, call, batch) -> int:
+    """FLOPs of one training step's forward and backward on `batch` (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        call(net, *batch).float().pow(2).mean().backward()
+    net.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -103,11 +145,15 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--optimizer", default="foreach", choices=sorted(OPTIMIZER_FLAGS))
+    p.add_argument("--override", action="append", default=[], help="config key=value")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_cfg = load_train_config(args.config)
+    train_cfg = load_train_config(args.config, args.override)
     cfg = model_config(train_cfg.model.preset, **train_cfg.model.overrides)
+    if cfg.arch not in TWINS:
+        raise SystemExit(f"no diffusers twin for {cfg.arch!r}; valid: {', '.join(TWINS)}")
+    twin_name, make_twin, call_theirs = TWINS[cfg.arch]
     g = torch.Generator().manual_seed(0)
     B, T, n = args.batch, args.tokens, args.warmup + args.steps
     shape = (B, cfg.in_channels, cfg.input_size, cfg.input_size)
@@ -115,21 +161,26 @@ def main() -> None:
                 torch.randn(B, T, cfg.context_dim, generator=g),
                 torch.ones(B, T, dtype=torch.bool)) for _ in range(n)]
     torch.manual_seed(0)
-    ours, theirs = build_model(cfg), diffusers_pixart(cfg)
+    ours, theirs = build_model(cfg), make_twin(cfg)
+    flops = {"difflab": train_flops(ours, call_ours, batches[0]),
+             "diffusers": train_flops(theirs, call_theirs, batches[0])}
     peak = matmul_peak()
     sec = time_interleaved({"difflab": make_step(ours, call_ours, args.optimizer),
                             "diffusers": make_step(theirs, call_theirs, args.optimizer)},
                            batches, args.warmup)
-    train_flops = 3 * flops_per_image(cfg, context_len=T)  # forward + ~2x for backward
+    rate = {k: flops[k] / sec[k] for k in sec}  # FLOP/s
+    params = {k: sum(p.numel() for p in m.parameters()) / 1e6
+              for k, m in (("difflab", ours), ("diffusers", theirs))}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {B}, "
           f"AdamW {args.optimizer}, median of {args.steps} interleaved steps")
     print(f"bf16 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(f"difflab {train_cfg.model.preset}: {B / sec['difflab']:.1f} images/s, "
-          f"{train_flops * B / sec['difflab'] / peak:.1%} of the bf16 matmul peak")
-    print(f"diffusers PixArtTransformer2DModel: {B / sec['diffusers']:.1f} images/s")
-    print(f"difflab / diffusers images/s ratio: {sec['diffusers'] / sec['difflab']:.2f}x "
-          f"(params {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M vs "
-          f"{sum(p.numel() for p in theirs.parameters()) / 1e6:.2f}M)")
+    for name, label in (("difflab", f"difflab {train_cfg.model.preset}"),
+                        ("diffusers", f"diffusers {twin_name}")):
+        print(f"{label}: {B / sec[name]:.1f} images/s, {params[name]:.2f}M params, "
+              f"{flops[name] / B / 1e9:.2f} GFLOP/img per step, {rate[name] / 1e9:.1f} GFLOP/s "
+              f"= {rate[name] / peak:.1%} of the bf16 matmul peak")
+    print(f"difflab / diffusers: images/s {sec['diffusers'] / sec['difflab']:.2f}x, "
+          f"FLOP/s {rate['difflab'] / rate['diffusers']:.2f}x")
 
 
 if __name__ == "__main__":
