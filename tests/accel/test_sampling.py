@@ -45,6 +45,16 @@ def test_calibration_recovers_a_known_relation():
         calibrate_teacache(net, lambda: sample(net, scale=1.0, steps=2), degree=4)
 
 
+def test_a_negative_rescaled_change_counts_as_none():
+    """y = -x rescales every change below zero; at threshold 0 nothing may be cached (a negative
+    running sum would otherwise stay under the threshold and cache every step)."""
+    net = tiny_model("pixart")
+    with apply_accel(net, "teacache", {"coefficients": [-1.0, 0.0], "threshold": 0.0}) as h:
+        out = sample(net)
+    assert h.stats["cached"] == 0
+    assert torch.equal(out, sample(tiny_model("pixart")))
+
+
 def test_stage_steps_and_shift():
     for n in range(3, 40):
         counts = stage_steps(n, (0.2, 0.5, 0.3))

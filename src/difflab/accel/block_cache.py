@@ -180,7 +180,9 @@ def _teacache_decider(state: StepState, config: TeaCacheConfig) -> Callable[[dic
         skip = False
         if prev is not None and "residual" in b and state.call.step > 0:
             change = relative_l1(sig, prev)
-            change = float(np.polyval(coeffs, change)) if coeffs.size else change
+            # a fitted polynomial can dip below zero; a negative change would pay back
+            # accumulated drift and let the cache run on, so it counts as no change
+            change = max(0.0, float(np.polyval(coeffs, change))) if coeffs.size else change
             acc = b.get("acc", 0.0) + change if config.accumulate else change
             skip = acc < config.threshold
             b["acc"] = acc if skip else 0.0
@@ -235,10 +237,14 @@ class _OutputRecorder(ModelHook):
 
 @torch.no_grad()
 def calibrate_teacache(model: nn.Module, run: Callable[[], Any], head_blocks: int = 1,
-                       signal: str = "residual", degree: int = 4) -> tuple[float, ...]:
+                       signal: str = "residual", degree: int = 1) -> tuple[float, ...]:
     """Fit TeaCache's rescaling polynomial: over the sampling runs `run()` makes, the relative
     L1 change of the model output between consecutive calls against that of the head signal,
-    by numpy.polyfit ("Timestep Embedding Tells...", 2024, Sec. 3.3)."""
+    by numpy.polyfit ("Timestep Embedding Tells...", 2024, Sec. 3.3).
+
+    The paper fits degree 4 over many prompts; one calibration batch gives only steps - 1 pairs
+    per CFG branch, and on the demo DiT a quartic through 19 pairs dipped below zero inside the
+    data's range (every step then cached: 4x faster, PSNR 15 dB), so the default is linear."""
     blocks = _transformer_blocks(model)
     check_range("head_blocks", head_blocks, 1, len(blocks) - 1)
     state, log = StepState(), {}

@@ -34,7 +34,8 @@ def calibrate(
     sampler: Annotated[str, typer.Option(help="sampler name")] = "euler",
     cfg: Annotated[float, typer.Option(help="guidance scale")] = 1.0,
     head_blocks: Annotated[int, typer.Option(help="blocks that give the signal")] = 1,
-    degree: Annotated[int, typer.Option(help="polynomial degree")] = 4,
+    degree: Annotated[int, typer.Option(help="polynomial degree (TeaCache: 4 over many "
+                                              "prompts; 1 is robust with few)")] = 1,
 ) -> tuple[float, ...]:
     """Fit TeaCache's polynomial for CHECKPOINT over a few sampling runs and write it to OUT."""
     if not Path(checkpoint).exists():
