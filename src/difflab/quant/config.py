@@ -132,12 +132,15 @@ _fixed("w8a8", "int8 weights per channel, int8 per-token activations, simulated 
        "(ViDiT-Q, 2024).")
 _fixed("w8a8_real", "int8 W8A8 through torch._int_mm, dynamic per-token activation scales.",
        execution="real")
+# Static int8 activation ranges are min-max: on the demo UNet MSE-optimal clipping cut rare
+# large activations that matter and lost 9 dB (w8a8_static, Euler, 16 images: 22.6 dB with
+# "mse", 31.4 dB with "minmax", 31.9 dB dynamic per-tensor).
 _fixed("w8a8_static", "int8 W8A8 with static activation scales calibrated over all steps "
        "(Q-Diffusion, 2023).", act_granularity="tensor", act_dynamic=False,
-       calibration="mse", timestep_groups=4)
+       calibration="minmax", timestep_groups=4)
 _fixed("w4a8_static", "int4 weights, int8 static per-tensor activation scales calibrated over "
        "the whole trajectory (Q-Diffusion's W4A8, 2023).", weight_format="int4",
-       act_granularity="tensor", act_dynamic=False, calibration="mse")
+       act_granularity="tensor", act_dynamic=False, calibration="minmax")
 _fixed("w4a8", "int4 weights per channel, int8 per-token activations (MixDQ, 2024).",
        weight_format="int4")
 _fixed("w4a4", "int4 weights and per-token activations, no outlier handling.",
