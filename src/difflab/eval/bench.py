@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from difflab.config import ConfigError, from_dict, to_dict
 from difflab.eval.cost import count_calls, count_flops, peak_memory, time_interleaved, weight_bytes
@@ -310,8 +311,6 @@ def time_points(target: BenchTarget, grid: Grid, prompts: Sequence[str],
     """Round-robin timing of every timed point on one batch; speed as a ratio to the baseline."""
     s = grid.settings
     timed = [p for p in grid.points if is_timed(p)]
-    from tqdm import tqdm
-
     with tqdm(total=len(timed) * (s.timing_repeats + s.timing_warmup), unit="run",
               desc="bench: timing") as bar:
         fns = {p["name"]: (lambda p=p: (target.generate(p, prompts, seeds), bar.update()))
@@ -341,8 +340,6 @@ def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
         parse_grid(grid) if isinstance(grid, Mapping) else load_grid(grid))
     s = grid.settings
     specs, prompts, seeds = prompt_set(s)
-    from tqdm import tqdm
-
     images = {p["name"]: generate_all(target, p, prompts, seeds, s.batch_size)
               for p in tqdm(grid.points, desc="bench: generating", unit="point")}
     cache = Path(cache_dir or s.cache_dir or default_cache_dir())

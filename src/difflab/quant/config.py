@@ -133,8 +133,8 @@ _fixed("w8a8", "int8 weights per channel, int8 per-token activations, simulated 
 _fixed("w8a8_real", "int8 W8A8 through torch._int_mm, dynamic per-token activation scales.",
        execution="real")
 # Static int8 activation ranges are min-max: on the demo UNet MSE-optimal clipping cut rare
-# large activations that matter and lost 9 dB (w8a8_static, Euler, 16 images: 22.6 dB with
-# "mse", 31.4 dB with "minmax", 31.9 dB dynamic per-tensor).
+# large activations that matter (w8a8_static PSNR to bf16, Euler: 22.2 dB with "mse", 39.0 dB
+# with "minmax", 44.4 dB dynamic per-token; benchmarks/results/quant_euler).
 _fixed("w8a8_static", "int8 W8A8 with static activation scales calibrated over all steps "
        "(Q-Diffusion, 2023).", act_granularity="tensor", act_dynamic=False,
        calibration="minmax", timestep_groups=4)
