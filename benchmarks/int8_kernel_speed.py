@@ -12,24 +12,17 @@ Medians of interleaved runs, so load drift hits both sides alike.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
+from difflab.eval.cost import time_interleaved
+
 
 def interleaved(fns: dict, runs: int) -> dict:
-    """Median seconds of each callable, taking turns (after one warm-up round)."""
-    times = {k: [] for k in fns}
-    for r in range(runs + 1):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            if r:
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median seconds of each callable, round-robin after one warm-up round."""
+    return {k: t.median for k, t in time_interleaved(fns, repeats=runs, warmup=1).items()}
 
 
 MATMUL_SHAPES = {  # (M, K, N): token linears at 16x16 (64 ch), 3x3 convs as im2col matmuls
