@@ -1,5 +1,6 @@
 """Shared test setup."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -45,3 +46,8 @@ def tiny_pipeline():
         for p in net.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.1)
     return Pipeline(net, FlowProcess(), HashText(), (3, 16, 16))
+
+
+# Tests check the numerics of the real int8 kernels, not their speed: run them on every CPU
+# (outside tests, `real` execution is refused where the kernels are slow).
+os.environ.setdefault("DIFFLAB_ALLOW_SLOW_INT8", "1")

@@ -41,7 +41,7 @@ def version() -> None:
 
 
 def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
-                   precision: str = "bf16", bottleneck: str = ""):
+                   precision: str = "auto", bottleneck: str = ""):
     from difflab.accel.api import parse_options
     from difflab.pipeline import SampleConfig
 
@@ -61,7 +61,8 @@ def sample(
     steps: int = typer.Option(20, help="sampling steps"),
     cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
     seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
-    precision: str = typer.Option("bf16", help="fp32 or bf16 (autocast)"),
+    precision: str = typer.Option("auto", help="auto (bf16 where native, else fp32), fp32, "
+                                  "bf16 or fp16 (CUDA)"),
     quant: str = typer.Option("", help="quantization recipe applied before sampling"),
     accel: str = typer.Option("", help="acceleration hook, NAME[:k=v,...]"),
     bottleneck: str = typer.Option("", help="Bottleneck Sampling: 'default' (1 -> 0.5 -> 1) "
@@ -183,9 +184,21 @@ def samplers() -> None:
     typer.echo("schedules: " + ", ".join(SCHEDULES.names()))
 
 
+@app.command()
+def doctor() -> None:
+    """Machine report for bug reports: device, CPU, threads, measured matmul rates, and the
+    precision and int8 kernels difflab chooses here."""
+    from difflab.runtime.machine import doctor_report
+
+    typer.echo(doctor_report())
+
+
 @app.callback()
 def _root() -> None:
     """difflab: train, sample, accelerate, quantize and measure diffusion models."""
+    from difflab.runtime.machine import configure_threads
+
+    configure_threads()
 
 
 _add_subcommands()

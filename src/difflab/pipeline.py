@@ -24,8 +24,7 @@ from difflab.core.guidance import cfg as classifier_free_guidance
 from difflab.core.samplers import BatchNoise, count_nfe, get_sampler, initial_noise
 from difflab.core.schedules import get_sigmas
 from difflab.data.grid import to_uint8
-
-PRECISIONS = ("fp32", "bf16")
+from difflab.runtime.machine import PRECISIONS, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class SampleConfig:
     guidance_interval: tuple[float, ...] = ()  # (sigma_lo, sigma_hi); () = every step
     guidance_rescale: float = 0.0
     negative_prompt: str = ""
-    precision: str = "bf16"
+    precision: str = "auto"  # auto: bf16 where the device computes it natively, else fp32
     batch_size: int = 32
     # Bottleneck Sampling stages (difflab.accel.bottleneck.BottleneckConfig fields:
     # scales, fractions, shifts); {} = every step at full resolution
@@ -52,7 +51,8 @@ class SampleConfig:
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; valid: fp32, bf16")
+            raise ConfigError(f"unknown precision {self.precision!r}; valid: "
+                              + ", ".join(PRECISIONS))
         if self.guidance_interval and len(self.guidance_interval) != 2:
             raise ConfigError(f"guidance_interval must be (lo, hi), got {self.guidance_interval}")
         if self.batch_size < 1:
@@ -157,8 +157,9 @@ class Pipeline:
         # stochastic samplers draw from generators seeded apart from the initial noise
         noise = BatchNoise([s + 1_000_003 for s in seeds])
         sampler = get_sampler(config.sampler)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                    if config.precision == "bf16" else contextlib.nullcontext())
+        dtype = resolve_precision(config.precision, self.device).autocast_dtype
+        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+                    else contextlib.nullcontext())
         stages = config.bottleneck_config()
         with autocast:
             if stages is None:

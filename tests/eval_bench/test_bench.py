@@ -50,7 +50,7 @@ def test_bench_writes_json_table_plot_and_html(runs):
     data = json.loads(open(first.files["json"]).read())
     names = ["euler-12", "euler-4", "heun-6", "euler-12-cfg3", "euler-12-reuse2"]
     assert [p["name"] for p in data["points"]] == names
-    assert {"torch", "torch_threads", "cpu"} <= set(data["machine"])
+    assert {"torch", "threads", "cpu", "capability", "native_bf16", "date"} <= set(data["machine"])
     assert data["points"][4]["config"]["accel"] == {"reuse_every": 2}
     for p in data["points"]:
         assert {"accuracy", "fd", "kid", "precision", "recall", "psnr", "ssim"} <= set(p["quality"])

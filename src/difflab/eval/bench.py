@@ -204,21 +204,13 @@ class BenchResult:
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured: versions, threads, CPU and GPU."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    """Where the numbers were measured: the machine record (CPU model, capability, threads,
+    torch version, date) plus numpy, platform and core count."""
+    from difflab.runtime.machine import run_record
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**run_record(device=device), "numpy": np.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count()}
 
 
 def prompt_set(settings: BenchSettings) -> tuple[list[Any], list[str], list[int]]:

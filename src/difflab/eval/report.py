@@ -64,11 +64,11 @@ def markdown_table(result: BenchResult) -> str:
                   for _, k, scale, f in COST_COLUMNS]
         cells += [_fmt(p["quality"].get(k)) for k in qkeys]
         rows.append("| " + " | ".join(cells) + " |")
-    front = result.grid.get("frontier", {})
+    front, m = result.grid.get("frontier", {}), result.machine
     note = (f"\n`*`: on the Pareto frontier of {front.get('quality')} vs {front.get('cost')}. "
             "Time ratio and speed-up are relative to the baseline, timed round-robin in the same "
-            f"process ({result.machine['cpu']}, {result.machine['torch_threads']} threads, "
-            f"torch {result.machine['torch']}).\n")
+            f"process ({m['cpu']}, {m['capability']}, {m['threads']} threads, "
+            f"torch {m['torch']}).\n")
     return "\n".join(rows) + "\n" + note
 
 

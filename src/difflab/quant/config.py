@@ -42,7 +42,9 @@ class QuantConfig:
     exclude: tuple[str, ...] = ()
     layer_weight_format: tuple[str, ...] = ()  # "pattern=format" overrides (mixed precision)
     act_split: tuple[str, ...] = ()  # "pattern=channel" shortcut splits (Q-Diffusion)
-    execution: Literal["simulated", "real"] = "simulated"
+    # real: int8 kernels (refused where they are slow); auto: real where this machine's int8
+    # GEMMs are fast (VNNI/AMX or CUDA), else simulated with a one-line notice
+    execution: Literal["simulated", "real", "auto"] = "simulated"
 
     def __post_init__(self) -> None:
         for fmt in (self.weight_format, self.act_format,
@@ -59,7 +61,7 @@ class QuantConfig:
         if self.act_granularity == "token" and not self.act_dynamic:
             raise ConfigError("act_granularity='token' needs act_dynamic=true (a scale per "
                               "token is computed from each input); use 'tensor' for static")
-        if self.execution == "real":
+        if self.execution in ("real", "auto"):
             self._check_real()
 
     def _check_real(self) -> None:

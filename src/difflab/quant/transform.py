@@ -5,7 +5,9 @@ ones (simulated or real int8), calibrating on a user-supplied run; `handle.remov
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ from difflab.quant.formats import get_format
 from difflab.quant.kernels import Int8Linear
 from difflab.quant.modules import ActQuantizer, QuantConv2d, QuantLinear, WeightSpec
 from difflab.quant.outliers import smooth_scales
+from difflab.runtime.machine import int8_kernels
 
 QUANTIZABLE = (nn.Linear, nn.Conv2d)
 
@@ -157,9 +160,28 @@ class QuantHandle:
                 for n, m in self.layers.items()]
 
 
+def resolve_execution(config: QuantConfig, device: torch.device) -> QuantConfig:
+    """Real int8 kernels only where they are fast on `device`: `auto` falls back to simulated
+    with one line; `real` is refused there (DIFFLAB_ALLOW_SLOW_INT8=1 runs it anyway, e.g. to
+    test its numerics)."""
+    if config.execution == "simulated":
+        return config
+    slow = int8_kernels(device)
+    if not slow or os.environ.get("DIFFLAB_ALLOW_SLOW_INT8") == "1":
+        return config.replace(execution="real")
+    if config.execution == "auto":
+        print(f"int8: {slow}; running W8A8 simulated (labelled simulated, never timed as real)",
+              file=sys.stderr)
+        return config.replace(execution="simulated")
+    raise ConfigError(f"real int8 execution asked for, but {slow}; use a simulated recipe "
+                      "(e.g. w8a8), execution='auto', or DIFFLAB_ALLOW_SLOW_INT8=1 to run the "
+                      "slow kernels anyway")
+
+
 def plan(model: nn.Module, config: QuantConfig) -> tuple[QuantHandle, dict[str, nn.Module]]:
     """An empty handle and the layers `config` will replace (convs stay float when real)."""
     layers = select_layers(model, config.include, config.exclude)
+    config = resolve_execution(config, next(model.parameters()).device)
     handle = QuantHandle(model, config)
     if config.execution == "real":
         for name in [n for n, m in layers.items() if not isinstance(m, nn.Linear)]:

@@ -80,7 +80,7 @@ class RunSection:
     seed: int = 0
     out_dir: str = "runs/default"
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where native
     mask_ratio: float = 0.0
     workers: int = 0
     log_every: int = 10

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from difflab.config import ConfigError
+from difflab.runtime.machine import resolve_precision, run_record
 from difflab.train import checkpoint as ckpt
 from difflab.train import distributed as ddp
 from difflab.train.conditioning import TextCache, condition_batch
@@ -109,7 +110,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=tuple(o.betas),
                                      eps=o.eps, weight_decay=o.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        self.autocast_dtype = _autocast_dtype(cfg.run.precision, info.device)
+        self.precision = resolve_precision(cfg.run.precision, info.device)
+        self.autocast_dtype = self.precision.autocast_dtype
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.text = TextCache(parts.text_encoder) if parts.text_encoder is not None else None
@@ -224,6 +226,7 @@ class Trainer:
                 "bad_streak": self.bad_streak, "loss_tail": self.loss_tail,
                 "optimizer": opt_meta, "world_size": self.info.world_size,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
+                "machine": run_record(self.precision, self.info.device.type),
                 "data": {"seed": self.cfg.run.seed,
                          "position": self.step * self.cfg.schedule.batch_size},
                 "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
@@ -289,6 +292,10 @@ class Trainer:
         r, total = self.cfg.run, self.cfg.schedule.steps
         bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.info.is_main and r.progress), file=sys.stderr)
+        if self.info.is_main and r.progress:  # the machine record goes into state.json
+            tqdm.write(f"[difflab train] precision {self.precision.name} "
+                       f"({self.precision.reason}), {torch.get_num_threads()} threads",
+                       file=sys.stderr)
         while self.step < total:
             rolled_back = False
             t0 = time.perf_counter()
@@ -349,15 +356,6 @@ class Trainer:
             keep = [ln for ln in path.read_text().splitlines()
                     if ln and json.loads(ln).get("step", 0) <= self.step]
             path.write_text("".join(ln + "\n" for ln in keep))
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """fp32: none; bf16 on any device; fp16 only on CUDA (fp16 on a CPU is ~100x slower)."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("run.precision = 'fp16' is CUDA-only; on a CPU use 'bf16' or 'fp32'")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def _jsonable(obj: Any) -> Any:
