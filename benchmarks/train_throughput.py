@@ -1,19 +1,20 @@
-"""Training throughput of the flagship preset vs this machine's bf16 matmul peak and vs diffusers.
+"""Training throughput of the flagship preset vs this machine's matmul peak and vs diffusers.
 
 Trains the model of a training config (configs/demo.toml's unet-tiny by default) and its
 diffusers twin on the same fixed batches, in one process, and prints images/s, the fraction of
-the bf16 matmul peak measured in the same run, and the ratio between the two. The twin of a DiT
-is PixArtTransformer2DModel with the same width, depth, heads and patch size; the twin of a
-UNet is UNet2DConditionModel with the same channels, levels, attention levels, heads and text
-width (diffusers' up stages have one layer more per level and a GEGLU MLP, so the twin does more
-FLOPs: both the images/s ratio and the FLOP/s ratio, counted by torch's flop counter, are
-printed). Timings are only meaningful on a quiet machine.
+the matmul peak (at the precision used) measured in the same run, and the ratio between the
+two. The twin of a DiT is PixArtTransformer2DModel with the same width, depth, heads and patch
+size; the twin of a UNet is UNet2DConditionModel with the same channels, levels, attention
+levels, heads and text width (diffusers' up stages have one layer more per level and a GEGLU
+MLP, so the twin does more FLOPs: both the images/s ratio and the FLOP/s ratio, counted by
+torch's flop counter, are printed). Timings are only meaningful on a quiet machine.
 
 The two models take turns step by step (difflab, diffusers, difflab, ...) on the same batches,
-with the same AdamW settings, bf16 autocast, loss and clipping, so load changes on a shared
-machine hit both alike; each side's time is the median over its timed steps. `--threads` pins
-torch's thread count: on an oversubscribed CPU, threads beyond the free cores spin-wait at every
-parallel region, which punishes whichever model launches more kernels.
+with the same AdamW settings, precision (auto: bf16 where native, else fp32), loss and
+clipping, so load changes on a shared machine hit both alike; each side's time is the median
+over its timed steps. `--threads` pins torch's thread count: on an oversubscribed CPU, threads
+beyond the free cores spin-wait at every parallel region, which punishes whichever model
+launches more kernels.
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--batch 64] [--warmup 2]
         [--threads N] [--optimizer foreach|fused|forloop] [--config configs/demo.toml]
@@ -23,6 +24,7 @@ parallel region, which punishes whichever model launches more kernels.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ import torch
 
 from difflab.models import build_model
 from difflab.models.base import model_config
+from difflab.runtime.machine import resolve_precision
 from difflab.train.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +64,14 @@ def time_interleaved(steps: dict, batches, warmup: int) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def make_step(net: torch.nn.Module, call, optimizer: str = "foreach"):
-    """An AdamW + bf16-autocast step on the flow-matching loss (target = noise - x0)."""
+def make_step(net: torch.nn.Module, call, optimizer: str = "foreach",
+              dtype: torch.dtype | None = None):
+    """An AdamW step (autocast to `dtype` unless None) on the flow-matching loss."""
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **OPTIMIZER_FLAGS[optimizer])
 
     def step(x, t, ctx, mask):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+        with autocast:
             out = call(net, x, t, ctx, mask)
         loss = (out.float() - x).pow(2).mean()
         loss.backward()
@@ -146,7 +151,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--optimizer", default="foreach", choices=sorted(OPTIMIZER_FLAGS))
     p.add_argument("--override", action="append", default=[], help="config key=value")
+    p.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     args = p.parse_args()
+    prec = resolve_precision(args.precision)
+    dtype = prec.autocast_dtype
     if args.threads:
         torch.set_num_threads(args.threads)
     train_cfg = load_train_config(args.config, args.override)
@@ -164,21 +172,22 @@ def main() -> None:
     ours, theirs = build_model(cfg), make_twin(cfg)
     flops = {"difflab": train_flops(ours, call_ours, batches[0]),
              "diffusers": train_flops(theirs, call_theirs, batches[0])}
-    peak = matmul_peak()
-    sec = time_interleaved({"difflab": make_step(ours, call_ours, args.optimizer),
-                            "diffusers": make_step(theirs, call_theirs, args.optimizer)},
+    peak = matmul_peak(dtype or torch.float32)
+    sec = time_interleaved({"difflab": make_step(ours, call_ours, args.optimizer, dtype),
+                            "diffusers": make_step(theirs, call_theirs, args.optimizer, dtype)},
                            batches, args.warmup)
     rate = {k: flops[k] / sec[k] for k in sec}  # FLOP/s
     params = {k: sum(p.numel() for p in m.parameters()) / 1e6
               for k, m in (("difflab", ours), ("diffusers", theirs))}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {B}, "
-          f"AdamW {args.optimizer}, median of {args.steps} interleaved steps")
-    print(f"bf16 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+          f"AdamW {args.optimizer}, median of {args.steps} interleaved steps, "
+          f"{prec.name} ({prec.reason})")
+    print(f"{prec.name} matmul peak: {peak / 1e9:.1f} GFLOP/s")
     for name, label in (("difflab", f"difflab {train_cfg.model.preset}"),
                         ("diffusers", f"diffusers {twin_name}")):
         print(f"{label}: {B / sec[name]:.1f} images/s, {params[name]:.2f}M params, "
               f"{flops[name] / B / 1e9:.2f} GFLOP/img per step, {rate[name] / 1e9:.1f} GFLOP/s "
-              f"= {rate[name] / peak:.1%} of the bf16 matmul peak")
+              f"= {rate[name] / peak:.1%} of the {prec.name} matmul peak")
     print(f"difflab / diffusers: images/s {sec['diffusers'] / sec['difflab']:.2f}x, "
           f"FLOP/s {rate['difflab'] / rate['diffusers']:.2f}x")
 

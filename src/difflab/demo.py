@@ -113,6 +113,7 @@ def run_demo(config: str | Path = "configs/demo.toml", out: str | Path = "runs/d
     """Train (or resume), evaluate every suite prompt, write report.html and metrics.json."""
     from difflab.evaluate import evaluate_suite
     from difflab.pipeline import load_pipeline
+    from difflab.runtime.machine import resolve_precision, run_record
 
     out = Path(out)
     overrides = list(overrides or [])
@@ -130,6 +131,7 @@ def run_demo(config: str | Path = "configs/demo.toml", out: str | Path = "runs/d
         "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
         "sampling": f"{sampling.sampler} x{sampling.steps}, cfg {sampling.cfg}",
+        "machine": run_record(resolve_precision(sampling.precision)),
     }
     metrics["train_config"] = to_dict(cfg)
     write_json(out / "metrics.json", metrics)
