@@ -1,6 +1,7 @@
 """Precision, int8 kernels and threads chosen by the machine's capability (probe faked)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ def fake(device="cpu", bf16=False, int8=False, rates=None):
                    rates or {})
 
 
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 SLOW = {"fp32": 120.0, "bf16": 0.9, "int8": 2.0}
 FAST = {"fp32": 160.0, "bf16": 405.0, "int8": 790.0}
 
@@ -136,3 +138,16 @@ def test_doctor_prints_the_choices():
     assert out.exit_code == 0, out.output
     for word in ("torch", "cpu", "threads", "GFLOP/s", "precision   auto ->", "int8"):
         assert word in out.output
+
+
+@pytest.mark.parametrize("precision, overrides, steps", [
+    ("fp32", [], 1000), ("bf16", [], 1300), ("fp32", ["schedule.steps=50"], 50)])
+def test_demo_steps_follow_the_machines_precision(monkeypatch, precision, overrides, steps):
+    from difflab.demo import machine_overrides
+    from difflab.runtime.machine import Precision
+    from difflab.train.config import load_train_config
+
+    monkeypatch.setattr(mach, "resolve_precision",
+                        lambda requested, *a, **k: Precision(requested, precision, "faked"))
+    final = machine_overrides(DEMO, overrides)
+    assert load_train_config(DEMO, final).schedule.steps == steps

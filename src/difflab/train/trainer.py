@@ -99,7 +99,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, parts: Parts, info: ddp.DistInfo, run_dir: Path) -> None:
         self.cfg, self.parts, self.info, self.run_dir = cfg, parts, info, Path(run_dir)
         self.process = parts.process
-        self.net = parts.net.to(info.device)
+        fmt = torch.channels_last if cfg.run.channels_last else torch.preserve_format
+        self.net = parts.net.to(info.device, memory_format=fmt)
         if cfg.run.mask_ratio > 0 and not hasattr(self.net, "forward_masked"):
             raise ConfigError(f"run.mask_ratio = {cfg.run.mask_ratio} needs a model with patch "
                               f"masking (forward_masked, e.g. DiT); {type(self.net).__name__} "
@@ -133,6 +134,8 @@ class Trainer:
               cond: dict[str, torch.Tensor], mask_gen: torch.Generator) -> torch.Tensor:
         """Sum over the micro-batch of loss_weight(sigma) * mean squared error (kept patches)."""
         x_in, t = self.process.net_input(x0, noise, sigma)
+        if self.cfg.run.channels_last and x_in.dim() == 4:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
         target = self.process.target(x0, noise, sigma)
         ratio = self.cfg.run.mask_ratio
         with self._autocast():
