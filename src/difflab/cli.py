@@ -185,12 +185,15 @@ def samplers() -> None:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    reprobe: bool = typer.Option(False, help="measure the cached speed probe again (run it on "
+                                 "an idle machine)"),
+) -> None:
     """Machine report for bug reports: device, CPU, threads, measured matmul rates, and the
     precision and int8 kernels difflab chooses here."""
     from difflab.runtime.machine import doctor_report
 
-    typer.echo(doctor_report())
+    typer.echo(doctor_report(reprobe))
 
 
 @app.callback()

@@ -32,24 +32,38 @@ RUN_DEFINING = ("model", "process", "data", "text", "optim", "schedule", "ema", 
                 "run.precision", "run.mask_ratio")
 
 
-# One rule keeps the demo inside its budget (about 15 minutes on 2 cores) on both kinds of CPU,
-# and depends only on the precision this machine trains in, so one machine always gets the same
-# run: where training runs in fp32 (no native bf16) the config's step count is scaled by
-# FP32_STEP_SCALE, unless schedule.steps is overridden.
-FP32_STEP_SCALE = 1000 / 1300
+# One rule keeps the demo inside its budget (about 15 minutes on 2 cores) on every CPU: the
+# config's step count is scaled by this machine's measured matmul rate at the precision it
+# trains in (the probe of difflab.runtime.machine, measured once per machine and cached) over
+# FULL_RECIPE_RATE, the rate at which the full recipe and its scoring fit the budget, rounded
+# down to a multiple of 100 steps and never below MIN_STEPS. The rate is cached, so one
+# machine always gets the same run; an explicit schedule.steps override is left alone.
+FULL_RECIPE_RATE = {"bf16": 300.0, "fp32": 150.0}  # GFLOP/s
+MIN_STEPS = 300
+
+
+def demo_steps(steps: int, precision: str, rate: float) -> int:
+    """The demo's step count on a machine whose matmul runs at `rate` GFLOP/s in `precision`."""
+    scaled = int(steps * min(1.0, rate / FULL_RECIPE_RATE[precision]) // 100 * 100)
+    return min(steps, max(MIN_STEPS, scaled))
 
 
 def machine_overrides(config_path: str | Path, overrides: list[str]) -> list[str]:
-    """`overrides` plus the step count this machine trains the demo for (see FP32_STEP_SCALE)."""
-    from difflab.runtime.machine import resolve_precision
+    """`overrides` plus the step count this machine trains the demo for (see demo_steps)."""
+    from difflab.runtime.machine import machine, resolve_precision
     from difflab.train.config import load_train_config
+    from difflab.train.distributed import pick_device
 
     if any(o.split("=", 1)[0].strip() == "schedule.steps" for o in overrides):
         return overrides
     cfg = load_train_config(config_path, overrides)
-    if resolve_precision(cfg.run.precision).name != "fp32":
+    device = pick_device(cfg.run.device).type
+    precision = resolve_precision(cfg.run.precision, device)
+    rate = machine(device).rates.get(precision.name)
+    if rate is None or precision.name not in FULL_RECIPE_RATE:
         return overrides
-    return [*overrides, f"schedule.steps={round(cfg.schedule.steps * FP32_STEP_SCALE)}"]
+    steps = demo_steps(cfg.schedule.steps, precision.name, rate)
+    return overrides if steps == cfg.schedule.steps else [*overrides, f"schedule.steps={steps}"]
 
 
 def train_or_resume(config_path: str | Path, out: Path, overrides: list[str]) -> float:

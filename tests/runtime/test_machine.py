@@ -140,14 +140,16 @@ def test_doctor_prints_the_choices():
         assert word in out.output
 
 
-@pytest.mark.parametrize("precision, overrides, steps", [
-    ("fp32", [], 1000), ("bf16", [], 1300), ("fp32", ["schedule.steps=50"], 50)])
-def test_demo_steps_follow_the_machines_precision(monkeypatch, precision, overrides, steps):
+@pytest.mark.parametrize("precision, rate, overrides, steps", [
+    ("fp32", 60.0, [], 500), ("fp32", 120.0, [], 1000), ("fp32", 400.0, [], 1300),
+    ("bf16", 405.0, [], 1300), ("fp32", 1.0, [], 300), ("fp32", 60.0, ["schedule.steps=50"], 50)])
+def test_demo_steps_follow_the_machines_speed(monkeypatch, precision, rate, overrides, steps):
     from difflab.demo import machine_overrides
     from difflab.runtime.machine import Precision
     from difflab.train.config import load_train_config
 
     monkeypatch.setattr(mach, "resolve_precision",
                         lambda requested, *a, **k: Precision(requested, precision, "faked"))
+    monkeypatch.setattr(mach, "machine", lambda device: fake(rates={precision: rate}))
     final = machine_overrides(DEMO, overrides)
     assert load_train_config(DEMO, final).schedule.steps == steps

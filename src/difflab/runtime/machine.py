@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class Machine:
 
     def record(self) -> dict[str, Any]:
         """What every result file stores about the machine that produced it."""
-        return {"device": self.device, "cpu": cpu_name(), "name": self.name,
+        return {"device": self.device, "cpu": cpu_name(), "cpu_id": cpu_id(), "name": self.name,
                 "capability": self.capability, "flags": list(self.flags),
                 "threads": self.threads, "native_bf16": self.native_bf16,
                 "fast_int8": self.fast_int8, "torch": torch.__version__,
@@ -77,15 +77,32 @@ def _confirmed(rates: dict[str, float], kind: str) -> bool:
 # ---- facts ---------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo (or the platform) names it."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} elsewhere)."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            info[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or torch.cpu.get_capabilities().get("cpu_name", "unknown")
+    return info
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo (or the platform) names it."""
+    name = _cpuinfo().get("model name")
+    return name or platform.processor() or torch.cpu.get_capabilities().get("cpu_name", "?")
+
+
+def cpu_id() -> str:
+    """Vendor, family, model and stepping: tells apart CPUs that share a marketing name (an
+    "AMD EPYC" can be a Zen 1 with AVX2 only or a Zen 4 with AVX-512 BF16)."""
+    info = _cpuinfo()
+    keys = ("vendor_id", "cpu family", "model", "stepping")
+    return " ".join(f"{k.replace(' ', '_')}={info[k]}" for k in keys if k in info) or "?"
 
 
 def available_cores() -> int:
@@ -192,16 +209,18 @@ def cache_dir() -> Path:
 
 
 def _probe_key(facts: Machine) -> str:
-    ident = [PROBE_VERSION, facts.device, facts.name, facts.capability, list(facts.flags),
-             facts.threads, torch.__version__]
+    ident = [PROBE_VERSION, facts.device, facts.name, cpu_id(), facts.capability,
+             list(facts.flags), facts.threads, torch.__version__]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
 
 
-def _cached_rates(facts: Machine) -> dict[str, float]:
-    """The probe's rates for this machine, measured once and kept in the cache folder."""
+def _cached_rates(facts: Machine, reprobe: bool = False) -> dict[str, float]:
+    """The probe's rates for this machine, measured once (or again with `reprobe`) and kept in
+    the cache folder."""
     path = cache_dir() / f"machine-{_probe_key(facts)}.json"
     try:
-        return json.loads(path.read_text())["rates"]
+        if not reprobe:
+            return json.loads(path.read_text())["rates"]
     except (OSError, ValueError, KeyError):
         pass
     rates = measure_rates(facts.device)
@@ -308,15 +327,18 @@ def same_machine(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "; ".join(diff)
 
 
-def doctor_report() -> str:
+def doctor_report(reprobe: bool = False) -> str:
     """What `difflab doctor` prints: versions, device, CPU, threads, measured matmul rates and
-    the precision and int8 choices with their reasons."""
+    the precision and int8 choices with their reasons; `reprobe` replaces the cached probe."""
     from difflab import __version__
 
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
+    if reprobe:
+        machine.cache_clear()
+        _cached_rates(_facts(device), reprobe=True)
+    m = machine(device)
     fresh = measure_rates(device)
-    m = replace(machine(device), rates=fresh)
     cpu = machine("cpu")
     flags = ", ".join(cpu.flags) or f"none of {', '.join(BF16_FLAGS + INT8_FLAGS)}"
     lines = [
@@ -327,8 +349,12 @@ def doctor_report() -> str:
         f"cpu         {cpu.name}, torch capability {cpu.capability}, flags: {flags}",
         f"threads     {torch.get_num_threads()} used; {available_cores()} physical cores "
         f"available to this process, {os.cpu_count()} logical CPUs in the machine",
+        f"cpu id      {cpu_id()}",
         f"matmul      fp32 {fresh['fp32']:.1f} GFLOP/s, bf16 {fresh['bf16']:.1f} GFLOP/s, "
         f"int8 {fresh['int8']:.1f} GOP/s ({PROBE_SIZE}^3 on {device}, measured now)",
+        f"probe       fp32 {m.rates['fp32']:.1f}, bf16 {m.rates['bf16']:.1f}, int8 "
+        f"{m.rates['int8']:.1f} (cached: what the choices below use; measured on an idle "
+        "machine it should match the line above - `difflab doctor --reprobe` measures again)",
     ]
     p = resolve_precision("auto", device, m)
     lines.append(f"precision   auto -> {p.name}: {p.reason}")
