@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from difflab.config import ConfigError
+from difflab.text.cache import EmbeddingCache
 from difflab.train import checkpoint as ckpt
 from difflab.train import distributed as ddp
-from difflab.train.conditioning import TextCache, condition_batch
+from difflab.train.conditioning import condition_batch
 from difflab.train.config import TrainConfig
 from difflab.train.schedule import (
     STREAM_MASK,
@@ -112,7 +113,7 @@ class Trainer:
         self.autocast_dtype = _autocast_dtype(cfg.run.precision, info.device)
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.text = TextCache(parts.text_encoder) if parts.text_encoder is not None else None
+        self.text = EmbeddingCache(parts.text_encoder) if parts.text_encoder is not None else None
         self.step, self.lr_scale, self.rollbacks, self.bad_streak = 0, 1.0, 0, 0
         self.loss_tail: list[list[float]] = []
 
