@@ -95,10 +95,12 @@ class Pipeline:
 
     def describe(self) -> str:
         """What this pipeline is, one fact per line: source, network, conditioning, labels."""
+        from difflab.quant.storage import model_bytes
+
         preset = self.config.get("model", {}).get("preset", "")
-        params = sum(p.numel() for p in self.net.parameters())
         rows = {"source": self.source or "(in memory)", "kind": self.kind or "-",
-                "network": f"{type(self.net).__name__} {preset} ({params:,} parameters)".strip(),
+                "network": f"{type(self.net).__name__} {preset}".strip(),
+                "weights": f"{model_bytes(self.net):,} bytes",
                 "process": type(self.process).__name__,
                 "conditioning": self.conditioner.describe(),
                 "image": "x".join(map(str, self.image_shape)), **self.labels}
