@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflab.config import from_dict
+from difflab.config import ConfigError, from_dict
 from difflab.registry import Registry
 from difflab.runtime.build import build_network, build_process, build_text
 from difflab.train.config import TrainConfig
@@ -63,33 +63,35 @@ def build_parts(cfg: TrainConfig) -> Parts:
     parts = Parts(net=net, process=process, dataset=dataset, text_encoder=text,
                   null_class=num_classes or None)
     if cfg.run.sample_every and cfg.run.sample_prompts:
-        parts.sample_grid = _grid_writer(cfg, process, text, dataset)
+        parts.sample_grid = _grid_writer(cfg, process, text, dataset, num_classes)
     return parts
 
 
-def _grid_writer(cfg: TrainConfig, process: Any, text: Any | None,
-                 dataset: Any) -> Callable[[nn.Module, int], Path]:
-    """A function that samples `run.sample_prompts` (seed i for prompt i) and saves a grid."""
-    from difflab.core.samplers import initial_noise, sample_euler
-    from difflab.data.grid import make_grid, to_uint8
+def _grid_writer(cfg: TrainConfig, process: Any, text: Any | None, dataset: Any,
+                 num_classes: int) -> Callable[[nn.Module, int], Path]:
+    """A function that samples `run.sample_prompts` (seed i for prompt i, Euler, fp32) through
+    the sampling pipeline and saves a grid; the prompts are checked now, not mid-run."""
+    from difflab.data.grid import make_grid
+    from difflab.runtime.build import class_names
+    from difflab.runtime.conditioning import make_conditioner
+    from difflab.runtime.pipeline import Pipeline, SampleConfig
 
     prompts = list(cfg.run.sample_prompts)
+    names = class_names(cfg.data, num_classes) if num_classes else ()
+    conditioner = make_conditioner(text, names)
+    try:
+        conditioner.kwargs(prompts, torch.device("cpu"))
+    except ConfigError as e:
+        raise ConfigError(f"run.sample_prompts: {e}") from None
     shape = tuple(dataset[0]["image"].shape)  # (C, H, W)
+    config = SampleConfig(steps=cfg.run.sample_steps, precision="fp32", batch_size=len(prompts))
 
-    @torch.no_grad()
     def write(net: nn.Module, step: int) -> Path:
-        device = next(net.parameters()).device
-        cond: dict[str, torch.Tensor] = {}
-        if text is not None:
-            tokens, mask, pooled = text.encode(prompts)
-            cond = {"context": tokens.to(device), "context_mask": mask.to(device),
-                    "pooled": pooled.to(device)}
-        sigmas = process.default_schedule(cfg.run.sample_steps).to(device)
-        x = initial_noise(shape, range(len(prompts)), device=device) * sigmas[0]
-        images = sample_euler(process.denoiser(net), x, sigmas, extra_args=cond)
+        pipe = Pipeline(net, process, conditioner, shape)
+        images = pipe.generate(prompts, list(range(len(prompts))), config)
         path = Path(cfg.run.out_dir) / "samples" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        make_grid(to_uint8(images), labels=prompts).save(path)
+        make_grid(images, labels=prompts).save(path)
         return path
 
     return write
