@@ -52,8 +52,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def base_of(checkpoint: str | Path) -> dict[str, str]:
-    """The manifest's `base` entry for a checkpoint folder: its path and model file hash."""
-    folder = Path(checkpoint)
+    """The manifest's `base` entry for a checkpoint folder: its absolute path and the hash of its
+    model.safetensors (what identifies the base wherever it is copied)."""
+    folder = Path(checkpoint).resolve()
     return {"path": str(folder), "sha256": sha256_file(folder / "model.safetensors")}
 
 
