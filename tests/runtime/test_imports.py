@@ -9,6 +9,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 RUNTIME = SRC / "difflab" / "runtime"
+ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 
 
 def module_name(path: Path) -> str:
@@ -42,7 +43,7 @@ def test_importing_every_runtime_module_loads_nothing_of_train():
             f"for name in {names!r}:\n    importlib.import_module(name)\n"
             "print(sorted(m for m in sys.modules if m.startswith('difflab.train')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, check=True)
+                         env=ENV, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -61,3 +62,13 @@ def test_train_modules_import_each_other_without_a_circle():
 
     circles = [name for name in graph if reaches(name, name, set())]
     assert not circles, {n: sorted(graph[n]) for n in circles}
+
+
+def test_loading_and_sampling_a_checkpoint_imports_nothing_of_train(digits_run):
+    code = ("import sys\nfrom difflab.runtime import SampleConfig, load\n"
+            f"load({str(digits_run.path)!r}).generate(['3'], [0], SampleConfig(steps=2, "
+            "precision='fp32'))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('difflab.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=ENV, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
