@@ -161,3 +161,22 @@ def test_demo_trains_scores_and_reports(capsys, monkeypatch, tmp_path):
     assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
     user_error(capsys, monkeypatch, "demo", "--config", tmp_path / "none.toml", "--out", out,
                match="config file not found")
+
+
+def test_train_and_accel_commands(capsys, monkeypatch, tmp_path, text_run):
+    run = tmp_path / "run"
+    code, out, err = difflab(capsys, monkeypatch, "train", CONFIGS / "tiny.toml", "--out", run,
+                             "-o", "schedule.steps=1", "-o", "schedule.batch_size=2",
+                             "-o", "run.ckpt_every=1", "-o", "data.options.length=4",
+                             "-o", "run.precision=fp32", "-o", "run.progress=false")
+    assert code == 0 and f"run folder: {run}" in out, err
+    user_error(capsys, monkeypatch, "train", CONFIGS / "tiny.toml", "--out", run,
+               "-o", "schedule.steps=1", match="already holds checkpoints")
+    code, out, err = difflab(capsys, monkeypatch, "accel", "list")
+    assert code == 0 and "teacache:" in out, err
+    coeffs = tmp_path / "teacache.json"
+    code, out, err = difflab(capsys, monkeypatch, "accel", "calibrate", text_run.path,
+                             "--out", coeffs, "--images", 2, "--steps", 3)
+    assert code == 0 and json.loads(coeffs.read_text())["coefficients"], err
+    user_error(capsys, monkeypatch, "accel", "calibrate", text_run.path, "--out", coeffs,
+               "--sampler", "eulr", match="unknown sampler 'eulr'")
