@@ -135,6 +135,9 @@ def train_flops(net, call, batch) -> int:
     """FLOPs of one training step's forward and backward on `batch` (torch's flop counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from difflab.eval.cost import register_flop_formulas
+
+    register_flop_formulas()  # SDPA's CPU kernel, which torch's counter does not know
     with FlopCounterMode(display=False) as counter:
         call(net, *batch).float().pow(2).mean().backward()
     net.zero_grad(set_to_none=True)

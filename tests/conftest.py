@@ -31,11 +31,12 @@ class HashText:
 
 @pytest.fixture
 def tiny_pipeline():
-    """A real `difflab.pipeline.Pipeline`: a 16x16 UNet with seeded random weights, rectified
+    """A real `difflab.runtime.Pipeline`: a 16x16 UNet with seeded random weights, rectified
     flow and the stand-in text encoder (dim 32)."""
     from difflab.core.processes import FlowProcess
     from difflab.models import build_model
-    from difflab.pipeline import Pipeline
+    from difflab.runtime import Pipeline
+    from difflab.runtime.conditioning import TextConditioner
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -45,7 +46,7 @@ def tiny_pipeline():
     with torch.no_grad():  # a fresh model outputs zero; perturb every weight
         for p in net.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return Pipeline(net, FlowProcess(), HashText(), (3, 16, 16))
+    return Pipeline(net, FlowProcess(), TextConditioner(HashText()), (3, 16, 16))
 
 
 # Tests check the numerics of the real int8 kernels, not their speed: run them on every CPU

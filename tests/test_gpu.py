@@ -42,7 +42,7 @@ def test_tiny_training_on_cuda_learns_and_saves(tmp_path):
 
 
 def test_sampling_on_cuda_is_deterministic_and_batch_independent(tiny_pipeline):
-    from difflab.pipeline import SampleConfig
+    from difflab.runtime import SampleConfig
 
     pipe = tiny_pipeline
     pipe.net.to("cuda")
@@ -56,7 +56,7 @@ def test_sampling_on_cuda_is_deterministic_and_batch_independent(tiny_pipeline):
 
 def test_cache_hook_on_cuda_removes_bit_identically(tiny_pipeline):
     from difflab.accel import apply_accel
-    from difflab.pipeline import SampleConfig
+    from difflab.runtime import SampleConfig
 
     pipe = tiny_pipeline
     pipe.net.to("cuda")

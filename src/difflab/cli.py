@@ -43,7 +43,7 @@ def version() -> None:
 def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
                    precision: str = "auto", bottleneck: str = ""):
     from difflab.accel.api import parse_options
-    from difflab.pipeline import SampleConfig
+    from difflab.runtime import SampleConfig
 
     if bottleneck == "default":  # BottleneckConfig's own defaults
         bottleneck = "scales=[1.0,0.5,1.0]"
@@ -54,8 +54,10 @@ def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
 
 @app.command()
 def sample(
-    checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable)"),
+    checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder (any "
+                                     "artefact), or a shipped model's name"),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable): text, a "
+                                     "class name or index for a class model, '' unconditional"),
     n: int = typer.Option(8, help="images per prompt"),
     sampler: str = typer.Option("euler", help="sampler name (see `difflab samplers`)"),
     steps: int = typer.Option(20, help="sampling steps"),
@@ -71,17 +73,15 @@ def sample(
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
     from difflab.data.grid import make_grid
-    from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
+    from difflab.runtime import load, quantize_pipeline
 
     config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
-    pipe = load_pipeline(checkpoint)
+    pipe = load(checkpoint)
     if quant:
-        from difflab.quant.config import QUANTIZERS
-        from difflab.quant.transform import quantize as apply_quant
-
-        run = calibration_run(pipe, CALIBRATION_PROMPTS, _sample_config("euler", 10, 1.0))
-        handle = apply_quant(pipe.net, QUANTIZERS.get(quant)(pipe.net, run), run)
+        handle = quantize_pipeline(pipe, quant)
         typer.echo(f"quantized {len(handle.layers)} layers with {quant} ({handle.execution})")
+    for label, value in pipe.labels.items():
+        typer.echo(f"{label}: {value}")
     prompts = [p for p in prompt for _ in range(n)]
     seeds = [seed + i for i in range(len(prompts))]
     if accel:
@@ -99,7 +99,7 @@ def sample(
 
 @app.command("eval")
 def eval_command(
-    checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
+    checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder"),
     suite: str = typer.Option("all", help="prompt suite: single, binding, counting, spatial, "
                               "heldout or all"),
     seeds: int = typer.Option(1, help="images (seeds) per prompt"),
@@ -110,9 +110,9 @@ def eval_command(
 ) -> None:
     """Score a checkpoint on a prompt suite with the shapes evaluator."""
     from difflab.evaluate import evaluate_suite, write_suite_outputs
-    from difflab.pipeline import load_pipeline
+    from difflab.runtime import load
 
-    pipe = load_pipeline(checkpoint)
+    pipe = load(checkpoint)
     result = evaluate_suite(pipe, suite, _sample_config(sampler, steps, cfg), seeds)
     typer.echo(result.table())
     if out:
@@ -142,19 +142,17 @@ def demo(
 @app.command()
 def quantize(
     checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
-    out: str = typer.Option(..., help="output folder (safetensors codes + scales + quant.json)"),
+    out: str = typer.Option(..., help="output folder (quantized artefact: codes + scales + "
+                            "difflab.json); `difflab sample OUT` loads it"),
     recipe: str = typer.Option("", help="named recipe (see `difflab quant-recipes`)"),
     config: str = typer.Option("", help="QuantConfig TOML instead of a recipe"),
     calib_steps: int = typer.Option(10, help="sampling steps of the calibration runs"),
 ) -> None:
     """Post-training quantization of a checkpoint, calibrated over sampling trajectories."""
-    from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
     from difflab.quant.commands import format_report, quantize_checkpoint
 
-    pipe = load_pipeline(checkpoint)
-    run = calibration_run(pipe, CALIBRATION_PROMPTS, _sample_config("euler", calib_steps, 1.0))
-    report = quantize_checkpoint(checkpoint, out, load_model=lambda _: pipe.net,
-                                 recipe=recipe or None, config=config or None, calibrate=run)
+    report = quantize_checkpoint(checkpoint, out, recipe=recipe or None, config=config or None,
+                                 calib_steps=calib_steps)
     typer.echo(format_report(report))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from difflab.config import ConfigError, to_dict
 from difflab.io import atomic_write, write_json
-from difflab.pipeline import SampleConfig
+from difflab.runtime import SampleConfig
 
 # Chosen from the sampler frontier (benchmarks/results/samplers): the ancestral samplers score
 # highest on this model at CFG 3.
@@ -146,19 +146,20 @@ def run_demo(config: str | Path = "configs/demo.toml", out: str | Path = "runs/d
              suite: str = "all", seeds_per_prompt: int = DEMO_SEEDS) -> dict[str, Any]:
     """Train (or resume), evaluate every suite prompt, write report.html and metrics.json."""
     from difflab.evaluate import evaluate_suite
-    from difflab.pipeline import load_pipeline
+    from difflab.runtime import load
     from difflab.runtime.machine import resolve_precision, run_record
+    from difflab.train.checkpoint import config_of
 
     out = Path(out)
     overrides = machine_overrides(config, list(overrides or []))
     t0 = time.perf_counter()
     train_s = train_or_resume(config, out, overrides)
-    pipe = load_pipeline(out)
+    pipe = load(out)
     t1 = time.perf_counter()
     result = evaluate_suite(pipe, suite, sampling, seeds_per_prompt)
     eval_s = time.perf_counter() - t1
     metrics = result.metrics()
-    cfg = pipe.train_config
+    cfg = config_of(Path(pipe.source))
     metrics["run"] = {
         "config": str(config), "checkpoint": pipe.source, "model": cfg.model.preset,
         "steps": cfg.schedule.steps, "batch_size": cfg.schedule.batch_size,

@@ -10,9 +10,6 @@ import numpy as np
 
 from difflab.data.world import PromptSpec
 
-# Seeds k = 0, 1, ... of a prompt are spec.seed + k * SEED_STRIDE: disjoint across prompts.
-SEED_STRIDE = 100_003
-
 
 @dataclass
 class SuiteResult:
@@ -40,31 +37,22 @@ class SuiteResult:
 
 
 def suite_prompts(suite: str, seeds_per_prompt: int = 1) -> tuple[list[PromptSpec], list[int]]:
-    """The suite's specs repeated `seeds_per_prompt` times, with their fixed seeds."""
-    from difflab.data.suites import load_suite
+    """The suite's specs, one per image, with their seeds (`difflab.data.suites.suite_seeds`)."""
+    from difflab.data.suites import expand_suite, load_suite
 
     if seeds_per_prompt < 1:
         raise ValueError(f"seeds_per_prompt must be >= 1, got {seeds_per_prompt}")
-    specs = load_suite(suite)
-    pairs = [(s, s.seed + k * SEED_STRIDE) for k in range(seeds_per_prompt) for s in specs]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def real_renders(specs: list[PromptSpec], seeds: list[int], size: int) -> np.ndarray:
-    """Ground-truth renders of the same prompts: the reference set for Fréchet distance."""
-    from difflab.data.shapes import render_spec
-
-    pairs = zip(specs, seeds, strict=True)
-    return np.stack([render_spec(s, size=size, seed=seed)[0] for s, seed in pairs])
+    return expand_suite(load_suite(suite), seeds_per_prompt)
 
 
 def score_images(images: np.ndarray, specs: list[PromptSpec], seeds: list[int]) -> tuple:
     """(evaluator report, FD to real renders of the same specs and seeds)."""
+    from difflab.data.shapes import render_specs
     from difflab.eval.features import extract_features, frechet_distance
     from difflab.eval.shapeeval import evaluate
 
     report = evaluate(images, specs)
-    real = real_renders(specs, seeds, images.shape[1])
+    real = render_specs(specs, seeds, images.shape[1])
     fd = frechet_distance(extract_features(images), extract_features(real))
     return report, fd
 

@@ -134,7 +134,7 @@ def test_bench_adapter_applies_and_removes_the_accel_table():
 
 
 def test_pipeline_bottleneck_samples_the_middle_at_low_resolution(tiny_pipeline):
-    from difflab.pipeline import SampleConfig
+    from difflab.runtime import SampleConfig
 
     pipe, net = tiny_pipeline, tiny_pipeline.net
     sizes = []

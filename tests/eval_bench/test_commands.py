@@ -55,7 +55,7 @@ def test_points_translate_to_the_pipelines_sample_config():
     with pytest.raises(ConfigError, match="unknown key"):
         sample_config_of({**point, "sample": {"precison": "fp32"}}, batch_size=4)
 
-    class RecordingPipe:  # stands in for difflab.pipeline.Pipeline: records what it is given
+    class RecordingPipe:  # stands in for difflab.runtime.Pipeline: records what it is given
         net = torch.nn.Identity()
 
         def generate(self, prompts, seeds, config):

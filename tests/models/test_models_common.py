@@ -119,6 +119,9 @@ def test_padding_tokens_do_not_change_the_output(name):
 
 
 def counted_flops(model, x, t, kw) -> int:
+    from difflab.eval.cost import register_flop_formulas
+
+    register_flop_formulas()  # what difflab.eval.cost.count_flops does first
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, **kw)
     return counter.get_total_flops()

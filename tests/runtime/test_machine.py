@@ -76,7 +76,7 @@ def test_int8_execution_falls_back_or_refuses_where_slow(monkeypatch, capsys, fa
     from difflab.quant.config import QuantConfig
 
     monkeypatch.delenv("DIFFLAB_ALLOW_SLOW_INT8", raising=False)
-    monkeypatch.setattr(transform, "int8_kernels", lambda device: "" if fast else "no VNNI")
+    monkeypatch.setattr(mach, "int8_kernels", lambda device: "" if fast else "no VNNI")
     h = transform.quantize(_net(), QuantConfig(execution="auto"))
     assert h.execution == ("real" if fast else "simulated")
     assert ("no VNNI" in capsys.readouterr().err) == (not fast)

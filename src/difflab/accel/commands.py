@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,12 +37,10 @@ def calibrate(
                                               "prompts; 1 is robust with few)")] = 1,
 ) -> tuple[float, ...]:
     """Fit TeaCache's polynomial for CHECKPOINT over a few sampling runs and write it to OUT."""
-    if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     from difflab.data.suites import load_suite
-    from difflab.pipeline import Pipeline, SampleConfig
+    from difflab.runtime import SampleConfig, load
 
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    pipe = load(checkpoint)
     prompts = [p.text for p in load_suite(suite)][:images]
     config = SampleConfig(sampler=sampler, steps=steps, cfg=cfg, precision="fp32")
     coeffs = calibrate_teacache(

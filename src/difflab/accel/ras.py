@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from difflab.accel.api import register_accel
 from difflab.accel.hooks import AccelHandle, ModelHook, StepState, attach
 from difflab.config import ConfigError
-from difflab.models.layers import Rope
+from difflab.models.dit import keep_tokens
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,7 @@ class _SparseBlock(ModelHook):
         b = self.state.branch()
         if self.first:
             b["n_tokens"] = h.shape[1]
-            h = h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))  # (B, n, D)
-            rope = None
-            if inputs.rope is not None:  # (1, 1, N, Dh) -> (B, 1, n, Dh) per table
-                rope = Rope(*(r[0, 0][idx].unsqueeze(1) for r in inputs.rope[:2] * 2))
-            b["inputs"] = inputs._replace(rope=rope, grid=None)
+            h, b["inputs"] = keep_tokens(h, inputs, idx)  # (B, n, D), RoPE tables gathered
         return (h, b["inputs"], *args[2:]), kwargs
 
     def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:

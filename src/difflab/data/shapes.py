@@ -7,6 +7,7 @@ Rendering uses analytic pixel coverage from signed distance functions (as in Ini
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "relation_holds",
     "render",
     "render_spec",
+    "render_specs",
 ]
 
 IMAGE_SIZES: tuple[int, ...] = (16, 32, 64, 128)
@@ -293,3 +295,10 @@ def render_spec(spec: PromptSpec, size: int = 32, seed: int = 0) -> tuple[np.nda
         rng, [kinds[i] for i in order], size, [groups[i] for i in order], spec.relation
     )
     return render(scene), scene
+
+
+def render_specs(specs: Sequence[PromptSpec], seeds: Sequence[int], size: int) -> np.ndarray:
+    """Ground-truth renders (N, size, size, 3) uint8 of specs[i] with seeds[i]: the real set
+    that Fréchet distance and the other feature metrics compare generated images to."""
+    pairs = zip(specs, seeds, strict=True)
+    return np.stack([render_spec(spec, size=size, seed=seed)[0] for spec, seed in pairs])

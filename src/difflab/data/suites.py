@@ -8,13 +8,15 @@ numpy versions or hash seeds; bump SUITE_VERSION whenever the content changes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import cache
 
 from difflab.data.captions import a_noun, counted, relation_text
 from difflab.data.world import COLORS, HELDOUT_PAIRS, RELATIONS, SHAPES, ObjectSpec, PromptSpec
 from difflab.registry import UnknownNameError
 
-__all__ = ["HELDOUT_PAIRS", "SUITES", "SUITE_SIZES", "SUITE_VERSION", "load_suite"]
+__all__ = ["HELDOUT_PAIRS", "SEED_STRIDE", "SUITES", "SUITE_SIZES", "SUITE_VERSION", "expand_suite",
+           "load_suite", "suite_seeds"]
 
 SUITE_VERSION = 1
 SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout", "all")
@@ -141,3 +143,26 @@ def load_suite(name: str) -> list[PromptSpec]:
 
 
 SUITE_SIZES: dict[str, int] = {name: len(_suite(name)) for name in SUITES}
+
+
+# Image k of a suite prompt uses seed spec.seed + k * SEED_STRIDE. Prompt seeds lie in
+# [1000, 6000) and the stride exceeds their spread, so no two prompts share a seed.
+SEED_STRIDE = 100_003
+
+
+def suite_seeds(spec: PromptSpec, count: int, first: int = 0) -> list[int]:
+    """The seeds of images first..first+count-1 of a suite prompt: image k uses
+    spec.seed + k * SEED_STRIDE (the one convention of eval, bench and demo)."""
+    if count < 1 or first < 0:
+        raise ValueError(f"need count >= 1 and first >= 0, got {count}, {first}")
+    return [spec.seed + k * SEED_STRIDE for k in range(first, first + count)]
+
+
+def expand_suite(specs: Sequence[PromptSpec], seeds_per_prompt: int,
+                 first: int = 0) -> tuple[list[PromptSpec], list[int]]:
+    """One (spec, seed) pair per image, by `suite_seeds`, seed-major: every prompt's image
+    `first`, then every prompt's next image, and so on."""
+    seeds = [suite_seeds(spec, seeds_per_prompt, first) for spec in specs]
+    pairs = [(spec, row[k]) for k in range(seeds_per_prompt)
+             for spec, row in zip(specs, seeds, strict=True)]
+    return [p for p, _ in pairs], [s for _, s in pairs]

@@ -74,7 +74,7 @@ class BenchSettings:
     suite: str = "single"
     max_prompts: int = 0  # 0: every prompt of the suite
     seeds_per_prompt: int = 2
-    seed_offset: int = 0
+    seed_offset: int = 0  # first image index k of each prompt (`data.suites.suite_seeds`)
     batch_size: int = 8
     timing_repeats: int = 5
     timing_warmup: int = 1
@@ -215,14 +215,13 @@ def machine_info() -> dict[str, Any]:
 
 def prompt_set(settings: BenchSettings) -> tuple[list[Any], list[str], list[int]]:
     """The suite's specs, expanded to one (spec, prompt, seed) triple per generated image."""
-    from difflab.data.shapes import load_suite
+    from difflab.data.suites import expand_suite, load_suite
 
     specs = load_suite(settings.suite)
     if settings.max_prompts > 0:
         specs = specs[: settings.max_prompts]
-    seeds = [settings.seed_offset + j for j in range(settings.seeds_per_prompt)]
-    flat = [(spec, seed) for spec in specs for seed in seeds]
-    return [s for s, _ in flat], [s.text for s, _ in flat], [seed for _, seed in flat]
+    specs, seeds = expand_suite(specs, settings.seeds_per_prompt, first=settings.seed_offset)
+    return specs, [s.text for s in specs], seeds
 
 
 def generate_all(
@@ -326,6 +325,7 @@ def time_points(target: BenchTarget, grid: Grid, prompts: Sequence[str],
 def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
               out_dir: str | Path, cache_dir: str | Path | None = None) -> BenchResult:
     """Generate, score, time and report every point of `grid` on `target` into `out_dir`."""
+    from difflab.data.shapes import render_specs
     from difflab.eval.report import write_report
 
     grid = grid if isinstance(grid, Grid) else (
@@ -337,7 +337,7 @@ def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
     cache = Path(cache_dir or s.cache_dir or default_cache_dir())
     ref, ref_info = (reference_images(target, grid.reference, prompts, seeds, s.batch_size, cache)
                      if grid.reference is not None else (None, None))
-    real = real_images(specs, seeds, size=images[s.baseline].shape[1])
+    real = render_specs(specs, seeds, size=images[s.baseline].shape[1])
     points, directions = score_points(grid, images, specs, real, ref)
     if s.frontier_quality not in directions:  # e.g. a category the suite does not have
         valid = ", ".join(sorted(directions))
@@ -371,14 +371,6 @@ def score_points(
         directions.update(dirs)
         points.append({"name": p["name"], "config": p, "quality": quality, "cost": {}})
     return points, directions
-
-
-def real_images(specs: Sequence[Any], seeds: Sequence[int], size: int) -> np.ndarray:
-    """Ground-truth renders of the same prompts and seeds: the real set for FD/KID/P&R."""
-    from difflab.data.shapes import render_spec
-
-    pairs = zip(specs, seeds, strict=True)
-    return np.stack([render_spec(spec, size=size, seed=seed)[0] for spec, seed in pairs])
 
 
 def features_of(metrics: Sequence[str], images: Mapping[str, np.ndarray],

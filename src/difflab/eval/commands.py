@@ -14,7 +14,7 @@ import typer
 from difflab.config import ConfigError
 from difflab.eval.bench import BenchResult, load_grid, run_bench
 
-# A point's `sample = {...}` table holds any further `difflab.pipeline.SampleConfig` field
+# A point's `sample = {...}` table holds any further `difflab.runtime.SampleConfig` field
 # (precision, negative_prompt, sampler_options, schedule_options, guidance_interval, ...).
 SAMPLE_TABLE = "sample"
 # A point's `accel = {method = "...", ...options}` table: a `difflab.accel` hook on the network
@@ -61,7 +61,7 @@ def checkpoint_identity(path: str | Path) -> str:
 
 def sample_config_of(point: Mapping[str, Any], batch_size: int) -> Any:
     """The pipeline's SampleConfig for a bench point (`cfg_scale` is the pipeline's `cfg`)."""
-    from difflab.pipeline import sample_config
+    from difflab.runtime import sample_config
 
     other = [k for k, v in point.items()
              if isinstance(v, Mapping) and k not in TABLES]
@@ -79,7 +79,7 @@ def sample_config_of(point: Mapping[str, Any], batch_size: int) -> Any:
 
 
 class PipelineTarget:
-    """BenchTarget over a `difflab.pipeline.Pipeline` (the only code that knows its API)."""
+    """BenchTarget over a `difflab.runtime.Pipeline` (the only code that knows its API)."""
 
     def __init__(self, pipe: Any, identity: str) -> None:
         self.pipe = pipe
@@ -123,40 +123,24 @@ class PipelineTarget:
 
 def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
     """A deep copy of the pipeline's network quantized by `table["recipe"]`, calibrated by
-    sampling the calibration prompts with `calib_steps` Euler steps; any other key of the table
-    overrides that `QuantConfig` field of the recipe (e.g. `timestep_aware = false`)."""
-    import copy
-    import dataclasses
-
-    from difflab.config import from_dict, to_dict
-    from difflab.pipeline import CALIBRATION_PROMPTS, SampleConfig, calibration_run
-    from difflab.quant.config import QUANTIZERS, QuantConfig
-    from difflab.quant.transform import quantize
+    sampling with `calib_steps` Euler steps; any other key of the table overrides that
+    `QuantConfig` field of the recipe (e.g. `timestep_aware = false`)."""
+    from difflab.quant.config import QUANTIZERS
+    from difflab.runtime.quantized import quantized_copy as copy_quantized
 
     if "recipe" not in table:
         raise ConfigError(f"[quant] needs a recipe (one of {', '.join(QUANTIZERS.names())}); "
                           f"got {sorted(table)}")
     overrides = {k: v for k, v in table.items() if k not in ("recipe", "calib_steps")}
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(QuantConfig)})
-    if unknown:  # raise before any calibration work
-        raise ConfigError(f"[quant] has unknown QuantConfig fields {unknown}")
-    net = copy.deepcopy(pipe.net)
-    run = calibration_run(pipe, CALIBRATION_PROMPTS,
-                          SampleConfig(steps=int(table.get("calib_steps", 10))))
-    config = QUANTIZERS.get(table["recipe"])(net, run)
-    if overrides:
-        config = from_dict(QuantConfig, {**to_dict(config), **overrides}, where="quant")
-    quantize(net, config, run)
-    return net
+    return copy_quantized(pipe, table["recipe"], calib_steps=int(table.get("calib_steps", 10)),
+                          overrides=overrides)
 
 
 def pipeline_target(checkpoint: str) -> PipelineTarget:
-    """Load `checkpoint` with `difflab.pipeline.load_pipeline` and adapt it for the bench."""
-    if not Path(checkpoint).exists():  # fail before importing and building anything
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    from difflab.pipeline import load_pipeline
+    """Load `checkpoint` with `difflab.runtime.load` and adapt it for the bench."""
+    from difflab.runtime import load
 
-    pipe = load_pipeline(checkpoint)
+    pipe = load(checkpoint)
     # Hash the checkpoint actually loaded (a run folder resolves to its latest checkpoint).
     source = getattr(pipe, "source", "") or checkpoint
     return PipelineTarget(pipe, checkpoint_identity(source))

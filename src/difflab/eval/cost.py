@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -90,8 +91,21 @@ def time_interleaved(
     return {name: Timing.from_times(times[name]) for name in names}
 
 
+def register_flop_formulas() -> None:
+    """Teach torch's FlopCounterMode the CPU flash-attention kernel (it has no formula, so SDPA
+    on a CPU would count zero FLOPs): the standard SDPA count. Idempotent."""
+    fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if fwd in flop_counter.flop_registry or fwd.default in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(fwd)
+    def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of the operators `torch.utils.flop_counter` knows (matmul, conv, attention)."""
+    register_flop_formulas()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())

@@ -21,11 +21,14 @@ from difflab.models.layers import (
     CrossAttention,
     Mlp,
     PatchEmbed,
+    PooledEmbedder,
     Rope,
     SelfAttention,
     TimestepEmbedder,
+    add_positions,
     check_image,
     compute_dtype,
+    global_condition,
     grid_positions,
     key_padding_mask,
     missing_context,
@@ -86,6 +89,17 @@ class BlockInputs(NamedTuple):
     context_mask: torch.Tensor | None  # (B, 1, 1, T) bool, True = attend
     rope: Rope | None
     grid: tuple[int, int] | None  # token grid (gh, gw); None when tokens are a masked subset
+
+
+def keep_tokens(h: torch.Tensor, inputs: BlockInputs,
+                idx: torch.Tensor) -> tuple[torch.Tensor, BlockInputs]:
+    """The tokens at raster indices idx (B, n) of h (B, N, D) -> (B, n, D), and block inputs with
+    each kept token's RoPE tables (B, 1, n, Dh) and grid None (the tokens are a subset now)."""
+    h = h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))
+    rope = None
+    if inputs.rope is not None:  # (1, 1, N, Dh) tables; keys use the queries' (kv_compress 1)
+        rope = Rope(*(r[0, 0][idx].unsqueeze(1) for r in inputs.rope[:2] * 2))
+    return h, inputs._replace(rope=rope, grid=None)
 
 
 class MaskedOutput(NamedTuple):
@@ -166,10 +180,7 @@ class DiT(nn.Module):
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, dim)
         self.t_embedder = TimestepEmbedder(dim)
         self.y_embedder = nn.Embedding(cfg.num_classes + 1, dim) if cfg.num_classes else None
-        self.pooled_embedder = (
-            nn.Sequential(nn.Linear(cfg.pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-            if cfg.pooled_dim else None
-        )
+        self.pooled_embedder = PooledEmbedder(cfg.pooled_dim, dim) if cfg.pooled_dim else None
         # PixArt's caption projection: text states -> model width, shared by every block
         self.context_embedder = Mlp(cfg.context_dim, dim, dim) if cfg.context_dim else None
         self.single = cfg.modulation == "adaln_single"
@@ -226,16 +237,12 @@ class DiT(nn.Module):
     def _conditioning(self, t, context, context_mask, pooled, y, batch: int):
         """(c (B, D), projected context (B, T, D) or None, key mask (B, 1, 1, T) or None)."""
         cfg = self.config
-        c = self.t_embedder(t.expand(batch) if t.numel() == 1 else t)  # (B, D)
+        c = global_condition(self.t_embedder, self.pooled_embedder, t, pooled, batch)  # (B, D)
         if self.y_embedder is not None:
             labels = y if y is not None else torch.full((batch,), cfg.num_classes, device=c.device)
             c = c + self.y_embedder(labels)
         elif y is not None:
             raise ValueError("got class labels y but this model has num_classes=0")
-        if self.pooled_embedder is not None:
-            if pooled is None:
-                raise ValueError(f"this model needs pooled (B, {cfg.pooled_dim}) text vectors")
-            c = c + self.pooled_embedder(pooled)
         if self.context_embedder is None:
             return c, None, None
         if context is None:
@@ -257,14 +264,8 @@ class DiT(nn.Module):
         check_image(x, cfg.in_channels, cfg.patch_size)
         _, _, H, W = x.shape
         gh, gw = H // cfg.patch_size, W // cfg.patch_size
-        h = self.x_embedder(x)  # (B, N, D)
-        if cfg.pos_embed == "sincos":
-            h = h + sincos_pos_embed_2d(cfg.hidden_size, gh, gw).to(h)
-        elif cfg.pos_embed == "learned":
-            if (gh, gw) != (cfg.grid, cfg.grid):
-                raise ValueError(f"learned positions fit {cfg.input_size}x{cfg.input_size}, "
-                                 f"got {H}x{W}")
-            h = h + self.pos_embed
+        table = self.pos_embed if cfg.pos_embed == "learned" else None
+        h = add_positions(self.x_embedder(x), cfg.pos_embed, table, cfg.grid, gh, gw)  # (B, N, D)
         c, ctx, mask = self._conditioning(t, context, context_mask, pooled, y, x.shape[0])
         block_c = self.t_block(c).unflatten(1, (6, -1)) if self.single else c
         rope = self._rope(gh, gw, x.device)
@@ -293,17 +294,13 @@ class DiT(nn.Module):
         h, inputs, c = self.embed(x, t, context, context_mask, pooled, y)
         for block in self.mixer:
             h = block(h, inputs)
-        B, N, D = h.shape
+        B, N, _ = h.shape
         n_keep = max(1, int(round(N * (1.0 - mask_ratio))))
         gen_device = generator.device if generator is not None else h.device
         noise = torch.rand(B, N, generator=generator, device=gen_device).to(h.device)
         idx = noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values  # (B, n) kept, raster order
-        h = h.gather(1, idx[..., None].expand(-1, -1, D))  # (B, n, D)
-        if n_keep < N:
-            rope = None
-            if inputs.rope is not None:  # gather each kept token's table: (B, 1, n, Dh)
-                rope = Rope(*(r[0, 0][idx].unsqueeze(1) for r in inputs.rope[:2] * 2))
-            inputs = inputs._replace(rope=rope, grid=None)
+        if n_keep < N:  # (all kept: idx is the identity and the full grid stays usable)
+            h, inputs = keep_tokens(h, inputs, idx)  # (B, n, D)
         for block in self.blocks:
             h = block(h, inputs)
         h = self.final_layer(h, c)  # (B, n, p*p*C)

@@ -8,7 +8,6 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils import flop_counter
 
 AttentionBackend = Literal["auto", "sdpa", "math"]
 ATTENTION_BACKENDS = ("auto", "sdpa", "math")
@@ -19,23 +18,6 @@ NormKind = Literal["layernorm", "rmsnorm"]
 # matmul-softmax (pixart-s training step 1.6x faster with it), while without autograd SDPA is
 # as fast or faster (pixart-s forward 2-4%). From ~1k tokens SDPA wins both ways.
 MATH_ATTENTION_MAX_TOKENS = 256
-
-
-# ---------------------------------------------------------------------------------------------
-# FLOP counting: torch's FlopCounterMode has no formula for the CPU flash-attention kernel, so
-# SDPA on CPU would count as zero FLOPs. Register the standard SDPA formula for it once.
-# ---------------------------------------------------------------------------------------------
-def _register_cpu_sdpa_flops() -> None:
-    fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    if fwd.default in flop_counter.flop_registry:
-        return
-
-    @flop_counter.register_flop_formula(fwd)
-    def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-_register_cpu_sdpa_flops()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,6 +48,39 @@ class TimestepEmbedder(nn.Module):
         t = t.reshape(-1) if t.dim() else t.reshape(1)
         emb = timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype)
         return self.mlp(emb)  # (B, dim)
+
+
+class PooledEmbedder(nn.Sequential):
+    """A pooled text vector (B, P) -> (B, D), added to the timestep embedding (SD3, PixArt)."""
+
+    def __init__(self, pooled_dim: int, dim: int) -> None:
+        super().__init__(nn.Linear(pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+
+def global_condition(t_embedder: nn.Module, pooled_embedder: nn.Module | None, t: torch.Tensor,
+                     pooled: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """c (B, D): the embedding of t (a scalar or (B,)) plus, for models with a pooled
+    embedder, the embedded pooled text vector."""
+    c = t_embedder(t.expand(batch) if t.numel() == 1 else t)  # (B, D)
+    if pooled_embedder is None:
+        return c
+    if pooled is None:
+        dim = pooled_embedder[0].in_features
+        raise ValueError(f"this model needs pooled (B, {dim}) text vectors")
+    return c + pooled_embedder(pooled)
+
+
+def add_positions(h: torch.Tensor, kind: str, table: torch.Tensor | None, grid: int,
+                  gh: int, gw: int) -> torch.Tensor:
+    """Tokens h (B, N, D) of a gh x gw patch grid plus their position embedding: fixed
+    sin-cos at any grid, a learned `table` (1, grid*grid, D) at its own grid, none for "rope"."""
+    if kind == "sincos":
+        return h + sincos_pos_embed_2d(h.shape[-1], gh, gw).to(h)
+    if kind == "learned":
+        if (gh, gw) != (grid, grid):
+            raise ValueError(f"learned positions fit a {grid}x{grid} token grid, got {gh}x{gw}")
+        return h + table
+    return h
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:

@@ -20,9 +20,12 @@ from difflab.models.layers import (
     ATTENTION_BACKENDS,
     Mlp,
     PatchEmbed,
+    PooledEmbedder,
     TimestepEmbedder,
+    add_positions,
     attend,
     check_image,
+    global_condition,
     key_padding_mask,
     make_norm,
     merge_heads,
@@ -151,10 +154,7 @@ class MMDiT(nn.Module):
         self.config = cfg
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, dim)
         self.t_embedder = TimestepEmbedder(dim)
-        self.pooled_embedder = (
-            nn.Sequential(nn.Linear(cfg.pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-            if cfg.pooled_dim else None
-        )
+        self.pooled_embedder = PooledEmbedder(cfg.pooled_dim, dim) if cfg.pooled_dim else None
         self.context_embedder = nn.Linear(cfg.context_dim, dim)
         if cfg.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, dim))
@@ -198,16 +198,9 @@ class MMDiT(nn.Module):
             raise ValueError("MMDiT is text-conditioned and takes no class labels y")
         B, _, H, W = x.shape
         gh, gw = H // cfg.patch_size, W // cfg.patch_size
-        h = self.x_embedder(x)  # (B, N, D)
-        if cfg.pos_embed == "sincos":
-            h = h + sincos_pos_embed_2d(cfg.hidden_size, gh, gw).to(h)
-        else:
-            h = h + self.pos_embed
-        c = self.t_embedder(t.expand(B) if t.numel() == 1 else t)  # (B, D)
-        if self.pooled_embedder is not None:
-            if pooled is None:
-                raise ValueError(f"this MMDiT needs pooled (B, {cfg.pooled_dim}) text vectors")
-            c = c + self.pooled_embedder(pooled)
+        table = self.pos_embed if cfg.pos_embed == "learned" else None
+        h = add_positions(self.x_embedder(x), cfg.pos_embed, table, cfg.grid, gh, gw)  # (B, N, D)
+        c = global_condition(self.t_embedder, self.pooled_embedder, t, pooled, B)  # (B, D)
         ctx = self.context_embedder(context)  # (B, T, D)
         mask = None
         if context_mask is not None:  # image keys are always real

@@ -1,36 +1,30 @@
-"""CLI glue: `difflab quantize CHECKPOINT (--recipe NAME | --config FILE) --out DIR`."""
+"""CLI glue: `difflab quantize CHECKPOINT (--recipe NAME | --config FILE) --out DIR`: a quantized
+artefact that `difflab.runtime.load` (and so `difflab sample DIR`) loads back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from torch import nn
-
 from difflab.config import ConfigError, load_toml
-from difflab.quant.config import QUANTIZERS, CalibrationRun, QuantConfig
-from difflab.quant.storage import save_quantized, size_report
-from difflab.quant.transform import quantize
+from difflab.quant.config import QUANTIZERS, QuantConfig
 
 
-def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *,
-                        load_model: Callable[[str], nn.Module], recipe: str | None = None,
-                        config: str | Path | None = None,
-                        calibrate: CalibrationRun | None = None) -> dict:
-    """Load a float model, quantize it by recipe name or TOML config, save it to `out`; returns
-    the size report with the execution label."""
+def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *, recipe: str | None = None,
+                        config: str | Path | None = None, calib_steps: int = 10) -> dict:
+    """Load a float checkpoint, quantize it by recipe name or TOML config (calibrated over
+    sampling runs), save it to `out` as a quantized artefact; returns the size report."""
+    from difflab.runtime import load
+    from difflab.runtime.quantized import quantize_pipeline, save_quantized_pipeline
+
     if (recipe is None) == (config is None):
         raise ConfigError("give exactly one of a recipe name or a config file; valid recipes: "
                           + ", ".join(QUANTIZERS.names()))
-    if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    model = load_model(str(checkpoint))
-    cfg = load_toml(QuantConfig, config) if config is not None else \
-        QUANTIZERS.get(recipe)(model, calibrate)
-    handle = quantize(model, cfg, calibrate)
-    save_quantized(handle, out)
-    return {**size_report(handle), "execution": handle.execution, "layers": len(handle.layers),
-            "skipped": len(handle.skipped), "out": str(out)}
+    if recipe is not None:
+        QUANTIZERS.get(recipe)  # an unknown name fails before the model is loaded
+    quant = load_toml(QuantConfig, config) if config is not None else recipe
+    pipe = load(checkpoint)
+    handle = quantize_pipeline(pipe, quant, calib_steps=calib_steps)
+    return save_quantized_pipeline(pipe, handle, out)
 
 
 def format_report(report: dict) -> str:

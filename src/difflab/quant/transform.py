@@ -21,7 +21,6 @@ from difflab.quant.formats import get_format
 from difflab.quant.kernels import Int8Linear
 from difflab.quant.modules import ActQuantizer, QuantConv2d, QuantLinear, WeightSpec
 from difflab.quant.outliers import smooth_scales
-from difflab.runtime.machine import int8_kernels
 
 QUANTIZABLE = (nn.Linear, nn.Conv2d)
 
@@ -164,9 +163,11 @@ def resolve_execution(config: QuantConfig, device: torch.device) -> QuantConfig:
     """Real int8 kernels only where they are fast on `device`: `auto` falls back to simulated
     with one line; `real` is refused there (DIFFLAB_ALLOW_SLOW_INT8=1 runs it anyway, e.g. to
     test its numerics)."""
+    from difflab.runtime import machine  # not at import: difflab.runtime imports quant
+
     if config.execution == "simulated":
         return config
-    slow = int8_kernels(device)
+    slow = machine.int8_kernels(device)
     if not slow or os.environ.get("DIFFLAB_ALLOW_SLOW_INT8") == "1":
         return config.replace(execution="real")
     if config.execution == "auto":

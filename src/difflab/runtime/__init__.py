@@ -1,2 +1,23 @@
-"""Inference without the trainer: artefacts, loading, the pipeline, and the machine's choices
-(precision, kernels, threads)."""
+"""Inference: load any artefact difflab writes into a ready `Pipeline`, and sample it.
+
+`load(path_or_name)` reads a run folder (its latest checkpoint), a checkpoint folder, a
+quantized folder or a shipped model's name. Nothing here imports `difflab.train`.
+`difflab.runtime.machine` chooses precision, int8 kernels and threads by capability.
+"""
+
+from difflab.runtime import loaders, quantized  # noqa: F401  (register the built-in kinds)
+from difflab.runtime.artefacts import (
+    ARTEFACTS,
+    MANIFEST,
+    Manifest,
+    load,
+    read_manifest,
+    register_artefact,
+    write_manifest,
+)
+from difflab.runtime.pipeline import Pipeline, SampleConfig, sample_config
+from difflab.runtime.quantized import quantize_pipeline
+
+__all__ = ["ARTEFACTS", "MANIFEST", "Manifest", "Pipeline", "SampleConfig", "load",
+           "quantize_pipeline", "read_manifest", "register_artefact", "sample_config",
+           "write_manifest"]

@@ -20,6 +20,10 @@ class TextEncoding(NamedTuple):
     mask: torch.Tensor
     pooled: torch.Tensor
 
+    def network_kwargs(self) -> dict[str, torch.Tensor]:
+        """The denoiser's conditioning keywords: context, context_mask, pooled."""
+        return {"context": self.tokens, "context_mask": self.mask, "pooled": self.pooled}
+
 
 class TextEncoder(nn.Module, abc.ABC):
     """Prompts -> TextEncoding with a fixed T = max_length, so that conditional and

@@ -6,6 +6,8 @@ A checkpoint `step_000200/` holds
   config.json              the exact TrainConfig (difflab.config.to_dict)
   state.json               step, numpy/python RNG states, data position, loss tail, optimiser
                            hyper-parameters and anything else that is not a tensor
+  difflab.json             the artefact manifest (kind "checkpoint", config, sha256 of each
+                           file): what `difflab.runtime.load` reads, with model.safetensors
 It is written as `.tmp-step_000200/`, renamed into place only when complete, and then the
 run folder's `latest` file is atomically pointed at it.
 """
@@ -25,6 +27,8 @@ from torch import nn
 
 from difflab.config import ConfigError, from_dict, to_dict
 from difflab.io import atomic_write, load_tensors, save_tensors, write_json
+from difflab.runtime.artefacts import load_weights, write_manifest
+from difflab.runtime.build import build_network
 from difflab.train.config import TrainConfig
 
 FORMAT_VERSION = 1
@@ -83,6 +87,9 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
     save_tensors(tmp / "train_state.safetensors", flat, meta={"step": step})
     write_json(tmp / "config.json", to_dict(config))
     write_json(tmp / "state.json", {"format": FORMAT_VERSION, "step": step, **state})
+    tail = state.get("loss_tail") or []
+    metrics = {"step": step, **({"train_loss": tail[-1][1]} if tail else {})}
+    write_manifest(tmp, "checkpoint", to_dict(config), metrics=metrics)
     if final.exists():  # a re-save after a rollback: move the old one aside first
         old = run_dir / f".old-{final.name}"
         shutil.rmtree(old, ignore_errors=True)
@@ -190,21 +197,6 @@ def _entries(config: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     return flat
 
 
-def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Load a state dict, turning missing/unexpected keys or shape mismatches into ConfigError."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    extra = sorted(set(tensors) - set(own))
-    shapes = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in tensors and tensors[k].shape != v.shape]
-    if missing or extra or shapes:
-        raise ConfigError(
-            f"{source} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
-            f"shape mismatches {shapes[:5]}"
-        )
-    model.load_state_dict(tensors)
-
-
 @dataclass
 class LoadedCheckpoint:
     """What `load_checkpoint` returns: config, model (EMA weights loaded), raw weights, step."""
@@ -222,11 +214,7 @@ def load_checkpoint(path: str | Path, build: Callable[[TrainConfig], nn.Module] 
     """Validate a checkpoint (or run) folder and build its model with the EMA weights loaded."""
     folder = resolve(path)
     config, state, tensors = read_state(folder)
-    if build is None:
-        from difflab.train.parts import build_network
-
-        build = build_network
-    model = build(config)
+    model = build(config) if build is not None else build_network(config.model)
     ema = load_tensors(folder / "model.safetensors")
     load_weights(model, ema, folder / "model.safetensors")
     raw = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}

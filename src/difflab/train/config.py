@@ -7,40 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from difflab.config import ConfigError, load_toml, parse_override, replace_path
-
-
-@dataclass(frozen=True)
-class ModelSection:
-    """Which network: a preset of `difflab.models.PRESETS` plus keyword overrides."""
-
-    preset: str = "dit-tiny"
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ProcessSection:
-    """Which forward process (`difflab.core.processes.PROCESSES`) and its options."""
-
-    name: str = "flow"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DataSection:
-    """Which data set (`shapes`, `digits`, `folder`) and its config fields."""
-
-    name: str = "shapes"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TextSection:
-    """Text conditioning: encoder name ("none": class labels or unconditional), CFG dropout."""
-
-    encoder: str = "minilm"
-    max_length: int = 32
-    options: dict[str, Any] = field(default_factory=dict)
-    cond_dropout: float = 0.1
+from difflab.runtime.build import DataSection, ModelSection, ProcessSection, TextSection
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Build what a TrainConfig names: network, process, data set, text encoder, sample grids."""
+"""What a run trains (`Parts`) and how a TrainConfig builds it: data set, sample grids, and the
+network, process and text encoder from `difflab.runtime.build`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,21 @@ from torch import nn
 
 from difflab.config import ConfigError, from_dict
 from difflab.registry import Registry
+from difflab.runtime.build import build_network, build_process, build_text
 from difflab.train.config import TrainConfig
-from difflab.train.trainer import Parts
+
+
+@dataclass
+class Parts:
+    """What a run trains: the network, the process, the data set and an optional text encoder."""
+
+    net: nn.Module
+    process: Any
+    dataset: Sequence[dict]
+    text_encoder: Any | None = None
+    null_class: int | None = None  # the label meaning "no class" (CFG dropout for labels)
+    sample_grid: Callable[[nn.Module, int], Any] | None = None  # (ema_net, step) -> saved path
+
 
 DATASETS: Registry[Callable[[dict[str, Any]], Any]] = Registry("data set")
 
@@ -38,72 +53,45 @@ def _folder(options: dict[str, Any]) -> Any:
     return ImageFolderDataset(**options)
 
 
-def build_network(cfg: TrainConfig) -> nn.Module:
-    """The network `model.preset` + `model.overrides` names, initialised from `run.seed`."""
-    from difflab.models import build_model
-
-    torch.manual_seed(cfg.run.seed)
-    return build_model(cfg.model.preset, **cfg.model.overrides)
-
-
-def build_process(cfg: TrainConfig) -> Any:
-    """The forward process `process.name` with `process.options` (a frozen dataclass)."""
-    from difflab.core.processes import PROCESSES
-
-    return from_dict(PROCESSES.get(cfg.process.name), cfg.process.options, "process.options")
-
-
-def build_text(cfg: TrainConfig) -> Any | None:
-    """A frozen text encoder (its embeddings are cached) or None for label/unconditional runs."""
-    if cfg.text.encoder == "none":
-        return None
-    from difflab.text.base import build_text_encoder
-
-    encoder = build_text_encoder(cfg.text.encoder, max_length=cfg.text.max_length,
-                                 **cfg.text.options)
-    if getattr(encoder, "trainable", False):
-        raise ConfigError(f"text.encoder = {cfg.text.encoder!r} is trainable; the trainer caches "
-                          "embeddings and supports frozen encoders only (e.g. 'minilm')")
-    return encoder
-
-
 def build_parts(cfg: TrainConfig) -> Parts:
     """Everything `run_training` needs, built from the config alone."""
-    net = build_network(cfg)
+    net = build_network(cfg.model, seed=cfg.run.seed)
     dataset = DATASETS.get(cfg.data.name)(dict(cfg.data.options))
-    text = build_text(cfg)
+    text = build_text(cfg.text)
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
-    process = build_process(cfg)
+    process = build_process(cfg.process)
     parts = Parts(net=net, process=process, dataset=dataset, text_encoder=text,
                   null_class=num_classes or None)
     if cfg.run.sample_every and cfg.run.sample_prompts:
-        parts.sample_grid = _grid_writer(cfg, process, text, dataset)
+        parts.sample_grid = _grid_writer(cfg, process, text, dataset, num_classes)
     return parts
 
 
-def _grid_writer(cfg: TrainConfig, process: Any, text: Any | None,
-                 dataset: Any) -> Callable[[nn.Module, int], Path]:
-    """A function that samples `run.sample_prompts` (seed i for prompt i) and saves a grid."""
-    from difflab.core.samplers import initial_noise, sample_euler
-    from difflab.data.grid import make_grid, to_uint8
+def _grid_writer(cfg: TrainConfig, process: Any, text: Any | None, dataset: Any,
+                 num_classes: int) -> Callable[[nn.Module, int], Path]:
+    """A function that samples `run.sample_prompts` (seed i for prompt i, Euler, fp32) through
+    the sampling pipeline and saves a grid; the prompts are checked now, not mid-run."""
+    from difflab.data.grid import make_grid
+    from difflab.runtime.build import class_names
+    from difflab.runtime.conditioning import make_conditioner
+    from difflab.runtime.pipeline import Pipeline, SampleConfig
 
     prompts = list(cfg.run.sample_prompts)
+    names = class_names(cfg.data, num_classes) if num_classes else ()
+    conditioner = make_conditioner(text, names)
+    try:
+        conditioner.kwargs(prompts, torch.device("cpu"))
+    except ConfigError as e:
+        raise ConfigError(f"run.sample_prompts: {e}") from None
     shape = tuple(dataset[0]["image"].shape)  # (C, H, W)
+    config = SampleConfig(steps=cfg.run.sample_steps, precision="fp32", batch_size=len(prompts))
 
-    @torch.no_grad()
     def write(net: nn.Module, step: int) -> Path:
-        device = next(net.parameters()).device
-        cond: dict[str, torch.Tensor] = {}
-        if text is not None:
-            tokens, mask, pooled = text.encode(prompts)
-            cond = {"context": tokens.to(device), "context_mask": mask.to(device),
-                    "pooled": pooled.to(device)}
-        sigmas = process.default_schedule(cfg.run.sample_steps).to(device)
-        x = initial_noise(shape, range(len(prompts)), device=device) * sigmas[0]
-        images = sample_euler(process.denoiser(net), x, sigmas, extra_args=cond)
+        pipe = Pipeline(net, process, conditioner, shape)
+        images = pipe.generate(prompts, list(range(len(prompts))), config)
         path = Path(cfg.run.out_dir) / "samples" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        make_grid(to_uint8(images), labels=prompts).save(path)
+        make_grid(images, labels=prompts).save(path)
         return path
 
     return write

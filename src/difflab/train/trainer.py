@@ -13,8 +13,8 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from tqdm import tqdm
 
 from difflab.config import ConfigError
 from difflab.runtime.machine import resolve_precision, run_record
+from difflab.text.cache import EmbeddingCache
 from difflab.train import checkpoint as ckpt
 from difflab.train import distributed as ddp
-from difflab.train.conditioning import TextCache, condition_batch
+from difflab.train.conditioning import condition_batch
 from difflab.train.config import TrainConfig
+from difflab.train.parts import Parts
 from difflab.train.schedule import (
     STREAM_MASK,
     STREAM_ORDER,
@@ -38,18 +40,6 @@ from difflab.train.schedule import (
     generator,
     lr_at,
 )
-
-
-@dataclass
-class Parts:
-    """What a run trains: the network, the process, the data set and an optional text encoder."""
-
-    net: nn.Module
-    process: Any
-    dataset: Sequence[dict]
-    text_encoder: Any | None = None
-    null_class: int | None = None  # the label meaning "no class" (CFG dropout for labels)
-    sample_grid: Callable[[nn.Module, int], Any] | None = None  # (ema_net, step) -> saved path
 
 
 class _Plan:
@@ -115,7 +105,7 @@ class Trainer:
         self.autocast_dtype = self.precision.autocast_dtype
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.text = TextCache(parts.text_encoder) if parts.text_encoder is not None else None
+        self.text = EmbeddingCache(parts.text_encoder) if parts.text_encoder is not None else None
         self.step, self.lr_scale, self.rollbacks, self.bad_streak = 0, 1.0, 0, 0
         self.loss_tail: list[list[float]] = []
 

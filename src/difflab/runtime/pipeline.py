@@ -1,8 +1,9 @@
-"""The sampling pipeline: a checkpoint's network, process and text encoder -> images.
+"""The sampling pipeline: a saved model's network, process and conditioner -> images.
 
-`Pipeline.generate(prompts, seeds, SampleConfig(...))` is what `difflab sample`, `difflab eval`,
-the demo and the bench call. Image b depends only on (prompts[b], seeds[b], config): the initial
-noise and every stochastic sampler draw come from one generator per sample (`BatchNoise`).
+`difflab.runtime.load(path)` builds one from any artefact; `Pipeline.generate(prompts, seeds,
+SampleConfig(...))` is what `difflab sample`, `difflab eval`, the demo and the bench call.
+Image b depends only on (prompts[b], seeds[b], config): the initial noise and every stochastic
+sampler draw come from one generator per sample (`BatchNoise`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,54 +78,42 @@ def sample_config(data: dict[str, Any]) -> SampleConfig:
 
 
 class Pipeline:
-    """A trained denoising network with its process and text encoder, ready to sample."""
+    """A trained denoising network with its process and conditioner, ready to sample."""
 
-    def __init__(self, net: nn.Module, process: Any, text_encoder: Any | None,
-                 image_shape: tuple[int, int, int], null_class: int | None = None,
-                 train_config: Any = None, source: str = "") -> None:
+    def __init__(self, net: nn.Module, process: Any, conditioner: Any,
+                 image_shape: tuple[int, int, int], *, source: str = "",
+                 config: dict[str, Any] | None = None, kind: str = "",
+                 labels: dict[str, str] | None = None) -> None:
         self.net = net.eval()
         self.process = process
-        self.text = text_encoder
+        self.conditioner = conditioner  # difflab.runtime.conditioning: text, class or none
         self.image_shape = image_shape  # (C, H, W) of what the network denoises
-        self.null_class = null_class
-        self.train_config = train_config
-        self.source = source
-        self._cond_cache: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self.source = source  # the folder it was loaded from
+        self.config = config or {}  # the stored config that made it (sections as dicts)
+        self.kind = kind  # the artefact kind it was loaded from
+        self.labels = dict(labels or {})  # e.g. {"quantization": "... (simulated)"}
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
-        """Load a checkpoint folder (or a run folder: its latest checkpoint), EMA weights."""
-        from difflab.train.checkpoint import load_checkpoint
-        from difflab.train.parts import build_process, build_text
+    def describe(self) -> str:
+        """What this pipeline is, one fact per line: source, network, conditioning, labels."""
+        from difflab.quant.storage import model_bytes
 
-        loaded = load_checkpoint(path, device=device)
-        config = loaded.config
-        net_cfg = loaded.model.config
-        shape = (net_cfg.in_channels, net_cfg.input_size, net_cfg.input_size)
-        null = getattr(net_cfg, "num_classes", 0) or None
-        return cls(loaded.model, build_process(config), build_text(config), shape,
-                   null_class=null, train_config=config, source=str(loaded.path))
+        preset = self.config.get("model", {}).get("preset", "")
+        rows = {"source": self.source or "(in memory)", "kind": self.kind or "-",
+                "network": f"{type(self.net).__name__} {preset}".strip(),
+                "weights": f"{model_bytes(self.net):,} bytes",
+                "process": type(self.process).__name__,
+                "conditioning": self.conditioner.describe(),
+                "image": "x".join(map(str, self.image_shape)), **self.labels}
+        width = max(map(len, rows))
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items())
 
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
     def condition(self, prompts: Sequence[str]) -> dict[str, Tensor]:
-        """The network's conditioning kwargs for `prompts` (text states, cached per prompt)."""
-        if self.text is None:
-            raise ConfigError("this model has no text encoder; it cannot take prompts")
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError(f"prompts must be a list of strings, got {prompts!r}")
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cond_cache]
-        if missing:
-            enc = self.text.encode(missing)
-            for i, p in enumerate(missing):
-                self._cond_cache[p] = (enc.tokens[i], enc.mask[i], enc.pooled[i])
-        rows = [self._cond_cache[p] for p in prompts]
-        dev = self.device
-        return {"context": torch.stack([r[0] for r in rows]).to(dev),
-                "context_mask": torch.stack([r[1] for r in rows]).to(dev),
-                "pooled": torch.stack([r[2] for r in rows]).to(dev)}
+        """The network's conditioning kwargs for `prompts` (text states, class labels or none)."""
+        return self.conditioner.kwargs(prompts, self.device)
 
     def sigmas(self, config: SampleConfig) -> Tensor:
         """The sampling schedule: the process's default, or a named one."""
@@ -139,7 +127,7 @@ class Pipeline:
         cond = self.condition(prompts)
         if config.cfg == 1.0:
             return model, cond
-        uncond = self.condition([config.negative_prompt] * len(prompts))
+        uncond = self.conditioner.null(config.negative_prompt, len(prompts), self.device)
         interval = tuple(config.guidance_interval) or None
         guided = classifier_free_guidance(model, config.cfg, uncond, interval=interval,
                                           rescale=config.guidance_rescale)
@@ -201,13 +189,3 @@ def calibration_run(pipe: Pipeline, prompts: Sequence[str], config: SampleConfig
             pipe.net = original
 
     return run
-
-
-CALIBRATION_PROMPTS = ("a red circle", "a blue square", "two green triangles",
-                       "a yellow diamond to the left of a purple cross", "a white ring",
-                       "three orange crosses", "a cyan square above a red ring", "a blue diamond")
-
-
-def load_pipeline(path: str | Path, device: str = "cpu") -> Pipeline:
-    """`Pipeline.from_checkpoint`: the bench and the CLI call this."""
-    return Pipeline.from_checkpoint(path, device=device)

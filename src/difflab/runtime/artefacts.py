@@ -1,0 +1,180 @@
+"""Artefacts: folders of safetensors files with a `difflab.json` manifest, and `load()`.
+
+A manifest records the artefact's kind ("checkpoint", "quantized", ...), the format version,
+the config that made it, the base checkpoint it derives from (path and sha256 of its
+model.safetensors) where it has one, metrics where known, and the sha256 of every file beside it.
+`load(path_or_name)` reads the manifest, checks the files it needs against their hashes, and
+hands the folder to the loader registered for the kind (`@register_artefact("kind")`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from difflab.config import ConfigError
+from difflab.io import write_json
+from difflab.registry import Registry
+
+MANIFEST = "difflab.json"
+FORMAT_VERSION = 1  # bump when a manifest field changes meaning; loaders refuse newer ones
+LATEST = "latest"  # a run folder's pointer to its newest checkpoint folder
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"  # shipped models by name
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `difflab.json` holds (see the module docstring)."""
+
+    kind: str
+    config: dict[str, Any]
+    files: dict[str, str]  # file name -> sha256 hex digest
+    format: int = FORMAT_VERSION
+    base: dict[str, str] | None = None  # {"path": ..., "sha256": ...} of a base checkpoint
+    metrics: dict[str, Any] = field(default_factory=dict)
+    difflab: str = ""  # the version that wrote it
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def base_of(checkpoint: str | Path) -> dict[str, str]:
+    """The manifest's `base` entry for a checkpoint folder: its absolute path and the hash of its
+    model.safetensors (what identifies the base wherever it is copied)."""
+    folder = Path(checkpoint).resolve()
+    return {"path": str(folder), "sha256": sha256_file(folder / "model.safetensors")}
+
+
+def write_manifest(folder: str | Path, kind: str, config: dict[str, Any], *,
+                   base: dict[str, str] | None = None, metrics: dict[str, Any] | None = None,
+                   files: Iterable[str] | None = None) -> Manifest:
+    """Hash `files` (default: every visible file of `folder`) and write `folder/difflab.json`."""
+    from difflab import __version__
+
+    folder = Path(folder)
+    if files is None:
+        files = sorted(p.name for p in folder.iterdir()
+                       if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    manifest = Manifest(kind=kind, config=config, base=base, metrics=dict(metrics or {}),
+                        files={name: sha256_file(folder / name) for name in files},
+                        difflab=__version__)
+    write_json(folder / MANIFEST, asdict(manifest))
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """The manifest of an artefact folder; an older checkpoint folder without one (it has
+    config.json beside model.safetensors) reads as a checkpoint with no hashes to check."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        legacy = folder / "config.json"
+        if legacy.is_file() and (folder / "model.safetensors").is_file():
+            return Manifest(kind="checkpoint", config=_json(legacy), files={})
+        raise ConfigError(f"{folder} is not a difflab artefact: it has no {MANIFEST} (nor the "
+                          "config.json and model.safetensors of an older checkpoint)")
+    data = _json(path)
+    version = data.get("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ConfigError(f"{path}: format {version!r} is newer than this difflab reads "
+                          f"(format <= {FORMAT_VERSION}); upgrade difflab to load it")
+    known = set(Manifest.__dataclass_fields__)
+    try:
+        return Manifest(**{k: v for k, v in data.items() if k in known})
+    except TypeError as e:
+        raise ConfigError(f"{path} is not a valid manifest: {e}") from None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); the file is damaged") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def verify(folder: Path, manifest: Manifest, names: Iterable[str]) -> None:
+    """Raise ConfigError unless each named file exists and matches its manifest hash (files an
+    older, hash-less manifest does not list are only checked to exist)."""
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise ConfigError(f"{folder} is incomplete: {name} is missing")
+        want = manifest.files.get(name)
+        if want is not None and sha256_file(path) != want:
+            raise ConfigError(f"{path} does not match {MANIFEST} (sha256 differs): the file is "
+                              "truncated, damaged or was replaced; copy the folder again")
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict, turning missing/unexpected keys or shape mismatches into ConfigError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    shapes = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or extra or shapes:
+        raise ConfigError(
+            f"{source} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"shape mismatches {shapes[:5]}"
+        )
+    model.load_state_dict(tensors)
+
+
+# kind -> loader(folder, manifest, device) -> Pipeline
+ArtefactLoader = Callable[[Path, Manifest, str], Any]
+ARTEFACTS: Registry[ArtefactLoader] = Registry("artefact kind")
+
+
+def register_artefact(kind: str) -> Callable[[ArtefactLoader], ArtefactLoader]:
+    """Register the loader of an artefact kind: `@register_artefact("adapter")`."""
+    return ARTEFACTS.register(kind)
+
+
+def shipped_models() -> list[str]:
+    """Names `load()` accepts besides paths: the model folders shipped inside the package."""
+    return sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) if ASSETS.is_dir() else []
+
+
+def resolve(path_or_name: str | Path) -> Path:
+    """The artefact folder a path or name means: a folder, a run folder's latest checkpoint, or
+    a shipped model's folder."""
+    p = Path(path_or_name)
+    if not p.exists() and str(path_or_name) in shipped_models():
+        p = ASSETS / str(path_or_name)
+    if not p.exists():
+        known = ", ".join(shipped_models()) or "none are shipped with this install"
+        raise ConfigError(f"no artefact at {str(path_or_name)!r}: not a folder, and not a "
+                          f"shipped model name (known names: {known})")
+    if (p / LATEST).is_file():  # a run folder: its newest checkpoint
+        p = p / (p / LATEST).read_text().strip()
+    if not p.is_dir():
+        raise ConfigError(f"{p} is not an artefact folder (a checkpoint, run or quantized "
+                          "folder holding difflab.json)")
+    return p
+
+
+def load(path_or_name: str | Path, device: str = "cpu") -> Any:
+    """A ready `Pipeline` from any artefact difflab writes (run, checkpoint, quantized, ...)
+    or a shipped model's name."""
+    folder = resolve(path_or_name)
+    manifest = read_manifest(folder)
+    if manifest.kind not in ARTEFACTS:
+        raise ConfigError(f"{folder / MANIFEST}: unknown artefact kind {manifest.kind!r}; this "
+                          f"difflab loads: {', '.join(ARTEFACTS.names())}")
+    return ARTEFACTS.get(manifest.kind)(folder, manifest, device)

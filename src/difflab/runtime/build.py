@@ -1,0 +1,128 @@
+"""What a model is made of, and how to build it: the network, process, data and text sections of
+a config (shared with the trainer's `TrainConfig`) and one builder per part.
+
+Nothing here imports `difflab.train`: sampling a saved model needs only these sections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from difflab.config import ConfigError, from_dict
+from difflab.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which network: a preset of `difflab.models.PRESETS` plus keyword overrides."""
+
+    preset: str = "dit-tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessSection:
+    """Which forward process (`difflab.core.processes.PROCESSES`) and its options."""
+
+    name: str = "flow"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which data set (`shapes`, `digits`, `folder`) and its config fields."""
+
+    name: str = "shapes"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextSection:
+    """Text conditioning: encoder name ("none": class labels or unconditional), CFG dropout."""
+
+    encoder: str = "minilm"
+    max_length: int = 32
+    options: dict[str, Any] = field(default_factory=dict)
+    cond_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The sections of a stored config that decide how a saved model samples."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    process: ProcessSection = field(default_factory=ProcessSection)
+    data: DataSection = field(default_factory=DataSection)
+    text: TextSection = field(default_factory=TextSection)
+
+
+SPEC_SECTIONS = ("model", "process", "data", "text")
+
+
+def spec_of(config: dict[str, Any], where: str = "config") -> ModelSpec:
+    """The ModelSpec inside a stored config dict (other sections, e.g. optim, are ignored)."""
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"{where} has no [model] section; it does not describe a difflab model")
+    return from_dict(ModelSpec, {k: config[k] for k in SPEC_SECTIONS if k in config}, where)
+
+
+def build_network(model: ModelSection, seed: int | None = None) -> nn.Module:
+    """The network `model.preset` + `model.overrides` names, initialised from `seed` (None:
+    from a forked RNG, for networks whose weights are loaded next)."""
+    from difflab.models import build_model
+
+    if seed is not None:
+        torch.manual_seed(seed)
+        return build_model(model.preset, **model.overrides)
+    with torch.random.fork_rng(devices=[]):
+        return build_model(model.preset, **model.overrides)
+
+
+def build_process(process: ProcessSection) -> Any:
+    """The forward process `process.name` with `process.options` (a frozen dataclass)."""
+    from difflab.core.processes import PROCESSES
+
+    return from_dict(PROCESSES.get(process.name), process.options, "process.options")
+
+
+def build_text(text: TextSection) -> Any | None:
+    """A frozen text encoder (its embeddings are cached) or None for label/unconditional models."""
+    if text.encoder == "none":
+        return None
+    from difflab.text.base import build_text_encoder
+
+    encoder = build_text_encoder(text.encoder, max_length=text.max_length, **text.options)
+    if getattr(encoder, "trainable", False):
+        raise ConfigError(f"text.encoder = {text.encoder!r} is trainable; embeddings are cached, "
+                          "so only frozen encoders are supported (e.g. 'minilm')")
+    return encoder
+
+
+# data set name -> function of its options giving the class names of its labels 0..K-1
+CLASS_NAMES: Registry[Callable[[dict[str, Any]], tuple[str, ...]]] = Registry("class names")
+
+
+@CLASS_NAMES.register("digits")
+def _digit_names(options: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(10))
+
+
+@CLASS_NAMES.register("shapes")
+def _shape_names(options: dict[str, Any]) -> tuple[str, ...]:
+    from difflab.data.captions import a_noun
+    from difflab.data.shapes_dataset import ALL_PAIRS
+
+    return tuple(a_noun(shape, color) for shape, color in ALL_PAIRS)
+
+
+def class_names(data: DataSection, num_classes: int) -> tuple[str, ...]:
+    """The names of labels 0..num_classes-1: the data set's own, else the indices as strings."""
+    names = CLASS_NAMES.get(data.name)(dict(data.options)) if data.name in CLASS_NAMES else ()
+    if len(names) != num_classes:
+        names = tuple(str(i) for i in range(num_classes))
+    return names

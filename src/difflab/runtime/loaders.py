@@ -1,0 +1,46 @@
+"""The built-in artefact kinds: "checkpoint" (a training checkpoint: model.safetensors + config;
+never the optimiser state) and the pieces every loader shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from difflab.io import load_tensors
+from difflab.runtime.artefacts import MANIFEST, Manifest, load_weights, register_artefact, verify
+from difflab.runtime.build import (
+    ModelSpec,
+    build_network,
+    build_process,
+    build_text,
+    class_names,
+    spec_of,
+)
+from difflab.runtime.conditioning import make_conditioner
+from difflab.runtime.pipeline import Pipeline
+
+WEIGHTS = "model.safetensors"
+
+
+def assemble(net: nn.Module, spec: ModelSpec, folder: Path, manifest: Manifest, device: str,
+             labels: dict[str, str] | None = None) -> Pipeline:
+    """A Pipeline around a loaded network: its process, conditioner and image shape."""
+    net_cfg = net.config
+    num_classes = getattr(net_cfg, "num_classes", 0)
+    names = class_names(spec.data, num_classes) if num_classes else ()
+    conditioner = make_conditioner(build_text(spec.text), names)
+    shape = (net_cfg.in_channels, net_cfg.input_size, net_cfg.input_size)
+    return Pipeline(net.to(device).eval(), build_process(spec.process), conditioner, shape,
+                    source=str(folder), config=manifest.config, kind=manifest.kind,
+                    labels=labels)
+
+
+@register_artefact("checkpoint")
+def load_checkpoint(folder: Path, manifest: Manifest, device: str) -> Pipeline:
+    """A training checkpoint's EMA network (model.safetensors) built from its stored config."""
+    verify(folder, manifest, (WEIGHTS,))
+    spec = spec_of(manifest.config, str(folder / MANIFEST))
+    net = build_network(spec.model)
+    load_weights(net, load_tensors(folder / WEIGHTS), folder / WEIGHTS)
+    return assemble(net, spec, folder, manifest, device)
