@@ -4,7 +4,7 @@ side by side in one process, interleaved round by round, with the machine record
 On a CPU without native bf16 (AVX2 only) bf16 runs through a slow fallback: this is the
 measurement behind `precision = "auto"`.
 
-    .venv/bin/python benchmarks/precision_speed.py [--rounds 5] [--sample-batch 8]
+    .venv/bin/python benchmarks/precision_speed.py [--rounds 5] [--train-batch 0] [--sample-batch 8]
         [--sample-steps 10] [--out benchmarks/results/precision/precision_speed.json]
 """
 
@@ -49,13 +49,15 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--train-batch", type=int, default=0, help="0: the config's batch size")
     p.add_argument("--sample-batch", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--out",
                    default=str(ROOT / "benchmarks/results/precision/precision_speed.json"))
     args = p.parse_args()
     configure_threads()
-    cfg = load_train_config(args.config, [])
+    over = [f"schedule.batch_size={args.train_batch}"] if args.train_batch else []
+    cfg = load_train_config(args.config, over)
     parts = build_parts(cfg)
     batches = fixed_batches(parts, cfg, 2)
     fns = {}

@@ -32,20 +32,25 @@ RUN_DEFINING = ("model", "process", "data", "text", "optim", "schedule", "ema", 
                 "run.precision", "run.mask_ratio")
 
 
-# One rule keeps the demo inside its budget (about 15 minutes on 2 cores) on every CPU: the
-# config's step count is scaled by this machine's measured matmul rate at the precision it
-# trains in (the probe of difflab.runtime.machine, measured once per machine and cached) over
-# FULL_RECIPE_RATE, the rate at which the full recipe and its scoring fit the budget, rounded
-# down to a multiple of 100 steps and never below MIN_STEPS. The rate is cached, so one
-# machine always gets the same run; an explicit schedule.steps override is left alone.
-FULL_RECIPE_RATE = {"bf16": 300.0, "fp32": 150.0}  # GFLOP/s
+# One rule keeps the demo inside its budget on every CPU. A step and the scoring each cost a
+# fixed amount of work in units of this machine's probe rate (the matmul GFLOP/s at the
+# precision it trains in, measured once per machine by difflab.runtime.machine and cached):
+# seconds = work / rate. The demo trains as many steps as fit BUDGET_S after the scoring,
+# rounded down to a multiple of 100, at most the config's and never fewer than MIN_STEPS. The
+# rate is cached, so one machine always gets the same run; an explicit schedule.steps override
+# is left alone. Work per precision, (per step, scoring), from measured demo runs:
+# bf16: 607 s for 1300 steps and 75 s of scoring on an AVX-512 BF16 EPYC at ~400 GFLOP/s
+# (benchmarks/results/demo/); fp32: benchmarks/results/precision/.
+DEMO_WORK = {"bf16": (0.467 * 400, 75 * 400), "fp32": (1.0 * 70, 240 * 70)}
+BUDGET_S = 840  # 14 of the 15 minutes: start-up, model loading and the report take the rest
 MIN_STEPS = 300
 
 
 def demo_steps(steps: int, precision: str, rate: float) -> int:
     """The demo's step count on a machine whose matmul runs at `rate` GFLOP/s in `precision`."""
-    scaled = int(steps * min(1.0, rate / FULL_RECIPE_RATE[precision]) // 100 * 100)
-    return min(steps, max(MIN_STEPS, scaled))
+    step_work, eval_work = DEMO_WORK[precision]
+    fit = int((BUDGET_S * rate - eval_work) / step_work) // 100 * 100
+    return min(steps, max(MIN_STEPS, fit))
 
 
 def machine_overrides(config_path: str | Path, overrides: list[str]) -> list[str]:
@@ -60,7 +65,7 @@ def machine_overrides(config_path: str | Path, overrides: list[str]) -> list[str
     device = pick_device(cfg.run.device).type
     precision = resolve_precision(cfg.run.precision, device)
     rate = machine(device).rates.get(precision.name)
-    if rate is None or precision.name not in FULL_RECIPE_RATE:
+    if rate is None or precision.name not in DEMO_WORK:
         return overrides
     steps = demo_steps(cfg.schedule.steps, precision.name, rate)
     return overrides if steps == cfg.schedule.steps else [*overrides, f"schedule.steps={steps}"]
