@@ -101,22 +101,26 @@ def sample(
 def eval_command(
     checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder"),
     suite: str = typer.Option("all", help="prompt suite: single, binding, counting, spatial, "
-                              "heldout or all"),
+                              "heldout, all or reworded (test split only)"),
     seeds: int = typer.Option(1, help="images (seeds) per prompt"),
     sampler: str = typer.Option("euler", help="sampler name"),
     steps: int = typer.Option(20, help="sampling steps"),
     cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
     out: str = typer.Option("", help="optional folder for images, grid and metrics.json"),
+    split: str = typer.Option("dev", help="dev (choose settings here) or test (report only)"),
 ) -> None:
     """Score a checkpoint on a prompt suite with the shapes evaluator."""
-    from difflab.evaluate import evaluate_suite, write_suite_outputs
+    from difflab.data.suites import check_split
+    from difflab.evaluate import evaluate_suite, suite_provenance, write_suite_outputs
     from difflab.runtime import load
 
+    check_split(split, suite)
     pipe = load(checkpoint)
-    result = evaluate_suite(pipe, suite, _sample_config(sampler, steps, cfg), seeds)
+    result = evaluate_suite(pipe, suite, _sample_config(sampler, steps, cfg), seeds,
+                            split=split)
     typer.echo(result.table())
     if out:
-        write_suite_outputs(result, out)
+        write_suite_outputs(result, out, suite_provenance(pipe, split))
         typer.echo(f"wrote {out}/")
 
 
@@ -131,9 +135,12 @@ def demo(
     from difflab.demo import run_demo
 
     metrics = run_demo(config, out, override, suite=suite)
-    for cat, acc in metrics["per_category"].items():
-        typer.echo(f"{cat:<10} {100 * acc:5.1f}%")
-    typer.echo(f"{'overall':<10} {100 * metrics['accuracy']:5.1f}%   FD {metrics['fd']:.2f}")
+    for m in (metrics, metrics["reworded"]):
+        for cat, acc in m["per_category"].items():
+            lo, hi = m["per_category_interval"][cat]
+            typer.echo(f"{cat:<16} {100 * acc:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+    typer.echo(f"{'overall':<16} {100 * metrics['accuracy']:5.1f}%   FD {metrics['fd']:.2f} "
+               f"(real-vs-real floor {metrics['fd_floor']:.2f}); test split")
     run = metrics["run"]
     typer.echo(f"train {run['train_seconds']:.0f} s, eval {run['eval_seconds']:.0f} s; "
                f"wrote {out}/report.html and {out}/metrics.json")

@@ -85,6 +85,44 @@ def test_bench_counts_network_evaluations_and_flops(runs):
             assert len(c["timing"]["times"]) == 2
 
 
+def test_bench_json_carries_provenance_intervals_and_verdicts(runs):
+    from difflab.eval.stats import mcnemar_exact, wilson_interval
+
+    data = json.loads(open(runs[0].files["json"]).read())
+    prov = data["provenance"]
+    assert prov["split"] == data["grid"]["split"] == "dev"
+    assert prov["checkpoint_sha256"].startswith("tiny-target") and prov["code_version"]
+    assert {"command", "config", "machine", "date"} <= set(prov)
+    n = len(data["prompts"])
+    assert len(data["categories"]) == n and data["fd_floor"] >= 0
+    base = data["points"][0]
+    for p in data["points"]:
+        assert len(p["passed"]) == n and "passed" not in p["quality"]
+        k = sum(p["passed"])
+        assert p["quality"]["accuracy"] == pytest.approx(k / n)
+        assert p["accuracy_interval"] == pytest.approx(list(wilson_interval(k, n)))
+        if p["name"] != "heun-6":
+            lo, hi = p["cost"]["speedup_interval"]
+            assert lo <= p["cost"]["speedup_paired_median"] <= hi
+            verdict = "faster" if lo > 1 else "slower" if hi < 1 else "no difference"
+            assert p["cost"]["speedup_verdict"] == verdict
+    assert base["cost"]["speedup_verdict"] == "no difference"  # the baseline against itself
+    table = open(runs[0].files["table"]).read()
+    assert "McNemar p vs baseline" in table and "no difference" in table
+    cfg3 = runs[0].point("euler-12-cfg3")
+    p = mcnemar_exact(cfg3["passed"], base["passed"]).p_value
+    assert 0 <= p <= 1
+
+
+def test_grid_split_is_checked():
+    assert parse_grid(grid_dict(split="test")).settings.split == "test"
+    with pytest.raises(ConfigError, match="unknown split 'val'"):
+        parse_grid(grid_dict(split="val"))
+    with pytest.raises(ConfigError, match="test split only"):
+        parse_grid(grid_dict(suite="reworded"))
+    assert parse_grid(grid_dict(suite="reworded", split="test")).settings.suite == "reworded"
+
+
 def test_more_euler_steps_are_closer_to_the_reference(runs):
     q = {p["name"]: p["quality"] for p in runs[0].points}
     assert q["euler-12"]["psnr"] > q["euler-4"]["psnr"]

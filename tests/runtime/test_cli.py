@@ -123,8 +123,19 @@ def test_eval_on_a_suite(capsys, monkeypatch, tmp_path, shapes_run):
     assert code == 0 and "overall" in out and "FD" in out, err
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["suite"] == "single" and metrics["n_images"] == 42
+    assert metrics["split"] == "dev" and metrics["provenance"]["split"] == "dev"
+    prov = metrics["provenance"]
+    assert len(prov["checkpoint_sha256"]) == 64 and prov["config"] and prov["machine"]["cpu"]
+    assert prov["code_version"] and prov["date"] and "eval" in prov["command"]
+    lo, hi = metrics["accuracy_interval"]
+    assert lo <= metrics["accuracy"] <= hi and len(metrics["passed"]) == 42
+    assert sum(metrics["passed"]) == metrics["n_passed"]
     user_error(capsys, monkeypatch, "eval", shapes_run.path, "--suite", "everything",
                match="unknown prompt suite 'everything'")
+    user_error(capsys, monkeypatch, "eval", shapes_run.path, "--suite", "reworded",
+               match="test split only")
+    user_error(capsys, monkeypatch, "eval", shapes_run.path, "--split", "val",
+               match="unknown split 'val'; valid: dev, test")
 
 
 def test_eval_refuses_prompts_the_model_cannot_take(capsys, monkeypatch, digits_run):
@@ -158,6 +169,10 @@ def test_demo_trains_scores_and_reports(capsys, monkeypatch, tmp_path):
     metrics = run_demo(CONFIGS / "tiny.toml", out, quick, suite="single", seeds_per_prompt=1,
                        sampling=demo_sampling(steps=2, precision="fp32"))
     assert metrics["n_images"] == 42 and metrics["run"]["steps"] == 2
+    assert metrics["split"] == metrics["reworded"]["split"] == "test"
+    assert metrics["reworded"]["n_images"] == 404 and metrics["fd_floor"] >= 0
+    assert metrics["provenance"]["split"] == "test"
+    assert len(metrics["provenance"]["checkpoint_sha256"]) == 64
     assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
     user_error(capsys, monkeypatch, "demo", "--config", tmp_path / "none.toml", "--out", out,
                match="config file not found")

@@ -96,21 +96,24 @@ def caption_count(rng: np.random.Generator, shape: str, color: str, n: int) -> s
 
 
 def caption_relation(
-    rng: np.random.Generator, a: tuple[str, str], b: tuple[str, str], relation: str
+    rng: np.random.Generator, a: tuple[str, str], b: tuple[str, str], relation: str,
+    binding_form: bool = False,
 ) -> str:
-    """Object `a` (shape, colour) in `relation` to `b`, in one of several phrasings."""
+    """Object `a` (shape, colour) in `relation` to `b`, in one of several phrasings;
+    `binding_form` adds the binding suite's "a red circle and a blue square" (either order),
+    which no other scene kind but `multi` otherwise teaches."""
     first, second = SIDE_LABELS[relation]
     mirror = MIRROR[relation]
-    return _pick(
-        rng,
-        [
-            relation_text(a, b, relation),
-            f"{a_noun(*a)} {relation} {a_noun(*b)}",
-            f"{relation_text(b, a, mirror)}",
-            f"{first}: {noun(*a)}; {second}: {noun(*b)}",
-            f"a {a[0]}, {a[1]}, next to {a_noun(*b)} {NEXT_TO[relation]}",
-        ],
-    )
+    options = [
+        relation_text(a, b, relation),
+        f"{a_noun(*a)} {relation} {a_noun(*b)}",
+        f"{relation_text(b, a, mirror)}",
+        f"{first}: {noun(*a)}; {second}: {noun(*b)}",
+        f"a {a[0]}, {a[1]}, next to {a_noun(*b)} {NEXT_TO[relation]}",
+    ]
+    if binding_form:
+        options += [f"{a_noun(*a)} and {a_noun(*b)}", f"{a_noun(*b)} and {a_noun(*a)}"]
+    return _pick(rng, options)
 
 
 def caption_multi(rng: np.random.Generator, groups: list[tuple[str, str, int]]) -> str:

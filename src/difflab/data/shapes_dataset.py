@@ -41,6 +41,10 @@ class ShapesConfig:
     conditioning: Literal["text", "class", "none"] = "text"
     length: int = 100_000
     seed: int = 0
+    # Reword captions with the train half of `data.paraphrase` (synonyms, count phrases,
+    # sentence frames) and teach relation scenes the binding form "a red circle and a blue
+    # square" too. Off by default, so existing configs keep their exact data.
+    paraphrase: bool = False
 
     def __post_init__(self) -> None:
         if self.size not in IMAGE_SIZES:
@@ -75,7 +79,19 @@ def _size_name(rng: np.random.Generator, n_objects: int) -> str:
 def sample_scene(
     rng: np.random.Generator, cfg: ShapesConfig, kind: str | None = None
 ) -> tuple[Scene, str]:
-    """Draw a training scene of `kind` (default: uniform over cfg.kinds) and its caption."""
+    """Draw a training scene of `kind` (default: uniform over cfg.kinds) and its caption,
+    reworded from the paraphrase vocabulary's train half when `cfg.paraphrase` is on."""
+    scene, caption = _scene_and_caption(rng, cfg, kind)
+    if cfg.paraphrase:
+        from difflab.data.paraphrase import paraphrase_caption
+
+        caption = paraphrase_caption(rng, caption)
+    return scene, caption
+
+
+def _scene_and_caption(
+    rng: np.random.Generator, cfg: ShapesConfig, kind: str | None
+) -> tuple[Scene, str]:
     kind = kind or cfg.kinds[int(rng.integers(len(cfg.kinds)))]
     pairs = TRAIN_PAIRS if cfg.exclude_heldout else ALL_PAIRS
     if kind == "single":
@@ -87,7 +103,7 @@ def sample_scene(
         rel = RELATIONS[int(rng.integers(len(RELATIONS)))]
         kinds = [(*a, _size_name(rng, 2)), (*b, _size_name(rng, 2))]
         scene = place_objects(rng, kinds, cfg.size, [0, 1], rel)
-        return scene, captions.caption_relation(rng, a, b, rel)
+        return scene, captions.caption_relation(rng, a, b, rel, binding_form=cfg.paraphrase)
     n = int(rng.integers(1, cfg.max_objects + 1))
     if kind == "count":
         s, c = _pair(rng, pairs)

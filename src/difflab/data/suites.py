@@ -11,15 +11,21 @@ import math
 from collections.abc import Sequence
 from functools import cache
 
+from difflab.config import ConfigError
 from difflab.data.captions import a_noun, counted, relation_text
 from difflab.data.world import COLORS, HELDOUT_PAIRS, RELATIONS, SHAPES, ObjectSpec, PromptSpec
 from difflab.registry import UnknownNameError
 
-__all__ = ["HELDOUT_PAIRS", "SEED_STRIDE", "SUITES", "SUITE_SIZES", "SUITE_VERSION", "expand_suite",
-           "load_suite", "suite_seeds"]
+__all__ = ["HELDOUT_PAIRS", "SEED_STRIDE", "SPLITS", "SUITES", "SUITE_SIZES", "SUITE_VERSION",
+           "TEST_FIRST_IMAGE", "TEST_ONLY_SUITES", "check_split", "expand_suite", "load_suite",
+           "suite_seeds"]
 
-SUITE_VERSION = 1
-SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout", "all")
+# Version 2 added the `reworded` suite; the template suites are unchanged since version 1.
+SUITE_VERSION = 2
+SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout", "all",
+                           "reworded")
+# The template suites that "all" joins ("reworded" is a test-split suite of its own).
+TEMPLATE_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout")
 _SEED_BASE = {"single": 1000, "binding": 2000, "counting": 3000, "spatial": 4000, "heldout": 5000}
 
 # Training pairs in a fixed order (shape-major): 6 shapes x 8 colours - 6 held out = 42.
@@ -114,6 +120,22 @@ def _heldout() -> list[PromptSpec]:
     return out
 
 
+def _reworded() -> list[PromptSpec]:
+    """Every single, binding, counting and spatial prompt asked again twice: once in the train
+    half's paraphrases ("reworded_seen"), once in the test half's ("reworded_unseen"), each
+    with its template prompt's seed, so the two wordings compare pairwise on the same noise."""
+    from difflab.data.paraphrase import reworded_text
+
+    out = []
+    bases = [p for name in ("single", "binding", "counting", "spatial") for p in _suite(name)]
+    for half, category in (("train", "reworded_seen"), ("test", "reworded_unseen")):
+        for i, p in enumerate(bases):
+            objects = [(o.shape, o.color, o.count) for o in p.objects]
+            text = reworded_text(objects, p.relation, half, i)
+            out.append(PromptSpec(text, category, p.objects, p.relation, seed=p.seed))
+    return out
+
+
 _BUILDERS = {
     "single": _single,
     "binding": _binding,
@@ -126,7 +148,9 @@ _BUILDERS = {
 @cache
 def _suite(name: str) -> tuple[PromptSpec, ...]:
     if name == "all":
-        return tuple(p for part in SUITES[:-1] for p in _suite(part))
+        return tuple(p for part in TEMPLATE_SUITES for p in _suite(part))
+    if name == "reworded":
+        return tuple(_reworded())
     specs = _BUILDERS[name]()
     base = _SEED_BASE[name]
     return tuple(
@@ -145,24 +169,48 @@ def load_suite(name: str) -> list[PromptSpec]:
 SUITE_SIZES: dict[str, int] = {name: len(_suite(name)) for name in SUITES}
 
 
-# Image k of a suite prompt uses seed spec.seed + k * SEED_STRIDE. Prompt seeds lie in
-# [1000, 6000) and the stride exceeds their spread, so no two prompts share a seed.
+# Image k of a suite prompt uses seed spec.seed + k * SEED_STRIDE. Template prompt seeds lie in
+# [1000, 6000) and the stride exceeds their spread, so no two template prompts share a seed (a
+# reworded prompt shares its template prompt's seeds on purpose: same scene, other words).
 SEED_STRIDE = 100_003
 
+# Splits. `dev`: images k < TEST_FIRST_IMAGE of the template suites, where recipes, samplers
+# and hyper-parameters may be chosen. `test`: images k >= TEST_FIRST_IMAGE (image k of the test
+# split is image TEST_FIRST_IMAGE + k), plus the reworded suite; it only reports.
+SPLITS: tuple[str, ...] = ("dev", "test")
+TEST_FIRST_IMAGE = 1000
+TEST_ONLY_SUITES: tuple[str, ...] = ("reworded",)
 
-def suite_seeds(spec: PromptSpec, count: int, first: int = 0) -> list[int]:
-    """The seeds of images first..first+count-1 of a suite prompt: image k uses
-    spec.seed + k * SEED_STRIDE (the one convention of eval, bench and demo)."""
+
+def check_split(split: str, suite: str | None = None) -> str:
+    """Return `split` if it is valid (and `suite` may be scored on it), else raise naming
+    the valid choices."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if suite in TEST_ONLY_SUITES and split != "test":
+        raise ConfigError(f"suite {suite!r} belongs to the test split only; use split 'test'")
+    return split
+
+
+def suite_seeds(spec: PromptSpec, count: int, first: int = 0, split: str = "dev") -> list[int]:
+    """The seeds of images first..first+count-1 of a suite prompt in `split`: image k uses
+    spec.seed + k * SEED_STRIDE (the one convention of eval, bench and demo), with k counted
+    from TEST_FIRST_IMAGE in the test split; dev images never reach the test split's."""
+    check_split(split)
     if count < 1 or first < 0:
         raise ValueError(f"need count >= 1 and first >= 0, got {count}, {first}")
-    return [spec.seed + k * SEED_STRIDE for k in range(first, first + count)]
+    if split == "dev" and first + count > TEST_FIRST_IMAGE:
+        raise ConfigError(f"dev images are k < {TEST_FIRST_IMAGE}; images {first}.."
+                          f"{first + count - 1} reach the test split's seeds")
+    base = first + (TEST_FIRST_IMAGE if split == "test" else 0)
+    return [spec.seed + k * SEED_STRIDE for k in range(base, base + count)]
 
 
-def expand_suite(specs: Sequence[PromptSpec], seeds_per_prompt: int,
-                 first: int = 0) -> tuple[list[PromptSpec], list[int]]:
-    """One (spec, seed) pair per image, by `suite_seeds`, seed-major: every prompt's image
-    `first`, then every prompt's next image, and so on."""
-    seeds = [suite_seeds(spec, seeds_per_prompt, first) for spec in specs]
+def expand_suite(specs: Sequence[PromptSpec], seeds_per_prompt: int, first: int = 0,
+                 split: str = "dev") -> tuple[list[PromptSpec], list[int]]:
+    """One (spec, seed) pair per image, by `suite_seeds` in `split`, seed-major: every
+    prompt's image `first`, then every prompt's next image, and so on."""
+    seeds = [suite_seeds(spec, seeds_per_prompt, first, split) for spec in specs]
     pairs = [(spec, row[k]) for k in range(seeds_per_prompt)
              for spec, row in zip(specs, seeds, strict=True)]
     return [p for p, _ in pairs], [s for _, s in pairs]

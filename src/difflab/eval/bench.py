@@ -21,6 +21,7 @@ from difflab.config import ConfigError, from_dict, to_dict
 from difflab.eval.cost import count_calls, count_flops, peak_memory, time_interleaved, weight_bytes
 from difflab.eval.frontier import pareto_front
 from difflab.eval.metrics import METRICS
+from difflab.eval.stats import speedup_interval, speedup_verdict
 from difflab.io import load_tensors, save_tensors
 
 if sys.version_info >= (3, 11):
@@ -72,6 +73,7 @@ class BenchSettings:
 
     baseline: str
     suite: str = "single"
+    split: str = "dev"  # dev: choose settings here; test: report only (data.suites.SPLITS)
     max_prompts: int = 0  # 0: every prompt of the suite
     seeds_per_prompt: int = 2
     seed_offset: int = 0  # first image index k of each prompt (`data.suites.suite_seeds`)
@@ -159,6 +161,9 @@ def parse_grid(data: Mapping[str, Any]) -> Grid:
     for key in ("seeds_per_prompt", "batch_size", "timing_repeats"):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(settings, key)}")
+    from difflab.data.suites import check_split
+
+    check_split(settings.split, settings.suite)
     return grid
 
 
@@ -193,14 +198,18 @@ class BenchResult:
     prompts: list[str] = field(default_factory=list)  # one per image, with seeds alongside
     seeds: list[int] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=list)  # each image's prompt category
+    fd_floor: float | None = None  # FD between two real sets of the same specs and count
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def point(self, name: str) -> dict[str, Any]:
         return next(p for p in self.points if p["name"] == name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid, "machine": self.machine, "points": self.points,
-                "directions": self.directions, "reference": self.reference,
-                "prompts": self.prompts, "seeds": self.seeds}
+        return {"provenance": self.provenance, "grid": self.grid, "machine": self.machine,
+                "points": self.points, "directions": self.directions,
+                "reference": self.reference, "fd_floor": self.fd_floor,
+                "prompts": self.prompts, "seeds": self.seeds, "categories": self.categories}
 
 
 def machine_info() -> dict[str, Any]:
@@ -220,7 +229,8 @@ def prompt_set(settings: BenchSettings) -> tuple[list[Any], list[str], list[int]
     specs = load_suite(settings.suite)
     if settings.max_prompts > 0:
         specs = specs[: settings.max_prompts]
-    specs, seeds = expand_suite(specs, settings.seeds_per_prompt, first=settings.seed_offset)
+    specs, seeds = expand_suite(specs, settings.seeds_per_prompt, first=settings.seed_offset,
+                                split=settings.split)
     return specs, [s.text for s in specs], seeds
 
 
@@ -275,13 +285,15 @@ def score_quality(
     """Every requested metric of one point's images, and each value's direction."""
     inputs = {"paired": (images, reference), "features": (feats, real_feats),
               "specs": (images, specs)}
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}
     directions: dict[str, bool] = {}
     for name in metrics:
         metric = METRICS.get(name)
         out = metric.fn(*inputs[metric.inputs])
         values.update(out)
-        directions.update({k: metric.higher_is_better for k in out})
+        # Per-image lists (e.g. the accuracy metric's verdicts) are details, not columns.
+        directions.update({k: metric.higher_is_better for k, v in out.items()
+                           if not isinstance(v, list)})
     return values, directions
 
 
@@ -310,14 +322,20 @@ def time_points(target: BenchTarget, grid: Grid, prompts: Sequence[str],
     base = timings[s.baseline]
     out = {}
     for name, t in timings.items():
-        # Paired per-round ratios show how stable the ratio of medians is under load drift.
+        # Paired per-round ratios show how stable the ratio of medians is under load drift;
+        # their median's order-statistic interval decides "faster" or "no difference".
         paired = np.asarray(t.times) / np.asarray(base.times)
+        speedup = speedup_interval(t.times, base.times)
         out[name] = {
             "latency_s": t.median, "timing": t.to_dict(),
             "images_per_s": t.images_per_s(len(prompts)),
             "time_ratio": t.median / base.median, "speedup": base.median / t.median,
             "time_ratio_rounds_min": float(paired.min()),
             "time_ratio_rounds_max": float(paired.max()),
+            "speedup_paired_median": speedup.median,
+            "speedup_interval": [speedup.lo, speedup.hi],
+            "speedup_interval_coverage": speedup.coverage,
+            "speedup_verdict": speedup_verdict(speedup),
         }
     return out
 
@@ -338,7 +356,7 @@ def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
     ref, ref_info = (reference_images(target, grid.reference, prompts, seeds, s.batch_size, cache)
                      if grid.reference is not None else (None, None))
     real = render_specs(specs, seeds, size=images[s.baseline].shape[1])
-    points, directions = score_points(grid, images, specs, real, ref)
+    points, directions, floor = score_points(grid, images, specs, seeds, real, ref)
     if s.frontier_quality not in directions:  # e.g. a category the suite does not have
         valid = ", ".join(sorted(directions))
         raise ConfigError(f"frontier_quality {s.frontier_quality!r} was not measured; "
@@ -350,27 +368,49 @@ def run_bench(target: BenchTarget, grid: Grid | Mapping[str, Any] | str | Path,
         entry["cost"] = {**timing.get(p["name"], {}),
                          **probe_cost(target, p, prompts[:n], seeds[:n])}
     directions.update({k: False for k in COST_KEYS})
-    result = BenchResult(grid.to_dict(), machine_info(), points, directions, ref_info,
-                         prompts, seeds)
+    machine = machine_info()
+    result = BenchResult(grid.to_dict(), machine, points, directions, ref_info, prompts, seeds,
+                         categories=[sp.category for sp in specs], fd_floor=floor,
+                         provenance=bench_provenance(target, s.split, machine))
     mark_frontier(result, s.frontier_quality, s.frontier_cost)
     write_report(result, Path(out_dir), images, ref, real, s.strip_images)
     return result
 
 
 def score_points(
-    grid: Grid, images: Mapping[str, np.ndarray], specs: list[Any], real: np.ndarray,
-    reference: np.ndarray | None,
-) -> tuple[list[dict[str, Any]], dict[str, bool]]:
-    """Quality of every point: a result entry per point and each metric value's direction."""
+    grid: Grid, images: Mapping[str, np.ndarray], specs: list[Any], seeds: Sequence[int],
+    real: np.ndarray, reference: np.ndarray | None,
+) -> tuple[list[dict[str, Any]], dict[str, bool], float | None]:
+    """Quality of every point (a result entry per point, with each image's verdict and the
+    accuracy's Wilson interval), each metric value's direction, and the FD floor."""
+    from difflab.eval.stats import wilson_interval
+    from difflab.evaluate import fd_floor
+
     metrics = grid.settings.metrics
     feats, real_feats = features_of(metrics, images, real)
+    floor = (fd_floor(real_feats, specs, list(seeds), real.shape[1])
+             if "fd" in metrics and real_feats is not None else None)
     points, directions = [], {}
     for p in grid.points:
         quality, dirs = score_quality(metrics, images[p["name"]], specs, feats.get(p["name"]),
                                       real_feats, reference)
         directions.update(dirs)
-        points.append({"name": p["name"], "config": p, "quality": quality, "cost": {}})
-    return points, directions
+        entry = {"name": p["name"], "config": p, "cost": {},
+                 "quality": {k: v for k, v in quality.items() if not isinstance(v, list)}}
+        if "passed" in quality:
+            entry["passed"] = [int(f) for f in quality["passed"]]
+            entry["accuracy_interval"] = list(wilson_interval(sum(entry["passed"]),
+                                                              len(entry["passed"])))
+        points.append(entry)
+    return points, directions, floor
+
+
+def bench_provenance(target: BenchTarget, split: str, machine: dict[str, Any]) -> dict[str, Any]:
+    """The provenance block of bench.json: the target's checkpoint path, hash and config."""
+    from difflab.eval.provenance import provenance
+
+    return provenance(split, str(getattr(target, "source", "") or ""), target.identity,
+                      dict(getattr(target, "config", {}) or {}), machine=machine)
 
 
 def features_of(metrics: Sequence[str], images: Mapping[str, np.ndarray],

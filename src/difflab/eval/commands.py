@@ -83,7 +83,9 @@ class PipelineTarget:
 
     def __init__(self, pipe: Any, identity: str) -> None:
         self.pipe = pipe
-        self.identity = identity
+        self.identity = identity  # sha256 of the checkpoint's bytes
+        self.source = getattr(pipe, "source", "")  # where it was loaded from
+        self.config = getattr(pipe, "config", {})  # the stored config that made it
         self._networks: dict[str, torch.nn.Module] = {}  # point name -> quantized/compiled net
 
     def network(self, point: Mapping[str, Any]) -> torch.nn.Module:

@@ -181,7 +181,8 @@ class Metric:
     `inputs` says what the runner passes: "paired" images (N, H, W, 3) uint8 of the same noise,
     "features" (N, D) arrays of generated and real images, or "specs" (images, PromptSpecs).
     `keys` names the values it returns ("accuracy/*": one per prompt category);
-    `higher_is_better` applies to every one of them.
+    `higher_is_better` applies to every one of them. A value that is a list holds one entry
+    per image (the accuracy metric's "passed" verdicts): a detail, not a table column.
     """
 
     fn: Callable[[Any, Any], dict[str, float]]
@@ -250,10 +251,12 @@ def _fd_metric(feats: np.ndarray, real: np.ndarray) -> dict[str, float]:
 
 
 @register_metric("accuracy", "specs", ("accuracy", "accuracy/*"), higher_is_better=True)
-def _accuracy_metric(images: np.ndarray, specs: list) -> dict[str, float]:
+def _accuracy_metric(images: np.ndarray, specs: list) -> dict[str, Any]:
     from difflab.eval.shapeeval import evaluate
 
-    return shapes_accuracy(evaluate(images, specs))
+    report = evaluate(images, specs)
+    # "passed": each image's verdict, kept beside the table's columns for paired tests.
+    return {**shapes_accuracy(report), "passed": [v.passed for v in report.prompts]}
 
 
 def shapes_accuracy(report: Any) -> dict[str, float]:

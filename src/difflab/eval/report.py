@@ -52,24 +52,54 @@ def markdown_table(result: BenchResult) -> str:
     head = ["point", "sampler", "steps", "cfg"] + [c[0] for c in COST_COLUMNS] + qkeys
     arrows = {k: "↑" if result.directions.get(k, True) else "↓" for k in qkeys}
     head = head[: 4 + len(COST_COLUMNS)] + [f"{k} {arrows[k]}" for k in qkeys]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     baseline = result.grid["baseline"]
+    base_flags = result.point(baseline).get("passed")
+    if base_flags is not None:
+        head += ["accuracy 95% CI", "McNemar p vs baseline"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in result.points:
         cfg, cost = p["config"], p["cost"]
         name = p["name"] + (" (baseline)" if p["name"] == baseline else "")
         name += " *" if p.get("on_frontier") else ""
         cells = [name, str(cfg.get("sampler", "-")), str(cfg.get("steps", "-")),
                  str(cfg.get("cfg_scale", "-"))]
-        cells += [_fmt(None if cost.get(k) is None else cost[k] * scale, f)
-                  for _, k, scale, f in COST_COLUMNS]
+        cells += [_cost_cell(cost, k, scale, f) for _, k, scale, f in COST_COLUMNS]
         cells += [_fmt(p["quality"].get(k)) for k in qkeys]
+        if base_flags is not None:
+            cells += _paired_cells(p, base_flags, p["name"] == baseline)
         rows.append("| " + " | ".join(cells) + " |")
     front, m = result.grid.get("frontier", {}), result.machine
+    split = result.grid.get("split", "dev")
+    floor = "" if result.fd_floor is None else (
+        f" FD's real-vs-real floor at this sample count: {result.fd_floor:.4g}.")
     note = (f"\n`*`: on the Pareto frontier of {front.get('quality')} vs {front.get('cost')}. "
             "Time ratio and speed-up are relative to the baseline, timed round-robin in the same "
             f"process ({m['cpu']}, {m['capability']}, {m['threads']} threads, "
-            f"torch {m['torch']}).\n")
+            f"torch {m['torch']}); speed-up is the median of the per-round paired ratios with "
+            "its interval, \"no difference\" when that interval contains 1. Split: "
+            f"{split}.{floor}\n")
     return "\n".join(rows) + "\n" + note
+
+
+def _cost_cell(cost: Mapping[str, Any], key: str, scale: float, spec: str) -> str:
+    if key == "speedup" and cost.get("speedup_interval") is not None:
+        from difflab.eval.stats import MedianInterval, format_speedup
+
+        lo, hi = cost["speedup_interval"]
+        median = cost.get("speedup_paired_median", cost["speedup"])
+        return format_speedup(MedianInterval(median, lo, hi, 0.0))
+    return _fmt(None if cost.get(key) is None else cost[key] * scale, spec)
+
+
+def _paired_cells(point: Mapping[str, Any], base_flags: list[int], is_base: bool) -> list[str]:
+    """The accuracy's Wilson interval and the exact McNemar p-value against the baseline."""
+    from difflab.eval.stats import format_p, mcnemar_exact
+
+    lo, hi = point["accuracy_interval"]
+    ci = f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+    if is_base:
+        return [ci, "-"]
+    return [ci, format_p(mcnemar_exact(point["passed"], base_flags).p_value)]
 
 
 def plot_frontier(result: BenchResult, path: Path) -> Path:

@@ -1,0 +1,135 @@
+"""Docs tables generated from result files: each table lives between `<!-- table:NAME -->` and
+`<!-- /table:NAME -->` in a Markdown page and is rebuilt from benchmarks/results/**.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from difflab.config import ConfigError
+from difflab.eval.stats import (
+    format_accuracy,
+    format_p,
+    format_speedup,
+    mcnemar_exact,
+    speedup_interval,
+)
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository (src/difflab/eval -> root)
+MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->",
+                    re.DOTALL)
+CATEGORIES = ("single", "binding", "counting", "spatial", "heldout")
+
+
+def _load(path: str) -> dict[str, Any]:
+    return json.loads((ROOT / path).read_text())
+
+
+def _category_n(metrics: dict[str, Any], cat: str) -> int:
+    """Images behind one category's accuracy (older files: suite size x seeds per prompt)."""
+    if "per_category_n" in metrics:
+        return int(metrics["per_category_n"][cat])
+    from difflab.data.suites import SUITE_SIZES
+
+    seeds = metrics["n_images"] // SUITE_SIZES[metrics["suite"]]
+    return SUITE_SIZES[cat] * seeds
+
+
+def _acc(metrics: dict[str, Any], cat: str) -> str:
+    n = _category_n(metrics, cat)
+    return format_accuracy(round(metrics["per_category"][cat] * n), n)
+
+
+def _split(record: dict[str, Any]) -> str:
+    return record.get("split") or "dev (recorded before splits)"
+
+
+def _machine(metrics: dict[str, Any]) -> dict[str, Any]:
+    return metrics.get("provenance", {}).get("machine") or metrics["run"].get("machine") or {}
+
+
+def check_machines(files: dict[str, dict[str, Any]]) -> None:
+    """Refuse a table that compares times across result files measured on other machines."""
+    from difflab.runtime.machine import same_machine
+
+    items = list(files.items())
+    for name, record in items[1:]:
+        diff = same_machine(items[0][1], record)
+        if diff:
+            raise ConfigError(f"{items[0][0]} and {name} were measured on different machines "
+                              f"({diff}); their times cannot share a table")
+
+
+def demo_table() -> str:
+    """The demo and demo-long runs: accuracy per category with 95% Wilson intervals, FD."""
+    runs = {"`make demo`": "benchmarks/results/demo/metrics.json",
+            "`make demo-long`": "benchmarks/results/demo-long/metrics.json"}
+    data = {name: _load(path) for name, path in runs.items()}
+    check_machines({runs[k]: _machine(v) for k, v in data.items()})  # training minutes compared
+    head = ["run", "steps", "training", *CATEGORIES, "overall", "FD (floor)", "split"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in data.items():
+        n = m["n_images"]
+        floor = f" ({m['fd_floor']:.1f})" if m.get("fd_floor") is not None else " (-)"
+        cells = [name, str(m["run"]["steps"]), f"{m['run']['train_seconds'] / 60:.0f} min",
+                 *(_acc(m, c) for c in CATEGORIES),
+                 format_accuracy(round(m["accuracy"] * n), n), f"{m['fd']:.1f}{floor}",
+                 _split(m)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def bench_table(path: str, labels: dict[str, str] | None = None) -> str:
+    """One bench.json: speed-up (median of paired per-round ratios, its interval; "no
+    difference" when it contains 1), PSNR, SSIM, accuracy with its Wilson interval and the
+    exact McNemar p against the baseline (where per-image verdicts are recorded), FD."""
+    data = _load(path)
+    base_name = data["grid"]["baseline"]
+    base = next(p for p in data["points"] if p["name"] == base_name)
+    n = len(data["prompts"])
+    head = ["point", "speed-up [interval]", "PSNR dB", "SSIM", "accuracy [95% CI]",
+            "McNemar p", "FD"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in data["points"]:
+        q, cost = p["quality"], p["cost"]
+        speed = (format_speedup(speedup_interval(cost["timing"]["times"],
+                                                 base["cost"]["timing"]["times"]))
+                 if p is not base and "timing" in cost else "1 (baseline)" if p is base else "-")
+        k = sum(p["passed"]) if "passed" in p else round(q["accuracy"] * n)
+        pval = ("-" if p is base or "passed" not in p or "passed" not in base
+                else format_p(mcnemar_exact(p["passed"], base["passed"]).p_value))
+        psnr = q.get("psnr")
+        cells = [(labels or {}).get(p["name"], p["name"]), speed,
+                 "inf" if psnr in ("inf", float("inf")) else f"{psnr:.1f}", f"{q['ssim']:.3f}",
+                 format_accuracy(k, n), pval, f"{q['fd']:.1f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    floor = data.get("fd_floor")
+    note = (f"\n{n} images ({data['grid']['suite']} suite), split: {_split(data['grid'])}; "
+            f"FD floor (real vs real, same count): {'-' if floor is None else f'{floor:.1f}'}.\n")
+    return "\n".join(rows) + "\n" + note
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "demo": demo_table,
+    "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
+}
+PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md")
+
+
+def regenerate(text: str) -> str:
+    """`text` with every marked table rebuilt from its result file."""
+    def fill(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise ConfigError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
+        return f"<!-- table:{name} -->\n{TABLES[name]()}<!-- /table:{name} -->"
+    return MARKER.sub(fill, text)
+
+
+def stale_pages(root: Path = ROOT) -> list[str]:
+    """The pages whose committed tables differ from their result files."""
+    return [page for page in PAGES
+            if regenerate((root / page).read_text()) != (root / page).read_text()]
