@@ -153,6 +153,9 @@ def report_html(metrics: dict[str, Any], result: Any, run_dir: Path) -> str:
 # the reworded suite (the same scenes in other words).
 DEMO_SPLIT = "test"
 REWORDED_SUITE = "reworded"
+# One seed per reworded prompt: its 404 prompts already double the template suites' 226, and
+# scoring is most of the demo's time on a CPU without native bf16.
+REWORDED_SEEDS = 1
 
 
 def run_demo(config: str | Path = "configs/demo.toml", out: str | Path = "runs/demo",
@@ -172,8 +175,7 @@ def run_demo(config: str | Path = "configs/demo.toml", out: str | Path = "runs/d
     pipe = load(out)
     t1 = time.perf_counter()
     result = evaluate_suite(pipe, suite, sampling, seeds_per_prompt, split=DEMO_SPLIT)
-    reworded = evaluate_suite(pipe, REWORDED_SUITE, sampling, seeds_per_prompt,
-                              split=DEMO_SPLIT)
+    reworded = evaluate_suite(pipe, REWORDED_SUITE, sampling, REWORDED_SEEDS, split=DEMO_SPLIT)
     eval_s = time.perf_counter() - t1
     metrics = result.metrics()
     metrics["reworded"] = reworded.metrics()
