@@ -1,13 +1,21 @@
-"""The `difflab` command: a thin layer that builds configs and calls the library."""
+"""The `difflab` command: a thin layer that builds configs and calls the library.
+
+Every argument is checked before any model loads. A user mistake (a `ConfigError`, or a usage
+error from the argument parser) prints one `error: ...` line and exits 2; anything else is a bug:
+one line says where its traceback was saved (`difflab.crash`) and the exit status is 1.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
+import click
 import typer
 
-from difflab.config import ConfigError
-from difflab.registry import UnknownNameError
+from difflab.config import ConfigError, MissingFileError
+from difflab.limits import check_images, check_int, check_prompt, check_seed, image_format
 
 app = typer.Typer(
     add_completion=False,
@@ -16,8 +24,7 @@ app = typer.Typer(
     help="difflab: train, sample, accelerate, quantize and measure diffusion models.",
 )
 
-# Errors a user can cause: printed as one line, no traceback, non-zero exit.
-USER_ERRORS = (ConfigError, UnknownNameError, FileNotFoundError)
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def _add_subcommands() -> None:
@@ -52,6 +59,24 @@ def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
                         precision=precision, bottleneck=stages)
 
 
+def _existing(path: str, what: str) -> Path:
+    """`path` if it exists; a MissingFileError naming `what` otherwise (checked before loading)."""
+    p = Path(path)
+    if not str(path).strip() or not p.exists():
+        raise MissingFileError(f"{what} not found: {path!r}")
+    return p
+
+
+def _output_folder(path: str, what: str) -> Path:
+    """An output folder path that is not an existing file."""
+    p = Path(path)
+    if not str(path).strip():
+        raise ConfigError(f"{what} is empty; name a folder")
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} = {path!r} is a file; name a folder")
+    return p
+
+
 @app.command()
 def sample(
     checkpoint: str = typer.Argument(..., help="checkpoint or run folder"),
@@ -70,12 +95,27 @@ def sample(
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
     from difflab.data.grid import make_grid
+    from difflab.io import atomic_write
     from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
 
     config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
-    pipe = load_pipeline(checkpoint)
+    for p in prompt:
+        check_prompt("--prompt", p)
+    check_int("--n", n, 1)
+    check_images("--n x prompts (images)", n * len(prompt))
+    check_seed("--seed", seed, n * len(prompt))
+    fmt = image_format("--out", out)
+    spec = None
+    if accel:
+        from difflab.accel.api import apply_accel, parse_accel_spec
+
+        spec = parse_accel_spec(accel)
     if quant:
         from difflab.quant.config import QUANTIZERS
+
+        QUANTIZERS.get(quant)  # an unknown recipe fails before the model loads
+    pipe = load_pipeline(_existing(checkpoint, "checkpoint"))
+    if quant:
         from difflab.quant.transform import quantize as apply_quant
 
         run = calibration_run(pipe, CALIBRATION_PROMPTS, _sample_config("euler", 10, 1.0))
@@ -83,15 +123,14 @@ def sample(
         typer.echo(f"quantized {len(handle.layers)} layers with {quant} ({handle.execution})")
     prompts = [p for p in prompt for _ in range(n)]
     seeds = [seed + i for i in range(len(prompts))]
-    if accel:
-        from difflab.accel.api import apply_accel, parse_accel_spec
-
-        with apply_accel(pipe.net, *parse_accel_spec(accel)) as handle:
+    if spec is not None:
+        with apply_accel(pipe.net, *spec) as handle:
             images = pipe.generate(prompts, seeds, config, progress=True)
         typer.echo(f"accel {accel}: {handle.stats}")
     else:
         images = pipe.generate(prompts, seeds, config, progress=True)
-    make_grid(images, labels=prompts, ncol=n).save(out)
+    grid = make_grid(images, labels=prompts, ncol=n)
+    atomic_write(out, lambda p: grid.save(p, format=fmt))
     typer.echo(f"wrote {out} ({len(images)} images, {config.sampler} x{config.steps}, "
                f"cfg {config.cfg})")
 
@@ -108,11 +147,17 @@ def eval_command(
     out: str = typer.Option("", help="optional folder for images, grid and metrics.json"),
 ) -> None:
     """Score a checkpoint on a prompt suite with the shapes evaluator."""
+    from difflab.data.suites import load_suite
     from difflab.evaluate import evaluate_suite, write_suite_outputs
     from difflab.pipeline import load_pipeline
 
-    pipe = load_pipeline(checkpoint)
-    result = evaluate_suite(pipe, suite, _sample_config(sampler, steps, cfg), seeds)
+    config = _sample_config(sampler, steps, cfg)
+    check_int("--seeds", seeds, 1)
+    check_images("--seeds x suite prompts (images)", seeds * len(load_suite(suite)))
+    if out:
+        _output_folder(out, "--out")
+    pipe = load_pipeline(_existing(checkpoint, "checkpoint"))
+    result = evaluate_suite(pipe, suite, config, seeds)
     typer.echo(result.table())
     if out:
         write_suite_outputs(result, out)
@@ -127,7 +172,11 @@ def demo(
     suite: str = typer.Option("all", help="prompt suite to score"),
 ) -> None:
     """The main job: train the flagship model, score every suite prompt, write a report."""
+    from difflab.data.suites import load_suite
     from difflab.demo import run_demo
+
+    load_suite(suite)  # an unknown suite fails now, not after the training
+    _output_folder(out, "--out")
 
     metrics = run_demo(config, out, override, suite=suite)
     for cat, acc in metrics["per_category"].items():
@@ -148,10 +197,17 @@ def quantize(
 ) -> None:
     """Post-training quantization of a checkpoint, calibrated over sampling trajectories."""
     from difflab.pipeline import CALIBRATION_PROMPTS, calibration_run, load_pipeline
-    from difflab.quant.commands import format_report, quantize_checkpoint
+    from difflab.quant.commands import (
+        check_recipe_or_config,
+        format_report,
+        quantize_checkpoint,
+    )
 
-    pipe = load_pipeline(checkpoint)
-    run = calibration_run(pipe, CALIBRATION_PROMPTS, _sample_config("euler", calib_steps, 1.0))
+    calib = _sample_config("euler", calib_steps, 1.0)
+    check_recipe_or_config(recipe or None, config or None)  # both checked before loading
+    _output_folder(out, "--out")
+    pipe = load_pipeline(_existing(checkpoint, "checkpoint"))
+    run = calibration_run(pipe, CALIBRATION_PROMPTS, calib)
     report = quantize_checkpoint(checkpoint, out, load_model=lambda _: pipe.net,
                                  recipe=recipe or None, config=config or None, calibrate=run)
     typer.echo(format_report(report))
@@ -191,12 +247,46 @@ def _root() -> None:
 _add_subcommands()
 
 
-def main() -> None:
+def _error(message: str) -> None:
+    """Print a user error as one line on stderr."""
+    flat = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    typer.echo(f"error: {flat}", err=True)
+
+
+def run(args: list[str]) -> int:
+    """Run the CLI on `args`; returns the exit status (0 ok, 2 user error, 1 bug, 130 ^C)."""
     try:
-        app()
-    except USER_ERRORS as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        rv = app(args=args, prog_name="difflab", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # `difflab` or a group alone: its help
+        typer.echo(e.ctx.get_help())
+        return EXIT_USER_ERROR
+    except click.UsageError as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        _error(e.format_message() + where)
+        return EXIT_USER_ERROR
+    except click.ClickException as e:
+        _error(e.format_message())
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except ConfigError as e:
+        _error(str(e))
+        return EXIT_USER_ERROR
+    except Exception as e:  # a bug: one line here, the traceback in a file
+        if os.environ.get("DIFFLAB_TRACEBACK"):
+            raise
+        from difflab.crash import report_bug
+
+        typer.echo(report_bug(e, ["difflab", *args]), err=True)
+        return EXIT_BUG
+    # without standalone mode an Exit (e.g. after --help) comes back as its status
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `difflab` entry point."""
+    sys.exit(run(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import typer
 
 from difflab.accel.api import ACCELERATORS
 from difflab.accel.block_cache import calibrate_teacache
+from difflab.config import MissingFileError
 from difflab.io import write_json
 
 accel_app = typer.Typer(help="Training-free acceleration hooks: list them, calibrate TeaCache.")
@@ -39,7 +40,7 @@ def calibrate(
 ) -> tuple[float, ...]:
     """Fit TeaCache's polynomial for CHECKPOINT over a few sampling runs and write it to OUT."""
     if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        raise MissingFileError(f"checkpoint not found: {checkpoint}")
     from difflab.data.suites import load_suite
     from difflab.pipeline import Pipeline, SampleConfig
 

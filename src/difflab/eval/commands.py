@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import typer
 
-from difflab.config import ConfigError
+from difflab.config import ConfigError, MissingFileError
 from difflab.eval.bench import BenchResult, load_grid, run_bench
 
 # A point's `sample = {...}` table holds any further `difflab.pipeline.SampleConfig` field
@@ -48,7 +48,7 @@ def checkpoint_identity(path: str | Path) -> str:
     """sha256 over a checkpoint's bytes (a file, or every file of a folder with its name)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise MissingFileError(f"checkpoint not found: {p}")
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     h = hashlib.sha256()
     for f in files:
@@ -153,7 +153,7 @@ def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
 def pipeline_target(checkpoint: str) -> PipelineTarget:
     """Load `checkpoint` with `difflab.pipeline.load_pipeline` and adapt it for the bench."""
     if not Path(checkpoint).exists():  # fail before importing and building anything
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        raise MissingFileError(f"checkpoint not found: {checkpoint}")
     from difflab.pipeline import load_pipeline
 
     pipe = load_pipeline(checkpoint)
@@ -170,10 +170,13 @@ def bench(
 ) -> BenchResult:
     """Bench every configuration of GRID on CHECKPOINT: quality vs cost, one process."""
     parsed = load_grid(grid)  # check the grid before spending time on the model
-    target = pipeline_target(checkpoint)
     for point in parsed.points + ((parsed.reference,) if parsed.reference else ()):
         sample_config_of(point, parsed.settings.batch_size)  # every point valid, or stop now
         accel_of(point)
+    for name, folder in (("--out", out), ("--cache-dir", cache_dir)):
+        if folder is not None and (not folder.strip() or Path(folder).is_file()):
+            raise ConfigError(f"{name} = {folder!r} must name a folder")
+    target = pipeline_target(checkpoint)
     result = run_bench(target, parsed, out, cache_dir)
     typer.echo(Path(result.files["table"]).read_text())
     typer.echo(f"wrote {', '.join(sorted(result.files.values()))}")

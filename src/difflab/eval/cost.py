@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from difflab.config import MissingFileError
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -185,5 +187,5 @@ def weight_bytes(source: torch.nn.Module | str | Path) -> int:
         return int(model_bytes(source))
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     return path.stat().st_size

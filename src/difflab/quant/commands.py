@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from difflab.config import ConfigError, load_toml
+from difflab.config import ConfigError, MissingFileError, load_toml
 from difflab.quant.config import QUANTIZERS, CalibrationRun, QuantConfig
 from difflab.quant.storage import save_quantized, size_report
 from difflab.quant.transform import quantize
@@ -19,18 +19,27 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *,
                         calibrate: CalibrationRun | None = None) -> dict:
     """Load a float model, quantize it by recipe name or TOML config, save it to `out`; returns
     the size report with the execution label."""
-    if (recipe is None) == (config is None):
-        raise ConfigError("give exactly one of a recipe name or a config file; valid recipes: "
-                          + ", ".join(QUANTIZERS.names()))
+    file_config = check_recipe_or_config(recipe, config)
     if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        raise MissingFileError(f"checkpoint not found: {checkpoint}")
     model = load_model(str(checkpoint))
-    cfg = load_toml(QuantConfig, config) if config is not None else \
-        QUANTIZERS.get(recipe)(model, calibrate)
+    cfg = file_config or QUANTIZERS.get(recipe)(model, calibrate)
     handle = quantize(model, cfg, calibrate)
     save_quantized(handle, out)
     return {**size_report(handle), "execution": handle.execution, "layers": len(handle.layers),
             "skipped": len(handle.skipped), "out": str(out)}
+
+
+def check_recipe_or_config(recipe: str | None, config: str | Path | None) -> QuantConfig | None:
+    """Check that exactly one of a known recipe name or a valid QuantConfig TOML file is given;
+    returns the file's config (None for a recipe). Runs before any model loads."""
+    if (recipe is None) == (config is None):
+        raise ConfigError("give exactly one of a recipe name or a config file; valid recipes: "
+                          + ", ".join(QUANTIZERS.names()))
+    if recipe is not None:
+        QUANTIZERS.get(recipe)
+        return None
+    return load_toml(QuantConfig, config, what="quant config file")
 
 
 def format_report(report: dict) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from difflab.train.config import load_train_config
+from difflab.train.config import apply_override, load_train_config
 
 
 def train(config: str, override: list[str] | None = None, resume: bool = False,
@@ -17,7 +17,7 @@ def train(config: str, override: list[str] | None = None, resume: bool = False,
 
     cfg = load_train_config(config, override or [])
     if out is not None:
-        cfg = load_train_config(config, [*(override or []), f'run.out_dir="{out}"'])
+        cfg = apply_override(cfg, "run.out_dir", out)  # the path as given, never parsed as TOML
     return run_training(cfg, build_parts(cfg), resume=resume)
 
 

@@ -28,14 +28,27 @@ def _shapes(options: dict[str, Any]) -> Any:
 def _digits(options: dict[str, Any]) -> Any:
     from difflab.data.digits import DigitsDataset
 
-    return DigitsDataset(**options)
+    return DigitsDataset(**_kwargs(DigitsDataset, options))
 
 
 @DATASETS.register("folder")
 def _folder(options: dict[str, Any]) -> Any:
     from difflab.data.folder import ImageFolderDataset
 
-    return ImageFolderDataset(**options)
+    return ImageFolderDataset(**_kwargs(ImageFolderDataset, options))
+
+
+def _kwargs(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` checked against `cls`'s constructor: unknown or missing ones raise ConfigError."""
+    import inspect
+
+    params = [n for n in inspect.signature(cls).parameters if n != "self"]
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as e:
+        raise ConfigError(f"data.options for {cls.__name__}: {e}; valid: {', '.join(params)}") \
+            from None
+    return options
 
 
 def build_network(cfg: TrainConfig) -> nn.Module:

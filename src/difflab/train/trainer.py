@@ -24,11 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from difflab.config import ConfigError
+from difflab.config import ConfigError, storage_error
+from difflab.io import atomic_write
 from difflab.train import checkpoint as ckpt
 from difflab.train import distributed as ddp
 from difflab.train.conditioning import TextCache, condition_batch
 from difflab.train.config import TrainConfig
+from difflab.train.runlock import run_lock
 from difflab.train.schedule import (
     STREAM_MASK,
     STREAM_ORDER,
@@ -334,8 +336,12 @@ class Trainer:
 
     def _log(self, metrics: dict[str, Any]) -> None:
         if self.info.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            path = self.run_dir / "metrics.jsonl"
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+            except OSError as e:
+                raise storage_error(e, str(path)) from e
 
     def _event(self, message: str) -> None:
         if self.info.is_main:
@@ -343,12 +349,13 @@ class Trainer:
             self._log({"step": self.step, "event": message})
 
     def trim_log(self) -> None:
-        """On resume, drop metric lines past the checkpoint (they will be logged again)."""
+        """On resume, drop metric lines past the checkpoint (they will be logged again) and a
+        last line cut short by a kill."""
         path = self.run_dir / "metrics.jsonl"
         if self.info.is_main and path.is_file():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln and json.loads(ln).get("step", 0) <= self.step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            keep = [ln for ln in path.read_text(errors="replace").splitlines()
+                    if _step_of(ln) is not None and _step_of(ln) <= self.step]
+            atomic_write(path, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -358,6 +365,15 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("run.precision = 'fp16' is CUDA-only; on a CPU use 'bf16' or 'fp32'")
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a damaged line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row.get("step", 0) if isinstance(row, dict) else None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -376,16 +392,17 @@ def run_training(cfg: TrainConfig, parts: Parts, *, resume: bool = False,
     if out_dir is not None:
         cfg = replace(cfg, run=replace(cfg.run, out_dir=str(out_dir)))
     try:
-        trainer = Trainer(cfg, parts, info, run_dir)
-        latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
-        if resume and latest is not None:
-            trainer.restore(latest)
-            trainer.trim_log()
-        elif latest is not None:
-            raise ConfigError(f"run folder {run_dir} already holds checkpoints ({latest.name}); "
-                              "pass --resume to continue it or choose another --out")
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return trainer.run()
+        # Rank 0 holds the run folder's lock for the whole run (other ranks share its folder).
+        with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
+            trainer = Trainer(cfg, parts, info, run_dir)
+            latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
+            if resume and latest is not None:
+                trainer.restore(latest)
+                trainer.trim_log()
+            elif latest is not None:
+                raise ConfigError(f"run folder {run_dir} already holds checkpoints "
+                                  f"({latest.name}); pass --resume to continue it or choose "
+                                  "another --out")
+            return trainer.run()
     finally:
         ddp.shutdown(info)
