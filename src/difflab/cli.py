@@ -11,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from difflab.config import ConfigError, MissingFileError
@@ -25,6 +24,27 @@ app = typer.Typer(
 )
 
 EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _parser_errors(name: str) -> tuple[type, ...]:
+    """Exception class `name` of typer's click (vendored in newer typer) and of click itself."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if cls is not None and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_NO_ARGS = _parser_errors("NoArgsIsHelpError")  # `difflab` or a group alone: show its help
+_USAGE = _parser_errors("UsageError")  # unknown option, bad type, missing argument
+_CLICK = _parser_errors("ClickException")
+_ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 
 
 def _add_subcommands() -> None:
@@ -257,17 +277,18 @@ def run(args: list[str]) -> int:
     """Run the CLI on `args`; returns the exit status (0 ok, 2 user error, 1 bug, 130 ^C)."""
     try:
         rv = app(args=args, prog_name="difflab", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as e:  # `difflab` or a group alone: its help
+    except _NO_ARGS as e:
         typer.echo(e.ctx.get_help())
         return EXIT_USER_ERROR
-    except click.UsageError as e:
-        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+    except _USAGE as e:
+        ctx = getattr(e, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         _error(e.format_message() + where)
         return EXIT_USER_ERROR
-    except click.ClickException as e:
+    except _CLICK as e:
         _error(e.format_message())
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        return EXIT_USER_ERROR
+    except _ABORTS:
         typer.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except ConfigError as e:

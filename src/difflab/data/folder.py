@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from difflab.config import ConfigError, MissingFileError
+from difflab.config import ConfigError, MissingFileError, read_text_file
 from difflab.data.shapes_dataset import to_tensor
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -21,7 +21,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".g
 
 def _read_metadata(root: Path, meta: Path) -> list[tuple[Path, str]]:
     items = []
-    for lineno, line in enumerate(meta.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(meta, "metadata file").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -43,7 +43,7 @@ def _read_sidecars(root: Path) -> list[tuple[Path, str]]:
         txt = path.with_suffix(".txt")
         if not txt.is_file():
             raise MissingFileError(f"caption missing for {path}: expected {txt}")
-        items.append((path, txt.read_text().strip()))
+        items.append((path, read_text_file(txt, "caption file").strip()))
     return items
 
 

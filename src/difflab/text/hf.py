@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from difflab.config import MissingFileError
+from difflab.config import ConfigError, MissingFileError
 from difflab.text.base import TEXT_ENCODERS, TextEncoder, TextEncoding, masked_mean
 
 # Never reach the network: everything is loaded from local folders.
@@ -52,7 +52,7 @@ class HFTextEncoder(TextEncoder):
         if not (path / "config.json").is_file():
             raise MissingFileError(f"no transformers model (config.json) in folder {path}")
         if max_length < 2:
-            raise ValueError(f"max_length must be >= 2; got {max_length}")
+            raise ConfigError(f"max_length must be >= 2; got {max_length}")
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = _model_class(config.model_type).from_pretrained(path, local_files_only=True)

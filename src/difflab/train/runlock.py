@@ -17,6 +17,16 @@ class RunLockedError(ConfigError):
     """Another process holds the run folder's lock."""
 
 
+def check_unlocked(run_dir: str | Path) -> None:
+    """Raise RunLockedError now if another process holds `run_dir`'s lock (an early check
+    before slow set-up; `run_lock` is what actually excludes others)."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return
+    with run_lock(run_dir):
+        pass
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold the run folder's lock for the `with` block; the file records the holder's PID.
