@@ -267,8 +267,16 @@ def _root() -> None:
 _add_subcommands()
 
 
+def _close_progress_bars() -> None:
+    """End any progress bar an error interrupted, so the error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        bar.close()
+
+
 def _error(message: str) -> None:
     """Print a user error as one line on stderr."""
+    _close_progress_bars()
     flat = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
     typer.echo(f"error: {flat}", err=True)
 
@@ -299,6 +307,7 @@ def run(args: list[str]) -> int:
             raise
         from difflab.crash import report_bug
 
+        _close_progress_bars()
         typer.echo(report_bug(e, ["difflab", *args]), err=True)
         return EXIT_BUG
     # without standalone mode an Exit (e.g. after --help) comes back as its status

@@ -126,20 +126,13 @@ def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
     sampling the calibration prompts with `calib_steps` Euler steps; any other key of the table
     overrides that `QuantConfig` field of the recipe (e.g. `timestep_aware = false`)."""
     import copy
-    import dataclasses
 
     from difflab.config import from_dict, to_dict
     from difflab.pipeline import CALIBRATION_PROMPTS, SampleConfig, calibration_run
     from difflab.quant.config import QUANTIZERS, QuantConfig
     from difflab.quant.transform import quantize
 
-    if "recipe" not in table:
-        raise ConfigError(f"[quant] needs a recipe (one of {', '.join(QUANTIZERS.names())}); "
-                          f"got {sorted(table)}")
-    overrides = {k: v for k, v in table.items() if k not in ("recipe", "calib_steps")}
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(QuantConfig)})
-    if unknown:  # raise before any calibration work
-        raise ConfigError(f"[quant] has unknown QuantConfig fields {unknown}")
+    overrides = check_quant_table(table)
     net = copy.deepcopy(pipe.net)
     run = calibration_run(pipe, CALIBRATION_PROMPTS,
                           SampleConfig(steps=int(table.get("calib_steps", 10))))
@@ -148,6 +141,26 @@ def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
         config = from_dict(QuantConfig, {**to_dict(config), **overrides}, where="quant")
     quantize(net, config, run)
     return net
+
+
+def check_quant_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a point's quant table (a known recipe, QuantConfig fields, calib_steps) before any
+    model work; returns the QuantConfig field overrides."""
+    import dataclasses
+
+    from difflab.limits import check_int
+    from difflab.quant.config import QUANTIZERS, QuantConfig
+
+    if "recipe" not in table:
+        raise ConfigError(f"[quant] needs a recipe (one of {', '.join(QUANTIZERS.names())}); "
+                          f"got {sorted(table)}")
+    QUANTIZERS.get(table["recipe"])
+    check_int("[quant] calib_steps", table.get("calib_steps", 10), 1)
+    overrides = {k: v for k, v in table.items() if k not in ("recipe", "calib_steps")}
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(QuantConfig)})
+    if unknown:
+        raise ConfigError(f"[quant] has unknown QuantConfig fields {unknown}")
+    return overrides
 
 
 def pipeline_target(checkpoint: str) -> PipelineTarget:
@@ -173,6 +186,8 @@ def bench(
     for point in parsed.points + ((parsed.reference,) if parsed.reference else ()):
         sample_config_of(point, parsed.settings.batch_size)  # every point valid, or stop now
         accel_of(point)
+        if point.get(QUANT_TABLE) is not None:
+            check_quant_table(point[QUANT_TABLE])
     for name, folder in (("--out", out), ("--cache-dir", cache_dir)):
         if folder is not None and (not folder.strip() or Path(folder).is_file()):
             raise ConfigError(f"{name} = {folder!r} must name a folder")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from difflab.config import ConfigError, from_dict, load_toml, parse_override, replace_path
+from difflab.config import ConfigError, from_dict, parse_override, read_toml, replace_path
 from difflab.limits import check_float, check_int, check_prompt, check_seed, get_limits
 
 
@@ -112,6 +112,9 @@ class EmaSection:
         check_float("ema.decay", self.decay, 0.0, 1.0)
 
 
+DEVICES = ("auto", "cpu", "cuda")  # what train.distributed.pick_device understands
+
+
 @dataclass(frozen=True)
 class RunSection:
     """Seed, device, precision, patch masking, logging, checkpoints and fault handling."""
@@ -134,6 +137,8 @@ class RunSection:
 
     def __post_init__(self) -> None:
         check_seed("run.seed", self.seed)
+        if self.device not in DEVICES:
+            raise ConfigError(f"run.device = {self.device!r} is not one of {list(DEVICES)}")
         if not self.out_dir.strip():
             raise ConfigError("run.out_dir is empty; name a run folder")
         check_float("run.mask_ratio", self.mask_ratio, 0.0, 0.95)
@@ -197,7 +202,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a TOML training config and apply `key=value` overrides (dotted keys)."""
-    cfg = load_toml(TrainConfig, path)
+    data = read_toml(path, "config file")
+    if not data:
+        raise ConfigError(f"config file {path} sets nothing; start from configs/tiny.toml")
+    cfg = from_dict(TrainConfig, data)
     for text in overrides or []:
         cfg = apply_override(cfg, *parse_override(text))
     return validate(cfg)
