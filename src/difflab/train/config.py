@@ -203,7 +203,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a TOML training config and apply `key=value` overrides (dotted keys)."""
     data = read_toml(path, "config file")
-    if not data:
+    if not data and not overrides:  # all defaults is never meant: likely the wrong file
         raise ConfigError(f"config file {path} sets nothing; start from configs/tiny.toml")
     cfg = from_dict(TrainConfig, data)
     for text in overrides or []:

@@ -41,6 +41,11 @@ from difflab.train.schedule import (
 )
 
 
+class DivergedError(ConfigError, RuntimeError):
+    """Training kept producing non-finite losses and no rollback is left: the settings (often
+    the learning rate) or the data need changing."""
+
+
 @dataclass
 class Parts:
     """What a run trains: the network, the process, the data set and an optional text encoder."""
@@ -263,8 +268,8 @@ class Trainer:
         if folder is None or self.rollbacks >= r.max_rollbacks:
             why = "no checkpoint to roll back to" if folder is None else (
                 f"already rolled back {self.rollbacks} times (run.max_rollbacks)")
-            raise RuntimeError(f"{r.nonfinite_patience} non-finite steps in a row at step "
-                               f"{self.step} and {why}; lower optim.lr or check the data")
+            raise DivergedError(f"{r.nonfinite_patience} non-finite steps in a row at step "
+                                f"{self.step} and {why}; lower optim.lr or check the data")
         failed_at, scale, count = self.step, self.lr_scale * 0.5, self.rollbacks + 1
         self.restore(folder)
         self.lr_scale, self.rollbacks, self.bad_streak = scale, count, 0
