@@ -170,3 +170,17 @@ def test_prompt_seed_and_image_checks(tmp_path):
     for bad in ("a.xyz", "noext", str(tmp_path)):
         with pytest.raises(ConfigError, match="--out|o = "):
             image_format("o", bad)
+
+
+def test_the_limits_table_in_the_docs_matches_the_code():
+    import dataclasses
+
+    from difflab.limits import env_name
+
+    rows = {}
+    for line in (ROOT / "docs" / "troubleshooting.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("max_"):
+            rows[cells[0]] = (cells[1], cells[2].strip("`"))
+    expected = {f.name: (str(f.default), env_name(f.name)) for f in dataclasses.fields(Limits)}
+    assert rows == expected

@@ -190,8 +190,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     try:
         model_config(cfg.model.preset, **cfg.model.overrides)
-    except ConfigError as e:
-        raise ConfigError(f"model: {e}") from None
+    except ConfigError as e:  # name the key as the config spells it
+        field = str(e).split(" ", 1)[0]
+        where = "model.overrides." if field in cfg.model.overrides else \
+            f"model (preset {cfg.model.preset!r}): "
+        raise ConfigError(f"{where}{e}") from None
     from_dict(PROCESSES.get(cfg.process.name), dict(cfg.process.options), "process.options")
     DATASETS.get(cfg.data.name)
     enc = cfg.text.encoder
