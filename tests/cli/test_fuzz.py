@@ -216,13 +216,11 @@ TRAIN_OVERRIDES = [
 ]
 
 
-def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
-    """(id, argv with {placeholders}, extra env) for every malformed invocation."""
-    cases: list[tuple[str, list[str], dict[str, str]]] = []
+Add = Callable[..., None]
 
-    def add(argv: list[str], env: dict[str, str] | None = None) -> None:
-        cases.append((f"{len(cases):03d}-" + " ".join(argv)[:60], argv, env or {}))
 
+def _sample_cases(add: Add) -> None:
+    """`sample`: counts, seeds, guidance, prompts, names, output, checkpoints."""
     sample = ["sample", "{run}", "-p", "a red circle"]
     for v in BAD_INTS:
         add([*sample, "--n", v])
@@ -260,6 +258,9 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
     add([*sample, "--steps", "30"], {"DIFFLAB_MAX_SAMPLE_STEPS": "20"})
     add([*sample], {"DIFFLAB_MAX_IMAGES": "-1"})
 
+
+def _eval_cases(add: Add) -> None:
+    """`eval`: seeds, suites, sampling values, checkpoints."""
     ev = ["eval", "{run}"]
     for v in BAD_INTS:
         add([*ev, "--seeds", v])
@@ -274,6 +275,9 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
     for ck in BAD_CHECKPOINTS:
         add(["eval", ref(ck), "--suite", "single", "--steps", "1"])
 
+
+def _train_cases(add: Add) -> None:
+    """`train` and `demo`: bad files, bad overrides, bad run folders."""
     for f in [*BAD_TEXT_FILES, *BAD_TRAIN_TOMLS, "missing", "dir"]:
         add(["train", ref(f)])
     for o in TRAIN_OVERRIDES:
@@ -292,6 +296,9 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
         add(["demo", "--config", "{good_cfg}", "--suite", v])
     add(["demo", "--config", "{good_cfg}", "--out", "{file}"])
 
+
+def _quantize_bench_cases(add: Add) -> None:
+    """`quantize` and `bench`: recipes, config and grid files, checkpoints."""
     q = ["quantize", "{run}", "--out", "{dir}/q"]
     for v in ["nope", "", "w8a8 "]:
         add([*q, "--recipe", v])
@@ -316,6 +323,9 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
     for ck in BAD_CHECKPOINTS:
         add(["bench", ref(ck), "--grid", "{good_grid}", "--out", "{dir}/b"])
 
+
+def _data_accel_cases(add: Add) -> None:
+    """`data preview`, `accel calibrate` and `accel list`."""
     pv = ["data", "preview", "--out", "{dir}/p.png"]
     for v in ["nope", "", "Shapes"]:
         add([*pv, "--world", v])
@@ -356,11 +366,26 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
     add(["accel", "list", "extra"])
     add(["accel", "nope"])
 
+
+def _other_cases(add: Add) -> None:
+    """the listing commands and unknown commands."""
     for cmd in ["models", "samplers", "quant-recipes", "version"]:
         add([cmd, "extra"])
         add([cmd, "--nope"])
     for argv in [["nope"], ["trian", "x"], ["--nope"], ["sample", "--help", "--nope"]]:
         add(argv)
+
+
+def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
+    """(id, argv with {placeholders}, extra env) for every malformed invocation."""
+    cases: list[tuple[str, list[str], dict[str, str]]] = []
+
+    def add(argv: list[str], env: dict[str, str] | None = None) -> None:
+        cases.append((f"{len(cases):03d}-" + " ".join(argv)[:60], argv, env or {}))
+
+    for part in (_sample_cases, _eval_cases, _train_cases, _quantize_bench_cases,
+                 _data_accel_cases, _other_cases):
+        part(add)
     return cases
 
 
