@@ -1,13 +1,20 @@
-"""The `difflab` command: a thin layer that builds configs and calls the library."""
+"""The `difflab` command: a thin layer that builds configs and calls the library.
+
+Every argument is checked before any model loads. A user mistake (a `ConfigError`, or a usage
+error from the argument parser) prints one `error: ...` line and exits 2; anything else is a bug:
+one line says where its traceback was saved (`difflab.crash`) and the exit status is 1.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import typer
 
 from difflab.config import ConfigError
-from difflab.registry import UnknownNameError
+from difflab.limits import check_images, check_int, check_prompt, check_seed, image_format
 
 app = typer.Typer(
     add_completion=False,
@@ -16,8 +23,28 @@ app = typer.Typer(
     help="difflab: train, sample, accelerate, quantize and measure diffusion models.",
 )
 
-# Errors a user can cause: printed as one line, no traceback, non-zero exit.
-USER_ERRORS = (ConfigError, UnknownNameError, FileNotFoundError)
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _parser_errors(name: str) -> tuple[type, ...]:
+    """Exception class `name` of typer's click (vendored in newer typer) and of click itself."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if cls is not None and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_NO_ARGS = _parser_errors("NoArgsIsHelpError")  # `difflab` or a group alone: show its help
+_USAGE = _parser_errors("UsageError")  # unknown option, bad type, missing argument
+_CLICK = _parser_errors("ClickException")
+_ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 
 
 def _add_subcommands() -> None:
@@ -52,6 +79,16 @@ def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
                         precision=precision, bottleneck=stages)
 
 
+def _output_folder(path: str, what: str) -> Path:
+    """An output folder path that is not an existing file."""
+    p = Path(path)
+    if not str(path).strip():
+        raise ConfigError(f"{what} is empty; name a folder")
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} = {path!r} is a file; name a folder")
+    return p
+
+
 @app.command()
 def sample(
     checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder (any "
@@ -73,9 +110,25 @@ def sample(
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
     from difflab.data.grid import make_grid
+    from difflab.io import atomic_write
     from difflab.runtime import load, quantize_pipeline
 
     config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
+    for p in prompt:
+        check_prompt("--prompt", p, allow_empty=True)  # '': an unconditional model's prompt
+    check_int("--n", n, 1)
+    check_images("--n x prompts (images)", n * len(prompt))
+    check_seed("--seed", seed, n * len(prompt))
+    fmt = image_format("--out", out)
+    spec = None
+    if accel:
+        from difflab.accel.api import apply_accel, parse_accel_spec
+
+        spec = parse_accel_spec(accel)
+    if quant:
+        from difflab.quant.config import QUANTIZERS
+
+        QUANTIZERS.get(quant)  # an unknown recipe fails before the model loads
     pipe = load(checkpoint)
     if quant:
         handle = quantize_pipeline(pipe, quant)
@@ -84,15 +137,14 @@ def sample(
         typer.echo(f"{label}: {value}")
     prompts = [p for p in prompt for _ in range(n)]
     seeds = [seed + i for i in range(len(prompts))]
-    if accel:
-        from difflab.accel.api import apply_accel, parse_accel_spec
-
-        with apply_accel(pipe.net, *parse_accel_spec(accel)) as handle:
+    if spec is not None:
+        with apply_accel(pipe.net, *spec) as handle:
             images = pipe.generate(prompts, seeds, config, progress=True)
         typer.echo(f"accel {accel}: {handle.stats}")
     else:
         images = pipe.generate(prompts, seeds, config, progress=True)
-    make_grid(images, labels=prompts, ncol=n).save(out)
+    grid = make_grid(images, labels=prompts, ncol=n)
+    atomic_write(out, lambda p: grid.save(p, format=fmt))
     typer.echo(f"wrote {out} ({len(images)} images, {config.sampler} x{config.steps}, "
                f"cfg {config.cfg})")
 
@@ -110,14 +162,18 @@ def eval_command(
     split: str = typer.Option("dev", help="dev (choose settings here) or test (report only)"),
 ) -> None:
     """Score a checkpoint on a prompt suite with the shapes evaluator."""
-    from difflab.data.suites import check_split
+    from difflab.data.suites import check_split, load_suite
     from difflab.evaluate import evaluate_suite, suite_provenance, write_suite_outputs
     from difflab.runtime import load
 
+    config = _sample_config(sampler, steps, cfg)
     check_split(split, suite)
+    check_int("--seeds", seeds, 1)
+    check_images("--seeds x suite prompts (images)", seeds * len(load_suite(suite)))
+    if out:
+        _output_folder(out, "--out")
     pipe = load(checkpoint)
-    result = evaluate_suite(pipe, suite, _sample_config(sampler, steps, cfg), seeds,
-                            split=split)
+    result = evaluate_suite(pipe, suite, config, seeds, split=split)
     typer.echo(result.table())
     if out:
         write_suite_outputs(result, out, suite_provenance(pipe, split))
@@ -132,7 +188,11 @@ def demo(
     suite: str = typer.Option("all", help="prompt suite to score"),
 ) -> None:
     """The main job: train the flagship model, score every suite prompt, write a report."""
+    from difflab.data.suites import load_suite
     from difflab.demo import run_demo
+
+    load_suite(suite)  # an unknown suite fails now, not after the training
+    _output_folder(out, "--out")
 
     metrics = run_demo(config, out, override, suite=suite)
     for m in (metrics, metrics["reworded"]):
@@ -156,8 +216,14 @@ def quantize(
     calib_steps: int = typer.Option(10, help="sampling steps of the calibration runs"),
 ) -> None:
     """Post-training quantization of a checkpoint, calibrated over sampling trajectories."""
-    from difflab.quant.commands import format_report, quantize_checkpoint
+    from difflab.quant.commands import (
+        check_recipe_or_config,
+        format_report,
+        quantize_checkpoint,
+    )
 
+    check_recipe_or_config(recipe or None, config or None)  # both checked before loading
+    _output_folder(out, "--out")
     report = quantize_checkpoint(checkpoint, out, recipe=recipe or None, config=config or None,
                                  calib_steps=calib_steps)
     typer.echo(format_report(report))
@@ -212,12 +278,56 @@ def _root() -> None:
 _add_subcommands()
 
 
-def main() -> None:
+def _close_progress_bars() -> None:
+    """End any progress bar an error interrupted, so the error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        bar.close()
+
+
+def _error(message: str) -> None:
+    """Print a user error as one line on stderr."""
+    _close_progress_bars()
+    flat = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    typer.echo(f"error: {flat}", err=True)
+
+
+def run(args: list[str]) -> int:
+    """Run the CLI on `args`; returns the exit status (0 ok, 2 user error, 1 bug, 130 ^C)."""
     try:
-        app()
-    except USER_ERRORS as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        rv = app(args=args, prog_name="difflab", standalone_mode=False)
+    except _NO_ARGS as e:
+        typer.echo(e.ctx.get_help())
+        return EXIT_USER_ERROR
+    except _USAGE as e:
+        ctx = getattr(e, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error(e.format_message() + where)
+        return EXIT_USER_ERROR
+    except _CLICK as e:
+        _error(e.format_message())
+        return EXIT_USER_ERROR
+    except _ABORTS:
+        typer.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except ConfigError as e:
+        _error(str(e))
+        return EXIT_USER_ERROR
+    except Exception as e:  # a bug: one line here, the traceback in a file
+        if os.environ.get("DIFFLAB_TRACEBACK"):
+            raise
+        from difflab.crash import report_bug
+
+        _close_progress_bars()
+        typer.echo(report_bug(e, ["difflab", *args]), err=True)
+        return EXIT_BUG
+    # without standalone mode an Exit (e.g. after --help) comes back as its status
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `difflab` entry point."""
+    sys.exit(run(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

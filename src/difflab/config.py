@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import math
 import sys
 import types
 import typing
@@ -19,7 +21,60 @@ C = TypeVar("C")
 
 
 class ConfigError(ValueError):
-    """A config value or key a user got wrong; the message names it and what is valid."""
+    """A config value or key a user got wrong; the message names it and what is valid.
+
+    The base of every error a user can cause: the CLI prints it as one `error: ...` line and
+    exits 2; any other exception is a bug (see `difflab.crash`).
+    """
+
+
+class MissingFileError(ConfigError, FileNotFoundError):
+    """A file or folder the user named does not exist (also a FileNotFoundError)."""
+
+
+class StorageError(ConfigError):
+    """A write failed for a reason outside difflab (disk full, permission denied, read-only)."""
+
+
+# How much of a text file (config, grid, quant config, metadata) is read at most.
+MAX_TEXT_FILE_BYTES = 16 * 1024 * 1024
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    """The text of a UTF-8 file; a missing, unreadable, huge or non-UTF-8 file is a ConfigError
+    naming `what` (e.g. "config file") and the path."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a folder; expected a file")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_TEXT_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    if len(raw) > MAX_TEXT_FILE_BYTES:
+        raise ConfigError(f"{what} {p} is larger than {MAX_TEXT_FILE_BYTES >> 20} MiB; "
+                          "is it the right file?")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{what} {p} is UTF-16 text; save it as UTF-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {e.start}: "
+                          f"{raw[e.start:e.start + 1]!r}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError(f"{what} {p} holds NUL bytes: a binary file, not text")
+    return text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is harmless
+
+
+def storage_error(e: OSError, what: str) -> StorageError:
+    """A one-line StorageError for a failed write of `what` (ENOSPC, EACCES, EROFS, ...)."""
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "the file system is read-only"}.get(e.errno or -1)
+    detail = reason or (e.strerror or str(e))
+    return StorageError(f"could not write {what}: {detail}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -63,7 +118,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -138,13 +195,15 @@ def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
     return out.strip() + "\n"
 
 
-def load_toml(cls: type[C], path: str | Path) -> C:
-    """Load dataclass `cls` from a TOML file, with a clear error for a missing file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+def load_toml(cls: type[C], path: str | Path, what: str = "config file") -> C:
+    """Load dataclass `cls` from a UTF-8 TOML file; every problem raises ConfigError."""
+    return from_dict(cls, read_toml(path, what))
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable file or invalid TOML raises ConfigError."""
+    text = read_text_file(path, what)
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
-    return from_dict(cls, data)
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None

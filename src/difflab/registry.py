@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from difflab.config import ConfigError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError, ValueError):
-    """A name that is not in a registry; the message lists the valid names."""
+class UnknownNameError(ConfigError, KeyError):
+    """A name that is not in a registry; the message lists the valid names (a user error)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])

@@ -49,14 +49,12 @@ def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
 
 def user_error(capsys, monkeypatch, *args: str, match: str, usage: bool = False) -> None:
     """`difflab ARGS` fails as a user mistake: exit 2 and, last, one `error:` line naming the
-    problem (usage mistakes, caught by the argument parser, get its Error panel instead)."""
+    problem (usage mistakes caught by the argument parser too; `usage` is kept for callers)."""
     code, _, err = difflab(capsys, monkeypatch, *args)
     assert code == 2 and "Traceback" not in err, err
-    if usage:
-        assert "Error" in err and match in err, err
-    else:
-        last = err.splitlines()[-1]
-        assert last.startswith("error: ") and match in last, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and match in lines[-1], err
+    assert sum(ln.startswith("error:") for ln in lines) == 1, err
 
 
 def test_version_models_samplers_recipes(capsys, monkeypatch):

@@ -64,8 +64,10 @@ def test_existing_run_needs_resume(tmp_path):
     run_training(cfg, tiny_parts())
     with pytest.raises(ConfigError, match="--resume"):
         run_training(cfg, tiny_parts())
-    other = tiny_config(str(tmp_path / "r"), **{"schedule.steps": 6, "model.preset": "other"})
-    with pytest.raises(ConfigError, match="model.preset: checkpoint 'dit-tiny' vs config 'other'"):
+    other = tiny_config(str(tmp_path / "r"),
+                        **{"schedule.steps": 6, "model.preset": "pixart-tiny"})
+    with pytest.raises(ConfigError,
+                       match="model.preset: checkpoint 'dit-tiny' vs config 'pixart-tiny'"):
         run_training(other, tiny_parts(), resume=True)
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from difflab.train.config import TrainConfig, apply_override, validate
-from difflab.train.trainer import Parts, run_training
+from difflab.train.parts import Parts
+from difflab.train.trainer import run_training
 
 HERE_SCRIPT = Path(__file__).resolve()
 

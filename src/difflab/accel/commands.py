@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from difflab.accel.api import ACCELERATORS
 from difflab.accel.block_cache import calibrate_teacache
+from difflab.config import ConfigError, MissingFileError
 from difflab.io import write_json
+from difflab.limits import check_images, check_int
 
 accel_app = typer.Typer(help="Training-free acceleration hooks: list them, calibrate TeaCache.")
 
@@ -40,9 +43,16 @@ def calibrate(
     from difflab.data.suites import load_suite
     from difflab.runtime import SampleConfig, load
 
-    pipe = load(checkpoint)
-    prompts = [p.text for p in load_suite(suite)][:images]
     config = SampleConfig(sampler=sampler, steps=steps, cfg=cfg, precision="fp32")
+    check_images("--images", images)
+    check_int("--head-blocks", head_blocks, 1)
+    check_int("--degree", degree, 1, 8)
+    prompts = [p.text for p in load_suite(suite)][:images]
+    if not out.strip() or Path(out).is_dir():
+        raise ConfigError(f"--out = {out!r} must name a JSON file")
+    if not Path(checkpoint).exists():
+        raise MissingFileError(f"checkpoint not found: {checkpoint}")
+    pipe = load(checkpoint)
     coeffs = calibrate_teacache(
         pipe.net, lambda: pipe.generate(prompts, [0] * len(prompts), config),
         head_blocks=head_blocks, degree=degree)

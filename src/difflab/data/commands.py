@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from difflab.config import ConfigError
 from difflab.data.grid import make_grid, to_uint8
 from difflab.io import atomic_write
+from difflab.limits import check_images, check_int, check_seed, image_format
 from difflab.registry import Registry
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect the built-in data worlds.")
@@ -44,8 +44,10 @@ def _preview_digits(n: int, size: int, seed: int) -> tuple[np.ndarray, list[str]
 
 def preview_grid(world: str, n: int, size: int, seed: int, scale: int = 4, ncol: int = 8):
     """A labelled grid (PIL image) of `n` samples of `world` at `size` pixels."""
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1; got {n}")
+    check_images("--n", n)
+    check_seed("--seed", seed, n)
+    check_int("--scale", scale, 1, 16)
+    check_int("--ncol", ncol, 1)
     images, captions = PREVIEW_WORLDS.get(world)(n, size, seed)
     return make_grid(images, captions, ncol=ncol, scale=scale)
 
@@ -66,8 +68,10 @@ def preview(
     ncol: int = typer.Option(8, help="cells per row"),
 ) -> None:
     """Write a labelled grid of samples (each image upscaled, its caption beneath)."""
+    fmt = image_format("--out", out)
+    PREVIEW_WORLDS.get(world)  # an unknown world fails before any rendering
     grid = preview_grid(world, n, size, seed, scale=scale, ncol=ncol)
-    atomic_write(out, lambda p: grid.save(p, format="PNG"))
+    atomic_write(out, lambda p: grid.save(p, format=fmt))
     typer.echo(f"wrote {out} ({grid.width}x{grid.height}, {n} {world} samples at {size}px)")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from difflab.config import ConfigError
+from difflab.config import ConfigError, MissingFileError, read_text_file
 from difflab.data.shapes_dataset import to_tensor
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -21,7 +21,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".g
 
 def _read_metadata(root: Path, meta: Path) -> list[tuple[Path, str]]:
     items = []
-    for lineno, line in enumerate(meta.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(meta, "metadata file").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -32,7 +32,7 @@ def _read_metadata(root: Path, meta: Path) -> list[tuple[Path, str]]:
             raise ConfigError(f"{meta}:{lineno}: each line needs 'file_name' and 'text' keys")
         path = root / str(row["file_name"])
         if not path.is_file():
-            raise FileNotFoundError(f"{meta}:{lineno}: image not found: {path}")
+            raise MissingFileError(f"{meta}:{lineno}: image not found: {path}")
         items.append((path, str(row["text"])))
     return items
 
@@ -42,8 +42,8 @@ def _read_sidecars(root: Path) -> list[tuple[Path, str]]:
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         txt = path.with_suffix(".txt")
         if not txt.is_file():
-            raise FileNotFoundError(f"caption missing for {path}: expected {txt}")
-        items.append((path, txt.read_text().strip()))
+            raise MissingFileError(f"caption missing for {path}: expected {txt}")
+        items.append((path, read_text_file(txt, "caption file").strip()))
     return items
 
 
@@ -66,12 +66,12 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str | Path, size: int | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root}")
+            raise MissingFileError(f"image folder not found: {self.root}")
         meta = self.root / "metadata.jsonl"
         read_meta = meta.is_file()
         self.items = _read_metadata(self.root, meta) if read_meta else _read_sidecars(self.root)
         if not self.items:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}"
             )
         self.size = size

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from difflab.config import ConfigError, from_dict, to_dict
+from difflab.config import ConfigError, from_dict, read_toml, to_dict
 from difflab.eval.cost import count_calls, count_flops, peak_memory, time_interleaved, weight_bytes
 from difflab.eval.frontier import pareto_front
 from difflab.eval.metrics import METRICS
 from difflab.eval.stats import speedup_interval, speedup_verdict
 from difflab.io import load_tensors, save_tensors
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from difflab.limits import check_images, check_int, check_seed
 
 CACHE_VERSION = 1  # bump when the meaning of cached reference images changes
 
@@ -164,7 +159,22 @@ def parse_grid(data: Mapping[str, Any]) -> Grid:
     from difflab.data.suites import check_split
 
     check_split(settings.split, settings.suite)
+    _check_sizes(settings, len(points) + (reference is not None))
     return grid
+
+
+def _check_sizes(s: BenchSettings, n_points: int) -> None:
+    """Counts and seeds within range, and the images of the run within the max_images limit."""
+    from difflab.data.shapes import load_suite
+
+    for key in ("max_prompts", "timing_warmup", "strip_images"):
+        check_int(key, getattr(s, key), 0)
+    prompts = len(load_suite(s.suite))  # an unknown suite raises naming the valid ones
+    if s.max_prompts:
+        prompts = min(prompts, s.max_prompts)
+    check_seed("seed_offset", s.seed_offset, s.seeds_per_prompt)
+    check_images("points x prompts x seeds_per_prompt (images)",
+                 n_points * prompts * s.seeds_per_prompt)
 
 
 def is_timed(point: Mapping[str, Any]) -> bool:
@@ -174,13 +184,7 @@ def is_timed(point: Mapping[str, Any]) -> bool:
 
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid TOML file."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"grid file not found: {p}")
-    try:
-        return parse_grid(tomllib.loads(p.read_text()))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    return parse_grid(read_toml(path, "grid file"))
 
 
 # --- the runner --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import typer
 
-from difflab.config import ConfigError
+from difflab.config import ConfigError, MissingFileError
 from difflab.eval.bench import BenchResult, load_grid, run_bench
 
 # A point's `sample = {...}` table holds any further `difflab.runtime.SampleConfig` field
@@ -48,7 +48,7 @@ def checkpoint_identity(path: str | Path) -> str:
     """sha256 over a checkpoint's bytes (a file, or every file of a folder with its name)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise MissingFileError(f"checkpoint not found: {p}")
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     h = hashlib.sha256()
     for f in files:
@@ -127,15 +127,31 @@ def quantized_copy(pipe: Any, table: dict[str, Any]) -> torch.nn.Module:
     """A deep copy of the pipeline's network quantized by `table["recipe"]`, calibrated by
     sampling with `calib_steps` Euler steps; any other key of the table overrides that
     `QuantConfig` field of the recipe (e.g. `timestep_aware = false`)."""
-    from difflab.quant.config import QUANTIZERS
     from difflab.runtime.quantized import quantized_copy as copy_quantized
+
+    overrides = check_quant_table(table)
+    return copy_quantized(pipe, table["recipe"], calib_steps=int(table.get("calib_steps", 10)),
+                          overrides=overrides)
+
+
+def check_quant_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a point's quant table (a known recipe, QuantConfig fields, calib_steps) before any
+    model work; returns the QuantConfig field overrides."""
+    import dataclasses
+
+    from difflab.limits import check_int
+    from difflab.quant.config import QUANTIZERS, QuantConfig
 
     if "recipe" not in table:
         raise ConfigError(f"[quant] needs a recipe (one of {', '.join(QUANTIZERS.names())}); "
                           f"got {sorted(table)}")
+    QUANTIZERS.get(table["recipe"])
+    check_int("[quant] calib_steps", table.get("calib_steps", 10), 1)
     overrides = {k: v for k, v in table.items() if k not in ("recipe", "calib_steps")}
-    return copy_quantized(pipe, table["recipe"], calib_steps=int(table.get("calib_steps", 10)),
-                          overrides=overrides)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(QuantConfig)})
+    if unknown:
+        raise ConfigError(f"[quant] has unknown QuantConfig fields {unknown}")
+    return overrides
 
 
 def pipeline_target(checkpoint: str) -> PipelineTarget:
@@ -156,10 +172,15 @@ def bench(
 ) -> BenchResult:
     """Bench every configuration of GRID on CHECKPOINT: quality vs cost, one process."""
     parsed = load_grid(grid)  # check the grid before spending time on the model
-    target = pipeline_target(checkpoint)
     for point in parsed.points + ((parsed.reference,) if parsed.reference else ()):
         sample_config_of(point, parsed.settings.batch_size)  # every point valid, or stop now
         accel_of(point)
+        if point.get(QUANT_TABLE) is not None:
+            check_quant_table(point[QUANT_TABLE])
+    for name, folder in (("--out", out), ("--cache-dir", cache_dir)):
+        if folder is not None and (not folder.strip() or Path(folder).is_file()):
+            raise ConfigError(f"{name} = {folder!r} must name a folder")
+    target = pipeline_target(checkpoint)
     result = run_bench(target, parsed, out, cache_dir)
     typer.echo(Path(result.files["table"]).read_text())
     typer.echo(f"wrote {', '.join(sorted(result.files.values()))}")

@@ -17,6 +17,8 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from difflab.config import MissingFileError
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -199,5 +201,5 @@ def weight_bytes(source: torch.nn.Module | str | Path) -> int:
         return int(model_bytes(source))
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     return path.stat().st_size

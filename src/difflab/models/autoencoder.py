@@ -20,7 +20,8 @@ from torch import nn
 from difflab.config import ConfigError, from_dict, to_dict
 from difflab.data.shapes_dataset import ShapesConfig, ShapesDataset
 from difflab.io import load_tensors, save_tensors
-from difflab.models.base import check_choice, check_divisible
+from difflab.limits import check_float
+from difflab.models.base import check_choice, check_divisible, check_minimums
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class AutoencoderConfig:
     recon_loss: Literal["l1", "l2"] = "l1"
 
     def __post_init__(self) -> None:
+        check_minimums(self, {"in_channels": 1, "latent_channels": 1, "base_channels": 1,
+                              "num_res_blocks": 1, "norm_groups": 1})
+        check_float("kl_weight", self.kl_weight, 0.0)
         check_choice("downsample_factor", self.downsample_factor, (2, 4, 8))
         check_choice("recon_loss", self.recon_loss, ("l1", "l2"))
         for ch in self.channels:

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from difflab.config import ConfigError, from_dict, to_dict
+from difflab.limits import check_float, check_int, get_limits
 from difflab.registry import Registry, UnknownNameError
 
 # architecture name ("dit", "mmdit", "unet") -> model class; each class has `config_class`
@@ -72,6 +73,18 @@ def check_divisible(what: str, value: int, by: str, divisor: int) -> None:
     """Raise ConfigError unless `value` is a positive multiple of `divisor`."""
     if divisor <= 0 or value <= 0 or value % divisor:
         raise ConfigError(f"{what}={value} must be a positive multiple of {by}={divisor}")
+
+
+def check_minimums(cfg: Any, minimums: dict[str, int], positive: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError for an int field under its minimum (e.g. depth >= 1), a float field in
+    `positive` that is not a finite number > 0, or an input side over the max_image_size limit."""
+    for name, lo in minimums.items():
+        check_int(name, getattr(cfg, name), lo)
+    for name in positive:
+        check_float(name, getattr(cfg, name), 0.0, lo_open=True)
+    if hasattr(cfg, "input_size"):
+        check_int("input_size", cfg.input_size, 1, get_limits().max_image_size,
+                  limit="max_image_size")
 
 
 def presets_table(context_len: int = 32) -> str:

@@ -15,7 +15,13 @@ from typing import ClassVar, Literal, NamedTuple
 import torch
 from torch import nn
 
-from difflab.models.base import MODELS, add_presets, check_choice, check_divisible
+from difflab.models.base import (
+    MODELS,
+    add_presets,
+    check_choice,
+    check_divisible,
+    check_minimums,
+)
 from difflab.models.layers import (
     ATTENTION_BACKENDS,
     CrossAttention,
@@ -62,6 +68,10 @@ class DiTConfig:
     attention: Literal["auto", "sdpa", "math"] = "auto"
 
     def __post_init__(self) -> None:
+        check_minimums(self, {"in_channels": 1, "patch_size": 1, "hidden_size": 1, "depth": 1,
+                              "num_heads": 1, "num_classes": 0, "context_dim": 0,
+                              "pooled_dim": 0, "kv_compress": 1, "patch_mixer_depth": 0},
+                       positive=("mlp_ratio",))
         check_choice("modulation", self.modulation, ("adaln_zero", "adaln_single"))
         check_choice("pos_embed", self.pos_embed, ("sincos", "learned", "rope"))
         check_choice("attention", self.attention, ATTENTION_BACKENDS)

@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from difflab.config import ConfigError
-from difflab.models.base import MODELS, add_presets, check_choice, check_divisible
+from difflab.models.base import (
+    MODELS,
+    add_presets,
+    check_choice,
+    check_divisible,
+    check_minimums,
+)
 from difflab.models.layers import (
     ATTENTION_BACKENDS,
     Mlp,
@@ -57,6 +63,8 @@ class MMDiTConfig:
     attention: Literal["auto", "sdpa", "math"] = "auto"
 
     def __post_init__(self) -> None:
+        check_minimums(self, {"in_channels": 1, "patch_size": 1, "hidden_size": 1, "depth": 1,
+                              "num_heads": 1, "pooled_dim": 0}, positive=("mlp_ratio",))
         check_choice("pos_embed", self.pos_embed, ("sincos", "learned"))
         check_choice("attention", self.attention, ATTENTION_BACKENDS)
         check_divisible("input_size", self.input_size, "patch_size", self.patch_size)

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from difflab.config import ConfigError
-from difflab.models.base import MODELS, add_presets, check_choice, check_divisible
+from difflab.limits import check_int
+from difflab.models.base import (
+    MODELS,
+    add_presets,
+    check_choice,
+    check_divisible,
+    check_minimums,
+)
 from difflab.models.layers import (
     ATTENTION_BACKENDS,
     CrossAttention,
@@ -51,6 +58,11 @@ class UNetConfig:
     attention: Literal["auto", "sdpa", "math"] = "auto"
 
     def __post_init__(self) -> None:
+        check_minimums(self, {"in_channels": 1, "base_channels": 1, "num_heads": 1,
+                              "transformer_depth": 1, "num_classes": 0, "context_dim": 0,
+                              "pooled_dim": 0, "norm_groups": 1})
+        for i, mult in enumerate(self.channel_mult):
+            check_int(f"channel_mult[{i}]", mult, 1)
         check_choice("attention", self.attention, ATTENTION_BACKENDS)
         levels = len(self.channel_mult)
         if levels == 0 or self.num_res_blocks < 1:

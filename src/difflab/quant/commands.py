@@ -16,15 +16,22 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *, recipe: str 
     from difflab.runtime import load
     from difflab.runtime.quantized import quantize_pipeline, save_quantized_pipeline
 
+    file_config = check_recipe_or_config(recipe, config)  # before the model is loaded
+    pipe = load(checkpoint)
+    handle = quantize_pipeline(pipe, file_config or recipe, calib_steps=calib_steps)
+    return save_quantized_pipeline(pipe, handle, out)
+
+
+def check_recipe_or_config(recipe: str | None, config: str | Path | None) -> QuantConfig | None:
+    """Check that exactly one of a known recipe name or a valid QuantConfig TOML file is given;
+    returns the file's config (None for a recipe). Runs before any model loads."""
     if (recipe is None) == (config is None):
         raise ConfigError("give exactly one of a recipe name or a config file; valid recipes: "
                           + ", ".join(QUANTIZERS.names()))
     if recipe is not None:
-        QUANTIZERS.get(recipe)  # an unknown name fails before the model is loaded
-    quant = load_toml(QuantConfig, config) if config is not None else recipe
-    pipe = load(checkpoint)
-    handle = quantize_pipeline(pipe, quant, calib_steps=calib_steps)
-    return save_quantized_pipeline(pipe, handle, out)
+        QUANTIZERS.get(recipe)
+        return None
+    return load_toml(QuantConfig, config, what="quant config file")
 
 
 def format_report(report: dict) -> str:

@@ -58,6 +58,9 @@ class QuantConfig:
             raise ConfigError(f"smooth_alpha={self.smooth_alpha} must be in [0, 1]")
         if self.lowrank_rank < 0:
             raise ConfigError(f"lowrank_rank={self.lowrank_rank} must be >= 0")
+        for name in ("weight_group_size", "samples_per_call"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.act_granularity == "token" and not self.act_dynamic:
             raise ConfigError("act_granularity='token' needs act_dynamic=true (a scale per "
                               "token is computed from each input); use 'tensor' for static")

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from difflab.config import MissingFileError
 from difflab.io import load_tensors, save_tensors, write_json
 from difflab.quant.config import QuantConfig
 from difflab.quant.formats import pack_codes, unpack_codes
@@ -89,7 +90,7 @@ def load_quantized(model: nn.Module, path: str | Path) -> QuantHandle:
     path = Path(path)
     meta_file = path / CONFIG_FILE
     if not meta_file.is_file():
-        raise FileNotFoundError(f"quantized checkpoint not found: {meta_file}")
+        raise MissingFileError(f"quantized checkpoint not found: {meta_file}")
     meta = json.loads(meta_file.read_text())
     config = QuantConfig.from_dict(meta["config"])
     state = load_tensors(path / WEIGHTS_FILE)

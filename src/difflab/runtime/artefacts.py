@@ -109,16 +109,20 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def verify(folder: Path, manifest: Manifest, names: Iterable[str]) -> None:
-    """Raise ConfigError unless each named file exists and matches its manifest hash (files an
-    older, hash-less manifest does not list are only checked to exist)."""
-    for name in names:
-        path = folder / name
-        if not path.is_file():
+    """Raise ConfigError unless each named file exists and matches its manifest hash, and every
+    other file the manifest lists that is present matches too (a damaged file means a damaged
+    folder; a listed file that is absent, e.g. the training state, is not needed to load).
+    Files an older, hash-less manifest does not list are only checked to exist."""
+    needed = list(names)
+    for name in needed:
+        if not (folder / name).is_file():
             raise ConfigError(f"{folder} is incomplete: {name} is missing")
+    present = [n for n in manifest.files if n not in needed and (folder / n).is_file()]
+    for name in [*needed, *present]:
         want = manifest.files.get(name)
-        if want is not None and sha256_file(path) != want:
-            raise ConfigError(f"{path} does not match {MANIFEST} (sha256 differs): the file is "
-                              "truncated, damaged or was replaced; copy the folder again")
+        if want is not None and sha256_file(folder / name) != want:
+            raise ConfigError(f"{folder / name} does not match {MANIFEST} (sha256 differs): the "
+                              "file is truncated, damaged or was replaced; copy the folder again")
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:

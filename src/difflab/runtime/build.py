@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from difflab.config import ConfigError, from_dict
+from difflab.limits import check_float, check_int, get_limits
 from difflab.registry import Registry
 
 
@@ -23,6 +24,10 @@ class ModelSection:
 
     preset: str = "dit-tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.preset, str) or not self.preset:
+            raise ConfigError(f"model.preset = {self.preset!r} must name a model preset")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,11 @@ class TextSection:
     max_length: int = 32
     options: dict[str, Any] = field(default_factory=dict)
     cond_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_int("text.max_length", self.max_length, 2, get_limits().max_text_tokens,
+                  limit="max_text_tokens")  # 2: a start and an end token
+        check_float("text.cond_dropout", self.cond_dropout, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

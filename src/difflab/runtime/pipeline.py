@@ -22,8 +22,9 @@ from difflab.accel.bottleneck import BottleneckConfig, sample_bottleneck, stage_
 from difflab.config import ConfigError, from_dict
 from difflab.core.guidance import cfg as classifier_free_guidance
 from difflab.core.samplers import BatchNoise, count_nfe, get_sampler, initial_noise
-from difflab.core.schedules import get_sigmas
+from difflab.core.schedules import SCHEDULES, get_sigmas
 from difflab.data.grid import to_uint8
+from difflab.limits import check_float, check_int, check_prompt, get_limits
 from difflab.runtime.machine import PRECISIONS, resolve_precision
 
 
@@ -48,15 +49,26 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         get_sampler(self.sampler)  # raises with the valid names
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        lim = get_limits()
+        check_int("steps", self.steps, 1, lim.max_sample_steps, limit="max_sample_steps")
+        check_float("cfg", self.cfg, 0.0, lim.max_guidance, limit="max_guidance")
+        check_float("guidance_rescale", self.guidance_rescale, 0.0, 1.0)
+        check_prompt("negative_prompt", self.negative_prompt, allow_empty=True)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; valid: "
                               + ", ".join(PRECISIONS))
         if self.guidance_interval and len(self.guidance_interval) != 2:
             raise ConfigError(f"guidance_interval must be (lo, hi), got {self.guidance_interval}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.guidance_interval and not 0 <= self.guidance_interval[0] \
+                <= self.guidance_interval[1]:
+            raise ConfigError(f"guidance_interval = {self.guidance_interval} must be (lo, hi) "
+                              "with 0 <= lo <= hi")
+        check_int("batch_size", self.batch_size, 1, lim.max_batch_size, limit="max_batch_size")
+        if self.schedule:
+            SCHEDULES.get(self.schedule)  # raises with the valid names
+        for table in ("sampler_options", "schedule_options"):
+            for key, value in getattr(self, table).items():
+                check_float(f"{table}.{key}", value)
         if self.bottleneck:
             stages = self.bottleneck_config()
             stage_steps(self.steps, stages.fractions)  # raises if too few steps for the stages

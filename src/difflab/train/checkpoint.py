@@ -25,7 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflab.config import ConfigError, from_dict, to_dict
+from difflab.config import (
+    ConfigError,
+    MissingFileError,
+    StorageError,
+    from_dict,
+    read_text_file,
+    storage_error,
+    to_dict,
+)
 from difflab.io import atomic_write, load_tensors, save_tensors, write_json
 from difflab.runtime.artefacts import load_weights, write_manifest
 from difflab.runtime.build import build_network
@@ -74,10 +82,31 @@ def step_dir_name(step: int) -> str:
 def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.Tensor],
                     ema: dict[str, torch.Tensor], train_tensors: dict[str, torch.Tensor],
                     config: TrainConfig, state: dict, keep_last: int) -> Path:
-    """Write a complete checkpoint folder, point `latest` at it, keep the last `keep_last`."""
+    """Write a complete checkpoint folder, point `latest` at it, keep the last `keep_last`.
+
+    A failed write (disk full, permission denied) removes the partial folder and raises a
+    StorageError saying so; the previous checkpoint and `latest` stay as they were."""
     run_dir = Path(run_dir)
     final = run_dir / step_dir_name(step)
     tmp = run_dir / f".tmp-{final.name}"
+    try:
+        _write_folder(tmp, step, weights, ema, train_tensors, config, state)
+    except (StorageError, OSError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = e if isinstance(e, StorageError) else storage_error(e, str(tmp))
+        last = _pointer(run_dir)
+        kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint yet"
+        raise StorageError(f"checkpoint {final.name} not saved: {cause}; {kept}; fix that and "
+                           "rerun with --resume") from e
+    _install(run_dir, tmp, final)
+    _prune(run_dir, keep_last, keep=final.name)
+    return final
+
+
+def _write_folder(tmp: Path, step: int, weights: dict[str, torch.Tensor],
+                  ema: dict[str, torch.Tensor], train_tensors: dict[str, torch.Tensor],
+                  config: TrainConfig, state: dict) -> None:
+    """Write every file of a checkpoint into the fresh folder `tmp`."""
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_tensors(tmp / "model.safetensors", ema, meta={"step": step, "weights": "ema"})
@@ -90,16 +119,23 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
     tail = state.get("loss_tail") or []
     metrics = {"step": step, **({"train_loss": tail[-1][1]} if tail else {})}
     write_manifest(tmp, "checkpoint", to_dict(config), metrics=metrics)
+
+
+def _install(run_dir: Path, tmp: Path, final: Path) -> None:
+    """Rename the complete folder `tmp` to `final` and point `latest` at it."""
     if final.exists():  # a re-save after a rollback: move the old one aside first
-        old = run_dir / f".old-{final.name}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        shutil.rmtree(old)
+        _remove(final)
     os.replace(tmp, final)  # atomic on POSIX: the folder appears complete or not at all
     _fsync_dir(run_dir)
     atomic_write(run_dir / LATEST, lambda p: p.write_text(final.name + "\n"))
-    _prune(run_dir, keep_last, keep=final.name)
-    return final
+
+
+def _pointer(run_dir: Path) -> str | None:
+    """The folder name `latest` holds, or None."""
+    try:
+        return (run_dir / LATEST).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,17 +150,34 @@ def _prune(run_dir: Path, keep_last: int, keep: str) -> None:
     steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir())
     for old in steps[:-keep_last]:
         if old.name != keep:
-            shutil.rmtree(old)
-    for stray in run_dir.glob(".tmp-step_*"):  # left by a crash mid-save
+            _remove(old)
+    for stray in [*run_dir.glob(".tmp-step_*"), *run_dir.glob(".old-step_*")]:  # a crash's
         shutil.rmtree(stray, ignore_errors=True)
 
 
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint folder: renamed aside first, so that a kill never leaves half of one
+    under its own name."""
+    aside = folder.parent / f".old-{folder.name}"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(folder, aside)
+    shutil.rmtree(aside)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The folder `latest` points to, or None when the run has no checkpoint yet."""
-    pointer = Path(run_dir) / LATEST
-    if not pointer.is_file():
+    """The folder `latest` points to, or None when the run has no checkpoint yet.
+
+    Should `latest` name a folder that is gone (a kill while an older copy of the same step was
+    being replaced after a rollback), the newest complete `step_*` folder is used instead."""
+    name = _pointer(Path(run_dir))
+    if name is None:
         return None
-    target = Path(run_dir) / pointer.read_text().strip()
+    target = Path(run_dir) / name
+    if not target.is_dir():
+        complete = [p for p in sorted(Path(run_dir).glob("step_*"))
+                    if p.is_dir() and all((p / f).is_file() for f in FILES)]
+        if complete:
+            return complete[-1]
     check_folder(target)
     return target
 
@@ -133,7 +186,7 @@ def resolve(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (then the checkpoint `latest` points to)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise MissingFileError(f"checkpoint not found: {p}")
     if (p / LATEST).is_file():
         return latest_checkpoint(p)  # type: ignore[return-value]
     check_folder(p)
@@ -143,10 +196,10 @@ def resolve(path: str | Path) -> Path:
 def check_folder(path: Path) -> None:
     """Raise FileNotFoundError naming every file a checkpoint folder lacks."""
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+        raise MissingFileError(f"checkpoint folder not found: {path}")
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} is not a complete checkpoint: missing {', '.join(missing)} "
             f"(a checkpoint holds {', '.join(FILES)})"
         )
@@ -156,19 +209,33 @@ def read_state(path: Path) -> tuple[TrainConfig, dict, dict[str, torch.Tensor]]:
     """The config, state.json and train_state tensors of a checkpoint folder."""
     check_folder(path)
     config = config_of(path)
-    state = json.loads((path / "state.json").read_text())
+    state = _read_json(path / "state.json")
     if state.get("format") != FORMAT_VERSION:
         raise ConfigError(f"{path}: checkpoint format {state.get('format')!r}, "
                           f"this difflab reads format {FORMAT_VERSION}")
+    if not isinstance(state.get("step"), int) or isinstance(state["step"], bool):
+        raise ConfigError(f"{path}/state.json has no step count; the checkpoint is damaged")
     return config, state, load_tensors(path / "train_state.safetensors")
 
 
 def config_of(path: Path) -> TrainConfig:
     """The TrainConfig stored in a checkpoint folder."""
     try:
-        return from_dict(TrainConfig, json.loads((path / "config.json").read_text()))
+        return from_dict(TrainConfig, _read_json(path / "config.json"))
     except ConfigError as e:
         raise ConfigError(f"{path}/config.json does not describe a difflab run: {e}") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a checkpoint file; damaged or non-UTF-8 content is a ConfigError."""
+    try:
+        data = json.loads(read_text_file(path, "checkpoint file"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); the checkpoint is damaged") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds {type(data).__name__}, not a JSON object; "
+                          "the checkpoint is damaged")
+    return data
 
 
 # What a resume must share with its checkpoint ("section" or "section.key" entries of the config).

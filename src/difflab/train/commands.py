@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from difflab.train.config import load_train_config
+from difflab.config import ConfigError
+from difflab.train.config import apply_override, load_train_config
 
 
 def train(config: str, override: list[str] | None = None, resume: bool = False,
@@ -17,8 +18,24 @@ def train(config: str, override: list[str] | None = None, resume: bool = False,
 
     cfg = load_train_config(config, override or [])
     if out is not None:
-        cfg = load_train_config(config, [*(override or []), f'run.out_dir="{out}"'])
+        cfg = apply_override(cfg, "run.out_dir", out)  # the path as given, never parsed as TOML
+    check_run_folder(Path(cfg.run.out_dir), resume)
     return run_training(cfg, build_parts(cfg), resume=resume)
+
+
+def check_run_folder(run_dir: Path, resume: bool) -> None:
+    """Refuse, before building anything, a run folder that is a file, is in use by another
+    process, or holds checkpoints when `resume` is off (run_training checks again)."""
+    from difflab.train.checkpoint import latest_checkpoint
+    from difflab.train.runlock import check_unlocked
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} is a file; choose another --out")
+    check_unlocked(run_dir)
+    latest = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if latest is not None and not resume:
+        raise ConfigError(f"run folder {run_dir} already holds checkpoints ({latest.name}); "
+                          "pass --resume to continue it or choose another --out")
 
 
 app = typer.Typer(add_completion=False, help="Train diffusion models.")

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflab.config import ConfigError, from_dict
-from difflab.registry import Registry
+from difflab.config import ConfigError
+from difflab.data.sets import DATASETS
 from difflab.runtime.build import build_network, build_process, build_text
 from difflab.train.config import TrainConfig
 
@@ -27,30 +27,6 @@ class Parts:
     text_encoder: Any | None = None
     null_class: int | None = None  # the label meaning "no class" (CFG dropout for labels)
     sample_grid: Callable[[nn.Module, int], Any] | None = None  # (ema_net, step) -> saved path
-
-
-DATASETS: Registry[Callable[[dict[str, Any]], Any]] = Registry("data set")
-
-
-@DATASETS.register("shapes")
-def _shapes(options: dict[str, Any]) -> Any:
-    from difflab.data.shapes_dataset import ShapesConfig, ShapesDataset
-
-    return ShapesDataset(from_dict(ShapesConfig, options, "data.options"))
-
-
-@DATASETS.register("digits")
-def _digits(options: dict[str, Any]) -> Any:
-    from difflab.data.digits import DigitsDataset
-
-    return DigitsDataset(**options)
-
-
-@DATASETS.register("folder")
-def _folder(options: dict[str, Any]) -> Any:
-    from difflab.data.folder import ImageFolderDataset
-
-    return ImageFolderDataset(**options)
 
 
 def build_parts(cfg: TrainConfig) -> Parts:

@@ -24,7 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from difflab.config import ConfigError
+from difflab.config import ConfigError, storage_error
+from difflab.io import atomic_write
 from difflab.runtime.machine import resolve_precision, run_record
 from difflab.text.cache import EmbeddingCache
 from difflab.train import checkpoint as ckpt
@@ -32,6 +33,7 @@ from difflab.train import distributed as ddp
 from difflab.train.conditioning import condition_batch
 from difflab.train.config import TrainConfig
 from difflab.train.parts import Parts
+from difflab.train.runlock import run_lock
 from difflab.train.schedule import (
     STREAM_MASK,
     STREAM_ORDER,
@@ -40,6 +42,11 @@ from difflab.train.schedule import (
     generator,
     lr_at,
 )
+
+
+class DivergedError(ConfigError, RuntimeError):
+    """Training kept producing non-finite losses and no rollback is left: the settings (often
+    the learning rate) or the data need changing."""
 
 
 class _Plan:
@@ -257,8 +264,8 @@ class Trainer:
         if folder is None or self.rollbacks >= r.max_rollbacks:
             why = "no checkpoint to roll back to" if folder is None else (
                 f"already rolled back {self.rollbacks} times (run.max_rollbacks)")
-            raise RuntimeError(f"{r.nonfinite_patience} non-finite steps in a row at step "
-                               f"{self.step} and {why}; lower optim.lr or check the data")
+            raise DivergedError(f"{r.nonfinite_patience} non-finite steps in a row at step "
+                                f"{self.step} and {why}; lower optim.lr or check the data")
         failed_at, scale, count = self.step, self.lr_scale * 0.5, self.rollbacks + 1
         self.restore(folder)
         self.lr_scale, self.rollbacks, self.bad_streak = scale, count, 0
@@ -334,8 +341,12 @@ class Trainer:
 
     def _log(self, metrics: dict[str, Any]) -> None:
         if self.info.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            path = self.run_dir / "metrics.jsonl"
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+            except OSError as e:
+                raise storage_error(e, str(path)) from e
 
     def _event(self, message: str) -> None:
         if self.info.is_main:
@@ -343,12 +354,22 @@ class Trainer:
             self._log({"step": self.step, "event": message})
 
     def trim_log(self) -> None:
-        """On resume, drop metric lines past the checkpoint (they will be logged again)."""
+        """On resume, drop metric lines past the checkpoint (they will be logged again) and a
+        last line cut short by a kill."""
         path = self.run_dir / "metrics.jsonl"
         if self.info.is_main and path.is_file():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln and json.loads(ln).get("step", 0) <= self.step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            keep = [ln for ln in path.read_text(errors="replace").splitlines()
+                    if _step_of(ln) is not None and _step_of(ln) <= self.step]
+            atomic_write(path, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a damaged line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row.get("step", 0) if isinstance(row, dict) else None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -367,16 +388,17 @@ def run_training(cfg: TrainConfig, parts: Parts, *, resume: bool = False,
     if out_dir is not None:
         cfg = replace(cfg, run=replace(cfg.run, out_dir=str(out_dir)))
     try:
-        trainer = Trainer(cfg, parts, info, run_dir)
-        latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
-        if resume and latest is not None:
-            trainer.restore(latest)
-            trainer.trim_log()
-        elif latest is not None:
-            raise ConfigError(f"run folder {run_dir} already holds checkpoints ({latest.name}); "
-                              "pass --resume to continue it or choose another --out")
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return trainer.run()
+        # Rank 0 holds the run folder's lock for the whole run (other ranks share its folder).
+        with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
+            trainer = Trainer(cfg, parts, info, run_dir)
+            latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
+            if resume and latest is not None:
+                trainer.restore(latest)
+                trainer.trim_log()
+            elif latest is not None:
+                raise ConfigError(f"run folder {run_dir} already holds checkpoints "
+                                  f"({latest.name}); pass --resume to continue it or choose "
+                                  "another --out")
+            return trainer.run()
     finally:
         ddp.shutdown(info)
