@@ -29,7 +29,7 @@ import torch
 from difflab.eval.cost import time_interleaved
 from difflab.io import write_json
 from difflab.runtime.machine import configure_threads, resolve_precision, run_record
-from difflab.train.conditioning import TextCache
+from difflab.text.cache import EmbeddingCache
 from difflab.train.config import load_train_config
 from difflab.train.parts import build_parts
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fixed_batches(parts, cfg, n: int) -> list[dict]:
     """n training batches (images, sigma, noise, conditioning), rendered and encoded once."""
-    text = TextCache(parts.text_encoder)
+    text = EmbeddingCache(parts.text_encoder)
     b = cfg.schedule.batch_size
     g = torch.Generator().manual_seed(0)
     out = []
@@ -47,7 +47,8 @@ def fixed_batches(parts, cfg, n: int) -> list[dict]:
         x0 = torch.stack([it["image"] for it in items])
         out.append({"x0": x0, "sigma": parts.process.sample_sigma(b, generator=g),
                     "noise": torch.randn(x0.shape, generator=g),
-                    "cond": text.batch([it["caption"] for it in items], torch.device("cpu"))})
+                    "cond": text.encode([it["caption"] for it in items],
+                                        torch.device("cpu")).network_kwargs()})
     return out
 
 

@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,18 +33,19 @@ RUN_DEFINING = ("model", "process", "data", "text", "optim", "schedule", "ema", 
                 "run.precision", "run.mask_ratio")
 
 
-# One rule keeps the demo inside its budget on every CPU. A step and the scoring each cost a
-# fixed amount of work in units of this machine's probe rate (the matmul GFLOP/s at the
-# precision it trains in, measured once per machine by difflab.runtime.machine and cached):
-# seconds = work / rate. The demo trains as many steps as fit BUDGET_S after the scoring,
-# rounded down to a multiple of 100, at most the config's and never fewer than MIN_STEPS. The
-# rate is cached, so one machine always gets the same run; an explicit schedule.steps override
-# is left alone. Work per precision, (per step, scoring), from measured demo runs:
-# bf16: 607 s for 1300 steps and 75 s of scoring on an AVX-512 BF16 EPYC at ~400 GFLOP/s
-# (benchmarks/results/demo/); fp32: benchmarks/results/precision/.
-DEMO_WORK = {"bf16": (0.467 * 400, 75 * 400), "fp32": (1.0 * 70, 240 * 70)}
+# One rule sizes the demo for this machine. A step and the scoring each cost a fixed amount
+# of work in units of the machine's probe rate (matmul GFLOP/s at the precision it trains in,
+# measured once per machine by difflab.runtime.machine and cached): seconds = work / rate. The
+# demo trains as many steps as fit BUDGET_S after the scoring, rounded down to a multiple of
+# 100, at most the config's, and never fewer than MIN_STEPS: below that the model does not
+# learn its shapes, and a longer run is worth more than a fast useless one. The rate is cached,
+# so one machine always gets the same run; an explicit schedule.steps override is left alone.
+# Work (per step, scoring) from measured runs: bf16, 607 s for 1300 steps and 75 s of scoring
+# on an AVX-512 BF16 EPYC at ~400 GFLOP/s (benchmarks/results/demo/); fp32, 1.33 s a step and
+# 490 s of scoring on an AVX2-only EPYC at 68 GFLOP/s (benchmarks/results/precision/).
+DEMO_WORK = {"bf16": (0.467 * 400, 75 * 400), "fp32": (1.33 * 68, 490 * 68)}
 BUDGET_S = 840  # 14 of the 15 minutes: start-up, model loading and the report take the rest
-MIN_STEPS = 300
+MIN_STEPS = 1000
 
 
 def demo_steps(steps: int, precision: str, rate: float) -> int:
@@ -68,6 +70,10 @@ def machine_overrides(config_path: str | Path, overrides: list[str]) -> list[str
     if rate is None or precision.name not in DEMO_WORK:
         return overrides
     steps = demo_steps(cfg.schedule.steps, precision.name, rate)
+    step_work, eval_work = DEMO_WORK[precision.name]
+    minutes = (steps * step_work + eval_work) / rate / 60
+    print(f"[difflab demo] {steps} training steps on this machine ({precision.name}, probe "
+          f"{rate:.0f} GFLOP/s): about {minutes:.0f} minutes with scoring", file=sys.stderr)
     return overrides if steps == cfg.schedule.steps else [*overrides, f"schedule.steps={steps}"]
 
 

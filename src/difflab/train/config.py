@@ -82,8 +82,8 @@ class RunSection:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where native
     mask_ratio: float = 0.0
-    # conv weights and activations in channels_last (NHWC): 1.34x faster fp32 UNet training
-    # steps on an AVX2 CPU (benchmarks/results/precision/train_loop.json)
+    # conv weights and activations in channels_last (NHWC); measured no faster for the demo
+    # UNet in fp32 on an AVX2 CPU (benchmarks/results/precision/train_loop*.json)
     channels_last: bool = False
     workers: int = 0
     log_every: int = 10
