@@ -82,6 +82,36 @@ def demo_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+# (label, file): one row per kind of CPU the demo was measured on
+DEMO_MACHINES = (
+    ("AMD EPYC, AVX-512 BF16 (recorded before machine records)",
+     "benchmarks/results/demo/metrics.json"),
+    ("AMD EPYC family 23 model 1, AVX2 only", "benchmarks/results/demo-avx2/metrics.json"),
+)
+
+
+def demo_machines_table() -> str:
+    """`make demo` on each kind of CPU: precision, probe rate, steps, minutes, accuracy."""
+    head = ["CPU", "precision (probe GFLOP/s)", "steps", "training", "scoring", "single",
+            "overall", "reworded seen / unseen", "FD", "split"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, path in DEMO_MACHINES:
+        m = _load(path)
+        rec, run = _machine(m), m["run"]
+        prec = rec.get("precision", "bf16")
+        rate = rec.get("probe_rates", {}).get(prec)
+        rw = m.get("reworded")
+        reworded = "-" if rw is None else " / ".join(
+            f"{100 * rw['per_category'][c]:.1f}%" for c in ("reworded_seen", "reworded_unseen"))
+        cells = [label, f"{prec} ({rate:.0f})" if rate else prec, str(run["steps"]),
+                 f"{run['train_seconds'] / 60:.1f} min", f"{run['eval_seconds'] / 60:.1f} min",
+                 _acc(m, "single"), format_accuracy(round(m["accuracy"] * m["n_images"]),
+                                                    m["n_images"]),
+                 reworded, f"{m['fd']:.1f}", _split(m)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def bench_table(path: str, labels: dict[str, str] | None = None) -> str:
     """One bench.json: speed-up (median of paired per-round ratios, its interval; "no
     difference" when it contains 1), PSNR, SSIM, accuracy with its Wilson interval and the

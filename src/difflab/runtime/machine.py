@@ -308,8 +308,10 @@ def int8_kernels(device: str | torch.device = "cpu", facts: Machine | None = Non
 
 def run_record(precision: Precision | None = None, device: str = "cpu") -> dict[str, Any]:
     """The machine block of a result file: the machine, threads, precision used and the date."""
-    out = machine(device).record()
+    m = machine(device)
+    out = m.record()
     out["threads"] = torch.get_num_threads()
+    out["probe_rates"] = dict(m.rates)  # GFLOP/s (GOP/s for int8), the cached probe
     if precision is not None:
         out["precision"] = precision.name
         out["precision_reason"] = precision.reason
