@@ -137,8 +137,12 @@ def bench_table(path: str, labels: dict[str, str] | None = None) -> str:
                  format_accuracy(k, n), pval, f"{q['fd']:.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
     floor = data.get("fd_floor")
+    m = data.get("machine", {})
+    threads = m.get("threads", m.get("torch_threads"))
+    where = f"{m.get('cpu', '?')}" + (f" ({m['capability']})" if m.get("capability") else "")
     note = (f"\n{n} images ({data['grid']['suite']} suite), split: {_split(data['grid'])}; "
-            f"FD floor (real vs real, same count): {'-' if floor is None else f'{floor:.1f}'}.\n")
+            f"FD floor (real vs real, same count): {'-' if floor is None else f'{floor:.1f}'}; "
+            f"timed on {where}, {threads} thread(s).\n")
     return "\n".join(rows) + "\n" + note
 
 
