@@ -40,10 +40,11 @@ RUN_DEFINING = ("model", "process", "data", "text", "optim", "schedule", "ema", 
 # 100, at most the config's, and never fewer than MIN_STEPS: below that the model does not
 # learn its shapes, and a longer run is worth more than a fast useless one. The rate is cached,
 # so one machine always gets the same run; an explicit schedule.steps override is left alone.
-# Work (per step, scoring) from measured runs: bf16, 607 s for 1300 steps and 75 s of scoring
-# on an AVX-512 BF16 EPYC at ~400 GFLOP/s (benchmarks/results/demo/); fp32, 1.33 s a step and
-# 490 s of scoring on an AVX2-only EPYC at 68 GFLOP/s (benchmarks/results/precision/).
-DEMO_WORK = {"bf16": (0.467 * 400, 75 * 400), "fp32": (1.33 * 68, 490 * 68)}
+# Work (per step, scoring) from measured runs: bf16, 607 s for 1300 steps on an AVX-512 BF16
+# EPYC at ~400 GFLOP/s and 75 s to score 452 images there, scaled to today's 856
+# (benchmarks/results/demo/); fp32, 1540 s for 1000 steps and 524 s of scoring on an AVX2-only
+# EPYC at 68 GFLOP/s (benchmarks/results/demo-avx2/).
+DEMO_WORK = {"bf16": (0.467 * 400, 75 * 856 / 452 * 400), "fp32": (1.54 * 68, 524 * 68)}
 BUDGET_S = 840  # 14 of the 15 minutes: start-up, model loading and the report take the rest
 MIN_STEPS = 1000
 

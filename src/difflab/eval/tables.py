@@ -148,9 +148,10 @@ def bench_table(path: str, labels: dict[str, str] | None = None) -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
+    "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
 }
-PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md")
+PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md")
 
 
 def regenerate(text: str) -> str:

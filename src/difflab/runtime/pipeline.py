@@ -181,6 +181,7 @@ class Pipeline:
         if progress:
             from tqdm import tqdm
 
+            resolve_precision(config.precision, self.device)  # its warning before the bar
             batches = tqdm(batches, desc=f"{config.sampler} x{config.steps}", unit="batch")
         out = []
         for i in batches:
