@@ -189,7 +189,7 @@ BAD_CHECKPOINTS = ("missing", "ck_no_model", "ck_garbage_st", "ck_truncated_st",
                    "ck_dangling", "ck_plain_file", "ck_empty")
 
 def ref(name: str) -> str:
-    """The placeholder of world entry `name` in a case's argv."""
+    """The reference to world entry `name` in a case's argv template."""
     return "{" + name + "}"
 
 
@@ -380,7 +380,7 @@ def _other_cases(add: Add) -> None:
 
 
 def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
-    """(id, argv with {placeholders}, extra env) for every malformed invocation."""
+    """(id, argv with {world} references, extra env) for every malformed invocation."""
     cases: list[tuple[str, list[str], dict[str, str]]] = []
 
     def add(argv: list[str], env: dict[str, str] | None = None) -> None:
