@@ -229,6 +229,28 @@ def quantize(
     typer.echo(format_report(report))
 
 
+@app.command()
+def export(
+    checkpoint: str = typer.Argument(..., help="training checkpoint or run folder"),
+    out: str = typer.Option(..., help="new folder: model.safetensors + difflab.json"),
+    metrics: str = typer.Option("", help="a metrics.json of `difflab eval --out` or the "
+                                "demo whose headline numbers go into the manifest"),
+    reproduce: str = typer.Option("", help="the command that reproduces the checkpoint, "
+                                  "recorded in the manifest"),
+) -> None:
+    """Export a checkpoint's network without its training state, with its metrics."""
+    from difflab.runtime import export_model
+    from difflab.runtime.artefacts import result_summary
+
+    summary, provenance = result_summary(metrics) if metrics else ({}, {})
+    if reproduce:
+        check_prompt("--reproduce", reproduce)
+        provenance["reproduce"] = reproduce
+    manifest = export_model(checkpoint, out, metrics=summary, provenance=provenance)
+    typer.echo(f"wrote {out}/ (model.safetensors {manifest.files['model.safetensors'][:12]}, "
+               f"{len(summary)} metrics)")
+
+
 @app.command("quant-recipes")
 def quant_recipes() -> None:
     """List the named quantization recipes."""

@@ -10,6 +10,7 @@ from difflab.runtime.artefacts import (
     ARTEFACTS,
     MANIFEST,
     Manifest,
+    export_model,
     load,
     read_manifest,
     register_artefact,
@@ -18,6 +19,6 @@ from difflab.runtime.artefacts import (
 from difflab.runtime.pipeline import Pipeline, SampleConfig, sample_config
 from difflab.runtime.quantized import quantize_pipeline
 
-__all__ = ["ARTEFACTS", "MANIFEST", "Manifest", "Pipeline", "SampleConfig", "load",
+__all__ = ["ARTEFACTS", "MANIFEST", "Manifest", "Pipeline", "SampleConfig", "export_model", "load",
            "quantize_pipeline", "read_manifest", "register_artefact", "sample_config",
            "write_manifest"]

@@ -40,6 +40,7 @@ class Manifest:
     base: dict[str, str] | None = None  # {"path": ..., "sha256": ...} of a base checkpoint
     metrics: dict[str, Any] = field(default_factory=dict)
     difflab: str = ""  # the version that wrote it
+    provenance: dict[str, Any] = field(default_factory=dict)  # command, machine, date, commit
 
 
 def sha256_file(path: str | Path) -> str:
@@ -60,7 +61,8 @@ def base_of(checkpoint: str | Path) -> dict[str, str]:
 
 def write_manifest(folder: str | Path, kind: str, config: dict[str, Any], *,
                    base: dict[str, str] | None = None, metrics: dict[str, Any] | None = None,
-                   files: Iterable[str] | None = None) -> Manifest:
+                   files: Iterable[str] | None = None,
+                   provenance: dict[str, Any] | None = None) -> Manifest:
     """Hash `files` (default: every visible file of `folder`) and write `folder/difflab.json`."""
     from difflab import __version__
 
@@ -70,7 +72,7 @@ def write_manifest(folder: str | Path, kind: str, config: dict[str, Any], *,
                        if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
     manifest = Manifest(kind=kind, config=config, base=base, metrics=dict(metrics or {}),
                         files={name: sha256_file(folder / name) for name in files},
-                        difflab=__version__)
+                        difflab=__version__, provenance=dict(provenance or {}))
     write_json(folder / MANIFEST, asdict(manifest))
     return manifest
 
@@ -182,3 +184,55 @@ def load(path_or_name: str | Path, device: str = "cpu") -> Any:
         raise ConfigError(f"{folder / MANIFEST}: unknown artefact kind {manifest.kind!r}; this "
                           f"difflab loads: {', '.join(ARTEFACTS.names())}")
     return ARTEFACTS.get(manifest.kind)(folder, manifest, device)
+
+
+def export_model(source: str | Path, out: str | Path, *, metrics: dict[str, Any] | None = None,
+                 provenance: dict[str, Any] | None = None) -> Manifest:
+    """Write a checkpoint's network alone (model.safetensors + manifest; no training state) to
+    a new folder `out`, built beside it and renamed into place, so `out` is whole or absent."""
+    import shutil
+    import tempfile
+
+    folder = resolve(source)
+    manifest = read_manifest(folder)
+    if manifest.kind != "checkpoint":
+        raise ConfigError(f"{folder} is a {manifest.kind!r} artefact; export takes a training "
+                          "checkpoint or run folder")
+    verify(folder, manifest, ("model.safetensors",))
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; an exported model is read by others
+    try:
+        shutil.copyfile(folder / "model.safetensors", tmp / "model.safetensors")
+        written = write_manifest(tmp, "checkpoint", manifest.config,
+                                 metrics={**manifest.metrics, **(metrics or {})},
+                                 provenance={**manifest.provenance, **(provenance or {})})
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return written
+
+
+def result_summary(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(headline metrics, provenance) of a result file written by `difflab eval --out` or the
+    demo: accuracies with intervals, FD, split, sampling settings; command, machine, date."""
+    data = _json(Path(path))
+    if "accuracy" not in data or "per_category" not in data:
+        raise ConfigError(f"{path} is not a suite result file (no accuracy / per_category)")
+    keys = ("suite", "split", "n_images", "accuracy", "accuracy_interval", "per_category",
+            "per_category_interval", "per_category_n", "fd", "fd_floor", "sample_config")
+    summary = {k: data[k] for k in keys if k in data}
+    if isinstance(data.get("reworded"), dict):
+        summary["reworded"] = {k: data["reworded"][k] for k in keys if k in data["reworded"]}
+    prov = data.get("provenance", {})
+    provenance = {k: prov[k] for k in ("command", "code_version", "date", "machine")
+                  if k in prov}
+    if isinstance(data.get("run"), dict):
+        provenance["train_seconds"] = data["run"].get("train_seconds")
+    return summary, provenance
