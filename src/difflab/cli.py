@@ -52,11 +52,13 @@ def _add_subcommands() -> None:
     from difflab.data.commands import data_app
     from difflab.eval.commands import bench
     from difflab.train.commands import train_command
+    from difflab.tune.commands import tune_command
 
     app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
     app.add_typer(accel_app, name="accel", help="Training-free acceleration: list, calibrate.")
     app.command("train")(train_command)
     app.command("bench")(bench)
+    app.command("tune")(tune_command)
 
 
 @app.command()
@@ -106,6 +108,10 @@ def sample(
     accel: str = typer.Option("", help="acceleration hook, NAME[:k=v,...]"),
     bottleneck: str = typer.Option("", help="Bottleneck Sampling: 'default' (1 -> 0.5 -> 1) "
                                    "or scales=[..],fractions=[..],shifts=[..]"),
+    adapter: list[str] = typer.Option([], "--adapter", help="adapter folder, DIR[:weight] "
+                                      "(repeatable: merged into the base together)"),
+    combine: str = typer.Option("sum", help="how several adapters combine: sum (task "
+                                "arithmetic) or ties (TIES merging)"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
@@ -129,7 +135,18 @@ def sample(
         from difflab.quant.config import QUANTIZERS
 
         QUANTIZERS.get(quant)  # an unknown recipe fails before the model loads
+    adapters = []
+    if adapter:
+        from difflab.tune.adapters import COMBINES, parse_adapter
+
+        adapters = [parse_adapter(a) for a in adapter]
+        if combine not in COMBINES:
+            raise ConfigError(f"--combine {combine!r}; valid: {', '.join(COMBINES)}")
     pipe = load(checkpoint)
+    if adapters:
+        from difflab.tune.adapters import apply_adapters
+
+        apply_adapters(pipe, adapters, combine)
     if quant:
         handle = quantize_pipeline(pipe, quant)
         typer.echo(f"quantized {len(handle.layers)} layers with {quant} ({handle.execution})")

@@ -18,6 +18,7 @@ from difflab.runtime.artefacts import (
 )
 from difflab.runtime.pipeline import Pipeline, SampleConfig, sample_config
 from difflab.runtime.quantized import quantize_pipeline
+from difflab.tune import adapters as _adapters  # noqa: F401, E402  (registers "adapter")
 
 __all__ = ["ARTEFACTS", "MANIFEST", "Manifest", "Pipeline", "SampleConfig", "export_model", "load",
            "quantize_pipeline", "read_manifest", "register_artefact", "sample_config",

@@ -69,6 +69,10 @@ class HFTextEncoder(TextEncoder):
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> TextEncoding:
         """Token states (B, T, D), mask (B, T), mean-pooled (B, D); T = max_length."""
+        return self.forward_states(prompts)
+
+    def forward_states(self, prompts: list[str]) -> TextEncoding:
+        """`encode` with autograd on (Textual Inversion trains a token embedding through it)."""
         if isinstance(prompts, str):
             raise TypeError("encode takes a list of prompts, not a single string")
         batch = self.tokenizer(
@@ -88,3 +92,26 @@ class HFTextEncoder(TextEncoder):
 def build_minilm(max_length: int = 32) -> HFTextEncoder:
     """The bundled all-MiniLM-L6-v2 (384-d token states), loaded offline."""
     return HFTextEncoder(minilm_path(), max_length=max_length, name="minilm")
+
+
+def add_token(encoder: HFTextEncoder, token: str, vector: torch.Tensor | None = None,
+              init_word: str = "") -> int:
+    """Add `token` to the encoder's vocabulary (Textual Inversion's pseudo-word) with embedding
+    `vector`, or the mean embedding of `init_word`'s pieces; returns its id."""
+    if token in encoder.tokenizer.get_vocab():
+        raise ConfigError(f"token {token!r} is already in {encoder.name}'s vocabulary; choose a "
+                          "new one such as '<star>'")
+    encoder.tokenizer.add_tokens([token])
+    table = encoder.model.resize_token_embeddings(len(encoder.tokenizer), mean_resizing=False)
+    token_id = encoder.tokenizer.convert_tokens_to_ids(token)
+    with torch.no_grad():
+        if vector is None:
+            ids = encoder.tokenizer(init_word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ConfigError(f"init word {init_word!r} has no tokens")
+            vector = table.weight[ids].mean(0)
+        if vector.shape != table.weight[token_id].shape:
+            raise ConfigError(f"token {token!r}: embedding of shape {tuple(vector.shape)} does "
+                              f"not fit {encoder.name} (width {table.weight.shape[1]})")
+        table.weight[token_id] = vector.to(table.weight.dtype)
+    return int(token_id)

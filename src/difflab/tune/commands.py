@@ -1,0 +1,74 @@
+"""`difflab tune`: teach a base model a concept from a few images, write an adapter folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from difflab.config import ConfigError
+from difflab.tune.methods import DEFAULT_TARGETS, METHODS
+
+
+def training_images(concept: str, images: str, generate: int, size: int,
+                    seed: int) -> tuple[np.ndarray, list[str]]:
+    """(images (N, H, W, 3) uint8, captions) from a folder or generated from the world."""
+    if images and generate:
+        raise ConfigError("give --images DIR or --generate N, not both")
+    if images:
+        from difflab.data.folder import FolderDataset
+
+        data = FolderDataset(images, size=size)
+        items = [data[i] for i in range(len(data))]
+        pixels = np.stack([((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+                           .clip(0, 255).astype(np.uint8) for it in items])
+        return pixels, [it["caption"] for it in items]
+    if generate < 1:
+        raise ConfigError("give --images DIR (images with captions) or --generate N (N >= 1 "
+                          "renders of the concept from the shapes world)")
+    from difflab.data.concepts import concept_images
+
+    return concept_images(concept, generate, size=size, seed=seed)
+
+
+def tune_command(
+    base: str = typer.Argument(..., help="base model: a shipped name (shapes-base), run or "
+                               "checkpoint folder"),
+    method: str = typer.Option("lora", help=", ".join(METHODS)),
+    concept: str = typer.Option("star", help="the concept the captions name (e.g. star, pink)"),
+    images: str = typer.Option("", help="folder of training images with captions "
+                               "(metadata.jsonl or .txt beside each image)"),
+    generate: int = typer.Option(0, help="render N training images of --concept instead"),
+    steps: int = typer.Option(300, help="optimisation steps"),
+    lr: float = typer.Option(0.0, help="learning rate (0: the method's default)"),
+    batch_size: int = typer.Option(8, help="images per step"),
+    rank: int = typer.Option(2, help="LoRA-family rank"),
+    alpha: float = typer.Option(2.0, help="LoRA-family alpha"),
+    targets: str = typer.Option(DEFAULT_TARGETS, help="regular expression of the layers the "
+                                "peft methods and SaRA adapt"),
+    prior_weight: float = typer.Option(-1.0, help="class-prior preservation weight (-1: 1 for "
+                                       "dreambooth, else 0)"),
+    seed: int = typer.Option(0, help="seed of the data draws and adapter initialisation"),
+    out: str = typer.Option(..., help="new adapter folder"),
+) -> None:
+    """Tune BASE on a concept: `difflab tune shapes-base --method lora --concept star
+    --generate 12 --out runs/star-lora`."""
+    from difflab.runtime import load
+    from difflab.tune.adapters import base_reference, save_adapter
+    from difflab.tune.fit import TuneConfig, tune
+
+    cfg = TuneConfig(method=method, concept=concept, images=max(generate, 1), steps=steps,
+                     lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, targets=targets,
+                     prior_weight=prior_weight, seed=seed)
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise ConfigError(f"--out {out} exists and is not empty; choose a new folder")
+    reference = base_reference(base)
+    pipe = load(base)
+    pixels, captions = training_images(concept, images, generate, pipe.image_shape[1], seed)
+    result = tune(pipe, cfg, pixels, captions)
+    manifest = save_adapter(result, out, reference, {"images": len(pixels)})
+    size = sum((Path(out) / f).stat().st_size for f in manifest.files)
+    typer.echo(f"tuned {method} on {len(pixels)} images of {concept!r}: {result.trainable:,} "
+               f"trainable numbers, {result.seconds:.0f} s, final loss "
+               f"{result.losses[-1]:.4f}; wrote {out}/ ({size:,} bytes)")

@@ -1,0 +1,214 @@
+"""Tune a loaded base model on a few images of a concept: the loop every method shares.
+
+The loss is the base's own denoising loss (its process's input, target and weighting), with
+condition dropout so that guidance keeps working, and, for DreamBooth, the class-prior
+preservation loss on images the base itself generates for prompts of known concepts.
+Every draw (batch order, sigma, noise, dropout) comes from a generator seeded by (seed, step).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from difflab.config import ConfigError
+from difflab.limits import check_float, check_int
+from difflab.tune.methods import (
+    DEFAULT_TARGETS,
+    METHOD_PREPARERS,
+    METHODS,
+    Adaptation,
+    Delta,
+    trainable_count,
+)
+
+# Learning rates chosen on the dev split (benchmarks/results/tune/); 0 in a config means these.
+DEFAULT_LR: dict[str, float] = {"lora": 3e-3, "dora": 3e-3, "loha": 3e-3, "lokr": 3e-3,
+                                "full": 3e-4, "dreambooth": 3e-4, "custom": 1e-3,
+                                "difffit": 3e-3, "sara": 1e-3, "textual": 1e-2}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """One tuning run: method, data, schedule and the method's own settings."""
+
+    method: str = "lora"
+    concept: str = "star"
+    images: int = 12  # training images generated from the shapes world (4-20 is the task)
+    steps: int = 300
+    lr: float = 0.0  # 0 = DEFAULT_LR[method]
+    batch_size: int = 8
+    rank: int = 2  # LoRA-family rank (2 on the attention projections: 0.8% of shapes-base)
+    alpha: float = 2.0  # LoRA-family alpha (scale alpha / rank)
+    dropout: float = 0.0
+    targets: str = DEFAULT_TARGETS  # regular expression on module names (peft methods, SaRA)
+    sparsity: float = 0.01  # SaRA: fraction of each targeted weight that trains
+    prior_weight: float = -1.0  # class-prior preservation weight; -1 = 1 for dreambooth else 0
+    prior_images: int = 42  # base-generated images of known concepts for the prior loss
+    cond_dropout: float = 0.1
+    token: str = ""  # Textual Inversion's pseudo-word; "" = "<concept>"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown tuning method {self.method!r}; valid: "
+                              + ", ".join(METHODS))
+        check_int("images", self.images, 1, 10_000)
+        check_int("steps", self.steps, 1, 1_000_000)
+        check_int("batch_size", self.batch_size, 1, 4096)
+        check_int("rank", self.rank, 1, 4096)
+        check_int("prior_images", self.prior_images, 0, 100_000)
+        check_float("lr", self.lr, 0.0, 1.0)
+        check_float("alpha", self.alpha, 0.0, 1e6)
+        check_float("dropout", self.dropout, 0.0, 0.99)
+        check_float("cond_dropout", self.cond_dropout, 0.0, 1.0)
+        check_float("sparsity", self.sparsity, 1e-6, 1.0)
+        if self.prior_weight != -1.0:
+            check_float("prior_weight", self.prior_weight, 0.0, 100.0)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr or DEFAULT_LR[self.method]
+
+    @property
+    def prior(self) -> float:
+        """The prior-preservation weight in effect."""
+        if self.prior_weight >= 0:
+            return self.prior_weight
+        return 1.0 if self.method == "dreambooth" else 0.0
+
+    @property
+    def pseudo_word(self) -> str:
+        return self.token or f"<{self.concept}>"
+
+
+@dataclass
+class TuneResult:
+    """A finished tuning run: the change, the adaptation it came from and what it cost."""
+
+    config: TuneConfig
+    delta: Delta
+    adaptation: Adaptation
+    trainable: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def _to_tensor(images: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class _Conditioning:
+    """Captions -> network kwargs: through the pipeline's cache, or with gradients into the
+    new token's embedding for Textual Inversion."""
+
+    def __init__(self, pipe: Any, cfg: TuneConfig) -> None:
+        self.pipe, self.cfg = pipe, cfg
+        self.encoder = getattr(getattr(pipe.conditioner, "cache", None), "encoder", None)
+        if self.encoder is None:
+            raise ConfigError("tuning needs a text-conditioned base (its prompts name the "
+                              f"concept); this one is {pipe.conditioner.describe()}")
+
+    def __call__(self, captions: list[str]) -> dict[str, Tensor]:
+        if self.cfg.method != "textual":
+            return self.pipe.condition(captions)
+        return self.encoder.forward_states(captions).network_kwargs()
+
+
+def _textual(pipe: Any, cfg: TuneConfig) -> Adaptation:
+    """An Image is Worth One Word: Personalizing Text-to-Image Generation using Textual Inversion
+    (2022): one new token embedding in front of the frozen text encoder; the network is frozen."""
+    from difflab.text.hf import HFTextEncoder, add_token
+
+    encoder = pipe.conditioner.cache.encoder
+    if not isinstance(encoder, HFTextEncoder):
+        raise ConfigError("Textual Inversion needs a transformers text encoder (e.g. minilm)")
+    token = cfg.pseudo_word
+    token_id = add_token(encoder, token, init_word="shape")
+    table = encoder.model.get_input_embeddings().weight
+    table.requires_grad_(True)
+    row = torch.zeros(table.shape[0], 1)
+    row[token_id] = 1.0
+    table.register_hook(lambda g: g * row)
+    table._difflab_trainable = table.shape[1]  # type: ignore[attr-defined]
+    pipe.net.requires_grad_(False)
+    return Adaptation(pipe.net, [table], lambda: Delta(tokens={token: table[token_id].detach()
+                                                               .clone()}), token=token)
+
+
+def prior_set(pipe: Any, n: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list]:
+    """DreamBooth's class-prior images: the base's own samples of `n` single-object prompts of
+    known concepts (the world's training pairs, in suite order), demo sampling settings."""
+    from difflab.data.suites import load_suite
+    from difflab.demo import DEMO_SAMPLING
+
+    specs = load_suite("single")
+    prompts = [specs[i % len(specs)].text for i in range(n)]
+    seeds = [seed + 7_000_000 + i for i in range(n)]
+    return pipe.generate(prompts, seeds, DEMO_SAMPLING, progress=progress), prompts
+
+
+def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str],
+         progress: bool = True) -> TuneResult:
+    """Train `cfg.method` on `pipe` (its network is changed in place) with `images` (N, H, W, 3)
+    uint8 and their captions; returns the change and its cost."""
+    if len(images) != len(captions) or len(images) == 0:
+        raise ConfigError(f"{len(images)} images but {len(captions)} captions")
+    if tuple(images.shape[1:3]) != tuple(pipe.image_shape[1:]):
+        raise ConfigError(f"images are {images.shape[1]}x{images.shape[2]}; the base draws "
+                          f"{pipe.image_shape[1]}x{pipe.image_shape[2]}")
+    torch.manual_seed(cfg.seed)  # adapter initialisation (peft draws from the global generator)
+    prior = prior_set(pipe, cfg.prior_images, cfg.seed, progress) if cfg.prior > 0 else None
+    condition = _Conditioning(pipe, cfg)
+    if cfg.method == "textual":
+        adaptation = _textual(pipe, cfg)
+        captions = [c.replace(cfg.concept, cfg.pseudo_word) for c in captions]
+    else:
+        adaptation = METHOD_PREPARERS.get(cfg.method)(pipe.net, cfg)
+    opt = torch.optim.AdamW(adaptation.params, lr=cfg.learning_rate, weight_decay=0.0)
+    x_all = _to_tensor(images)
+    px = _to_tensor(prior[0]) if prior is not None else None
+    start, losses = time.perf_counter(), []
+    steps = range(cfg.steps)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=f"tune {cfg.method}", unit="step")
+    adaptation.net.train()
+    for step in steps:
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        loss = _loss(pipe, adaptation, condition, x_all, list(captions), cfg, gen)
+        if px is not None:
+            loss = loss + cfg.prior * _loss(pipe, adaptation, condition, px, prior[1], cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adaptation.params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress and step % 20 == 0:
+            steps.set_postfix(loss=f"{loss.item():.4f}")
+    adaptation.net.eval()
+    seconds = time.perf_counter() - start
+    return TuneResult(cfg, adaptation.delta(), adaptation, trainable_count(adaptation), seconds,
+                      losses)
+
+
+def _loss(pipe: Any, adaptation: Adaptation, condition: _Conditioning, x: Tensor,
+          captions: list[str], cfg: TuneConfig, gen: torch.Generator) -> Tensor:
+    """The base's weighted denoising loss on a batch drawn (with replacement) from `x`."""
+    idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
+    x0 = x[idx]
+    drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
+    texts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist(), strict=True)]
+    sigma = pipe.process.sample_sigma(cfg.batch_size, generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x_in, t = pipe.process.net_input(x0, noise, sigma)
+    out = adaptation.net(x_in, t, **condition(texts))
+    err = (out.float() - pipe.process.target(x0, noise, sigma)).pow(2).flatten(1).mean(1)
+    return (pipe.process.loss_weight(sigma).float() * err).mean()

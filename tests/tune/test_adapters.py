@@ -1,0 +1,188 @@
+"""Adapters on the shipped base: every method trains, saves, loads back (peft's own loader
+too), composes and merges exactly; a bad adapter is a one-line error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from difflab.config import ConfigError
+from difflab.data.shapes import render_spec
+from difflab.data.world import ObjectSpec, PromptSpec
+from difflab.runtime import load
+from difflab.tune.adapters import (
+    apply_adapters,
+    base_reference,
+    combine,
+    parse_adapter,
+    save_adapter,
+    ties,
+)
+from difflab.tune.fit import TuneConfig, tune
+from difflab.tune.methods import METHODS
+
+BASE = "shapes-base"
+SPECS = [PromptSpec(f"a {c} circle", "single", (ObjectSpec("circle", c),))
+         for c in ("red", "blue", "green", "white")]
+IMAGES = np.stack([render_spec(s, 32, seed=i)[0] for i, s in enumerate(SPECS)])
+CAPTIONS = [s.text for s in SPECS]
+
+
+def quick(method: str, **kw) -> TuneConfig:
+    return TuneConfig(method=method, steps=2, batch_size=2, prior_images=2, **kw)
+
+
+def state(net) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def outputs(pipe, prompts=("a red <star>", "a blue square")) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(prompts), *pipe.image_shape, generator=g)
+    with torch.no_grad():
+        return pipe.net(x, torch.full((len(prompts),), 0.5), **pipe.condition(list(prompts)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One adapter folder per method, each from 2 steps on four circles."""
+    root = tmp_path_factory.mktemp("adapters")
+    out = {}
+    for method in METHODS:
+        pipe = load(BASE)
+        result = tune(pipe, quick(method), IMAGES, CAPTIONS, progress=False)
+        save_adapter(result, root / method, base_reference(BASE))
+        out[method] = (root / method, result, outputs(pipe))
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_saves_and_loads_back(trained, method):
+    folder, result, tuned = trained[method]
+    assert result.trainable > 0 and all(np.isfinite(result.losses))
+    assert result.delta.numel() > 0
+    pipe = load(folder)  # the base by name, the adapter merged in
+    assert "adapters" in pipe.labels
+    assert torch.allclose(outputs(pipe), tuned, atol=1e-4)
+    assert not torch.allclose(outputs(load(BASE)), tuned, atol=1e-6)
+
+
+def test_lora_stays_under_one_percent_of_the_weights(trained):
+    base = sum(p.numel() for p in load(BASE).net.parameters())
+    assert trained["lora"][1].trainable <= 0.01 * base
+
+
+def test_peft_adapter_loads_through_peft_itself(trained):
+    import peft
+
+    folder, _, tuned = trained["lora"]
+    pipe = load(BASE)
+    model = peft.PeftModel.from_pretrained(pipe.net, str(folder))
+    pipe.net = model
+    assert torch.allclose(outputs(pipe), tuned, atol=1e-5)
+
+
+def test_peft_attach_detach_leaves_the_base_bit_identical():
+    import peft
+
+    pipe = load(BASE)
+    before = state(pipe.net)
+    model = peft.get_peft_model(pipe.net, peft.LoraConfig(r=4, target_modules=r".*cross\.kv$"))
+    restored = model.unload()
+    after = restored.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_merge_then_unmerge_is_exact_to_fp32_rounding(trained):
+    pipe = load(BASE)
+    before = state(pipe.net)
+    merged = apply_adapters(pipe, [(trained["lora"][0], 0.7), (trained["difffit"][0], 0.5)])
+    assert any(not torch.equal(pipe.net.state_dict()[k], v) for k, v in before.items())
+    merged.unmerge()
+    for k, v in before.items():
+        assert torch.allclose(pipe.net.state_dict()[k], v, rtol=0, atol=1e-6), k
+
+
+def test_an_adapter_at_weight_w_is_w_times_its_change(trained):
+    params = state(load(BASE).net)
+    delta = trained["sara"][1].delta
+    half, full = combine([delta], [0.5], params), combine([delta], [1.0], params)
+    assert all(torch.allclose(2 * half[k], full[k]) for k in full)
+
+
+def test_ties_keeps_the_agreeing_large_entries():
+    a = {"w": torch.tensor([4.0, -1.0, 2.0, 0.1])}
+    b = {"w": torch.tensor([2.0, 3.0, -6.0, 0.2])}
+    out = ties([a, b], [1.0, 1.0], density=0.5)["w"]
+    # trimmed: a -> [4, 0, 2, 0], b -> [0, 3, -6, 0]; signs: +, +, -, 0
+    assert torch.allclose(out, torch.tensor([4.0, 3.0, -6.0, 0.0]))
+
+
+def test_textual_inversion_adds_its_token_to_the_encoder(trained):
+    folder, result, _ = trained["textual"]
+    assert list(result.delta.tokens) == ["<star>"]
+    pipe = load(folder)
+    tok = pipe.conditioner.cache.encoder.tokenizer
+    assert "<star>" in tok.get_vocab()
+    a, b = pipe.condition(["a red <star>"]), pipe.condition(["a red circle"])
+    assert not torch.equal(a["context"], b["context"])
+
+
+def test_an_adapter_for_another_base_is_refused(trained, tmp_path):
+    folder, _, _ = trained["custom"]
+    manifest = json.loads((folder / "difflab.json").read_text())
+    manifest["base"]["sha256"] = "0" * 64
+    bad = tmp_path / "other"
+    bad.mkdir()
+    for f in folder.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "difflab.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="was tuned on base"):
+        load(bad)
+
+
+def test_a_damaged_or_incomplete_adapter_is_refused(trained, tmp_path):
+    folder, _, _ = trained["lora"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in folder.iterdir():
+        if f.name != "adapter_model.safetensors":
+            (bad / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ConfigError, match="missing"):
+        load(bad)
+
+
+def test_an_adapter_of_other_shapes_is_refused(trained, tmp_path):
+    from difflab.io import load_tensors, save_tensors
+    from difflab.runtime import read_manifest, write_manifest
+
+    folder, _, _ = trained["custom"]
+    bad = tmp_path / "shapes"
+    bad.mkdir()
+    tensors = load_tensors(folder / "delta.safetensors")
+    name = next(iter(tensors))
+    tensors[name] = torch.zeros(3, 3)
+    save_tensors(bad / "delta.safetensors", tensors)
+    m = read_manifest(folder)
+    write_manifest(bad, m.kind, m.config, base=m.base)
+    with pytest.raises(ConfigError, match="in the adapter but"):
+        load(bad)
+
+
+def test_adapter_weights_parse():
+    assert parse_adapter("runs/a") == ("runs/a", 1.0)
+    assert parse_adapter("runs/a:0.5") == ("runs/a", 0.5)
+    with pytest.raises(ConfigError, match="must be a number"):
+        parse_adapter("runs/a:half")
+
+
+def test_a_bad_method_or_pattern_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown tuning method"):
+        TuneConfig(method="lorax")
+    pipe = load(BASE)
+    with pytest.raises(ConfigError, match="matches no"):
+        tune(pipe, quick("lora", targets=r"nothing$"), IMAGES, CAPTIONS, progress=False)
