@@ -370,6 +370,38 @@ def _data_accel_cases(add: Add) -> None:
     add(["accel", "nope"])
 
 
+def _tune_export_cases(add: Add) -> None:
+    """`tune`, `export` and `sample --adapter`: methods, numbers, data, folders, adapters."""
+    t = ["tune", "{run}", "--generate", "2", "--steps", "1", "--out", "{dir}/a"]
+    for v in ["nope", "", "LoRA"]:
+        add([*t, "--method", v])
+    for v in ["nope", "", "circle"]:
+        add(["tune", "{run}", "--concept", v, "--generate", "2", "--out", "{dir}/a"])
+    for v in BAD_INTS[:5]:
+        add([*t, "--batch-size", v])
+        add(["tune", "{run}", "--generate", "2", "--steps", v, "--out", "{dir}/a"])
+    for v in BAD_FLOATS:
+        add([*t, "--lr", v])
+    for v in ["(", "nothing$"]:
+        add([*t, "--targets", v])
+    add(["tune", "{run}", "--out", "{dir}/a"])
+    add([*t, "--images", "{dir}"])
+    add(["tune", "{run}", "--images", "missing", "--out", "{dir}/a"])
+    add(["tune", "{run}", "--generate", "2", "--out", "{file}"])
+    for ck in BAD_CHECKPOINTS[:6]:
+        add(["tune", ref(ck), "--generate", "2", "--steps", "1", "--out", "{dir}/a"])
+    sample = ["sample", "{run}", "-p", "a red circle", "--n", "1", "--steps", "1"]
+    for v in ["missing", "{run}", "{run}:abc", "{dir}", ":0.5"]:
+        add([*sample, "--adapter", v])
+    add([*sample, "--adapter", "{run}", "--combine", "nope"])
+    for ck in BAD_CHECKPOINTS[:6]:
+        add(["export", ref(ck), "--out", "{dir}/e"])
+    add(["export", "{run}", "--out", "{file}"])
+    add(["export", "{run}", "--out", "{dir}/e", "--metrics", "{file}"])
+    add(["export", "{run}", "--out", "{dir}/e", "--metrics", "missing"])
+    add(["export", "{run}"])
+
+
 def _other_cases(add: Add) -> None:
     """the listing commands and unknown commands."""
     for cmd in ["models", "samplers", "quant-recipes", "version"]:
@@ -387,7 +419,7 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
         cases.append((f"{len(cases):03d}-" + " ".join(argv)[:60], argv, env or {}))
 
     for part in (_sample_cases, _eval_cases, _train_cases, _quantize_bench_cases,
-                 _data_accel_cases, _other_cases):
+                 _data_accel_cases, _tune_export_cases, _other_cases):
         part(add)
     return cases
 

@@ -11,11 +11,29 @@ from difflab.config import ConfigError
 from difflab.tune.methods import DEFAULT_TARGETS, METHODS
 
 
+def check_data(concept: str, images: str, generate: int) -> None:
+    """Raise unless exactly one data source is given and it can be read (before any load)."""
+    if images and generate:
+        raise ConfigError("give --images DIR or --generate N, not both")
+    if images:
+        from difflab.data.folder import FolderDataset
+
+        FolderDataset(images)  # a missing folder or unreadable image fails now
+    elif generate < 1:
+        raise ConfigError("give --images DIR (images with captions) or --generate N (N >= 1 "
+                          "renders of the concept from the shapes world)")
+    else:
+        from difflab.data.concepts import CONCEPTS
+
+        if concept not in CONCEPTS:
+            raise ConfigError(f"--concept {concept!r} cannot be generated; the shapes world "
+                              f"renders: {', '.join(CONCEPTS)}")
+
+
 def training_images(concept: str, images: str, generate: int, size: int,
                     seed: int) -> tuple[np.ndarray, list[str]]:
     """(images (N, H, W, 3) uint8, captions) from a folder or generated from the world."""
-    if images and generate:
-        raise ConfigError("give --images DIR or --generate N, not both")
+    check_data(concept, images, generate)
     if images:
         from difflab.data.folder import FolderDataset
 
@@ -24,9 +42,6 @@ def training_images(concept: str, images: str, generate: int, size: int,
         pixels = np.stack([((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round()
                            .clip(0, 255).astype(np.uint8) for it in items])
         return pixels, [it["caption"] for it in items]
-    if generate < 1:
-        raise ConfigError("give --images DIR (images with captions) or --generate N (N >= 1 "
-                          "renders of the concept from the shapes world)")
     from difflab.data.concepts import concept_images
 
     return concept_images(concept, generate, size=size, seed=seed)
@@ -61,8 +76,9 @@ def tune_command(
     cfg = TuneConfig(method=method, concept=concept, images=max(generate, 1), steps=steps,
                      lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, targets=targets,
                      prior_weight=prior_weight, seed=seed)
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise ConfigError(f"--out {out} exists and is not empty; choose a new folder")
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
+    check_data(concept, images, generate)
     reference = base_reference(base)
     pipe = load(base)
     pixels, captions = training_images(concept, images, generate, pipe.image_shape[1], seed)
