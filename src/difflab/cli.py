@@ -170,7 +170,8 @@ def sample(
 def eval_command(
     checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder"),
     suite: str = typer.Option("all", help="prompt suite: single, binding, counting, spatial, "
-                              "heldout, all or reworded (test split only)"),
+                              "heldout, all, reworded (test split only), or novel-shape, "
+                              "novel-color, novel-both (novel concepts, extended evaluator)"),
     seeds: int = typer.Option(1, help="images (seeds) per prompt"),
     sampler: str = typer.Option("euler", help="sampler name"),
     steps: int = typer.Option(20, help="sampling steps"),

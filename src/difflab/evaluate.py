@@ -24,6 +24,7 @@ class SuiteResult:
     config: dict[str, Any]
     split: str = "dev"
     fd_floor: float = float("nan")  # FD between two real sets of the same specs and size
+    vocabulary: str = "world"  # the evaluator's: "extended" for suites with novel concepts
 
     def metrics(self) -> dict[str, Any]:
         """Accuracies with 95% Wilson intervals and counts, FD with its real-vs-real floor,
@@ -33,7 +34,8 @@ class SuiteResult:
         flags = [v.passed for v in self.report.prompts]
         cats = {c: [f for f, s in zip(flags, self.specs, strict=True) if s.category == c]
                 for c in self.report.per_category}
-        return {"suite": self.suite, "split": self.split, "n_images": len(self.images),
+        return {"suite": self.suite, "split": self.split, "vocabulary": self.vocabulary,
+                "n_images": len(self.images),
                 "accuracy": self.report.overall, "n_passed": sum(flags),
                 "accuracy_interval": list(wilson_interval(sum(flags), len(flags))),
                 "per_category": self.report.per_category,
@@ -86,12 +88,13 @@ def fd_floor(real_feats: np.ndarray, specs: list[PromptSpec], seeds: list[int],
 
 
 def score_images(images: np.ndarray, specs: list[PromptSpec], seeds: list[int]) -> tuple:
-    """(evaluator report, FD to real renders of the same specs and seeds, FD floor)."""
+    """(evaluator report, FD to real renders of the same specs and seeds, FD floor); specs
+    naming a novel concept are scored with the evaluator's "extended" vocabulary."""
     from difflab.data.shapes import render_specs
     from difflab.eval.features import extract_features, frechet_distance
-    from difflab.eval.shapeeval import evaluate
+    from difflab.eval.shapeeval import evaluate, specs_vocabulary
 
-    report = evaluate(images, specs)
+    report = evaluate(images, specs, vocabulary=specs_vocabulary(specs))
     real = extract_features(render_specs(specs, seeds, images.shape[1]))
     fd = frechet_distance(extract_features(images), real)
     return report, fd, fd_floor(real, specs, seeds, images.shape[1])
@@ -99,13 +102,16 @@ def score_images(images: np.ndarray, specs: list[PromptSpec], seeds: list[int]) 
 
 def evaluate_suite(pipe: Any, suite: str, config: Any, seeds_per_prompt: int = 1,
                    progress: bool = True, split: str = "dev") -> SuiteResult:
-    """Sample every prompt of `suite` with its fixed seeds in `split` and score the images."""
+    """Sample every prompt of `suite` with its fixed seeds in `split` and score the images
+    (novel-concept suites with the evaluator's "extended" vocabulary)."""
     from difflab.config import to_dict
+    from difflab.eval.shapeeval import specs_vocabulary
 
     specs, seeds = suite_prompts(suite, seeds_per_prompt, split)
     images = pipe.generate([s.text for s in specs], seeds, config, progress=progress)
     report, fd, floor = score_images(images, specs, seeds)
-    return SuiteResult(suite, specs, seeds, images, report, fd, to_dict(config), split, floor)
+    return SuiteResult(suite, specs, seeds, images, report, fd, to_dict(config), split, floor,
+                       specs_vocabulary(specs))
 
 
 def suite_provenance(pipe: Any, split: str, command: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from difflab.data.suites import HELDOUT_PAIRS, SUITE_VERSION, SUITES, load_suite
-from difflab.data.world import BACKGROUND, COLORS, RELATIONS, SHAPES, SIZES, PromptSpec
+from difflab.data.world import (
+    ALL_COLORS,
+    ALL_SHAPES,
+    BACKGROUND,
+    COLORS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    PromptSpec,
+)
 
 __all__ = [
     "HELDOUT_PAIRS",
@@ -28,6 +37,7 @@ __all__ = [
     "render",
     "render_spec",
     "render_specs",
+    "shape_sdf",
 ]
 
 IMAGE_SIZES: tuple[int, ...] = (16, 32, 64, 128)
@@ -124,6 +134,56 @@ def _sdf_ring(px, py, r):
     return np.abs(np.hypot(px, py) - 0.75 * r) - 0.25 * r
 
 
+def _polygon(px, py, verts: Sequence[tuple[float, float]]):
+    """Exact signed distance to a simple polygon (Quilez's sdPolygon): the nearest edge's
+    distance, negative inside by the crossing-number rule."""
+    d2 = (px - verts[0][0]) ** 2 + (py - verts[0][1]) ** 2
+    inside = np.zeros(np.broadcast(px, py).shape, bool)
+    for (xi, yi), (xj, yj) in zip(verts, verts[-1:] + verts[:-1], strict=True):
+        ex, ey, wx, wy = xj - xi, yj - yi, px - xi, py - yi
+        t = np.clip((wx * ex + wy * ey) / (ex * ex + ey * ey), 0.0, 1.0)
+        d2 = np.minimum(d2, (wx - ex * t) ** 2 + (wy - ey * t) ** 2)
+        above, below, left = py >= yi, py < yj, ex * wy > ey * wx
+        inside ^= (above & below & left) | ~(above | below | left)
+    return np.where(inside, -1.0, 1.0) * np.sqrt(d2)
+
+
+def _star_vertices(inner: float = 0.5) -> list[tuple[float, float]]:
+    """A 5-pointed star (inner/outer radius `inner`), apex up, stretched (~5%) to touch all four
+    sides of the [-1, 1] box: (u, v) per vertex, v down. The default 0.5 is stouter than the
+    pentagram's 0.382, whose 7 px star fits its own drawing at soft IoU 0.71 (0.84 at 0.5)."""
+    angles = [-math.pi / 2 + k * math.pi / 5 for k in range(10)]
+    pts = [(rho * math.cos(a), rho * math.sin(a))
+           for a, rho in zip(angles, [1.0, inner] * 5, strict=True)]
+    x_half, y_lo, y_hi = math.sin(0.4 * math.pi), -1.0, math.cos(0.2 * math.pi)
+    y_mid, y_half = (y_lo + y_hi) / 2, (y_hi - y_lo) / 2
+    return [(x / x_half, (y - y_mid) / y_half) for x, y in pts]
+
+
+def _heart_geometry() -> tuple[float, list[tuple[float, float]]]:
+    """A heart in the [-1, 1] box (v down): two lobes of radius 1/2 centred at (+-1/2, -1/2)
+    and the polygon from the tip (0, 1) along both lobes' outer tangents to their centres."""
+    rho, (cx, cy), (tx, ty) = 0.5, (0.5, -0.5), (0.0, 1.0)
+    d = math.hypot(tx - cx, ty - cy)
+    phi = math.atan2(ty - cy, tx - cx) - math.acos(rho / d)  # the outer tangent point's angle
+    px, py = cx + rho * math.cos(phi), cy + rho * math.sin(phi)
+    return rho, [(tx, ty), (px, py), (cx, cy), (-cx, cy), (-px, py)]
+
+
+STAR_VERTICES = _star_vertices()
+HEART_LOBE, HEART_POLYGON = _heart_geometry()
+
+
+def _sdf_star(px, py, r):
+    return _polygon(px, py, [(u * r, v * r) for u, v in STAR_VERTICES])
+
+
+def _sdf_heart(px, py, r):
+    lobes = [np.hypot(px - sx * r / 2, py + r / 2) - HEART_LOBE * r for sx in (-1, 1)]
+    return np.minimum(np.minimum(*lobes), _polygon(px, py, [(u * r, v * r)
+                                                            for u, v in HEART_POLYGON]))
+
+
 _SDFS = {
     "circle": _sdf_circle,
     "square": _sdf_square,
@@ -131,8 +191,17 @@ _SDFS = {
     "diamond": _sdf_diamond,
     "cross": _sdf_cross,
     "ring": _sdf_ring,
+    "star": _sdf_star,
+    "heart": _sdf_heart,
 }
-assert set(_SDFS) == set(SHAPES)
+assert set(_SDFS) == set(ALL_SHAPES)
+
+
+def shape_sdf(shape: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance (negative inside) to `shape` of half side `r` centred at the origin."""
+    if shape not in _SDFS:
+        raise ValueError(f"unknown shape {shape!r}; valid: {list(ALL_SHAPES)}")
+    return _SDFS[shape](px, py, r)
 
 
 def render(scene: Scene, size: int | None = None) -> np.ndarray:
@@ -150,7 +219,7 @@ def render(scene: Scene, size: int | None = None) -> np.ndarray:
         py = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
         alpha = np.clip(0.5 - _SDFS[o.shape](px, py, r), 0.0, 1.0)[..., None]  # (h, w, 1)
         win = img[y0:y1, x0:x1]
-        win += alpha * (np.asarray(COLORS[o.color], np.float32) - win)
+        win += alpha * (np.asarray(ALL_COLORS[o.color], np.float32) - win)
     return np.rint(img).astype(np.uint8)
 
 

@@ -13,20 +13,35 @@ from functools import cache
 
 from difflab.config import ConfigError
 from difflab.data.captions import a_noun, counted, relation_text
-from difflab.data.world import COLORS, HELDOUT_PAIRS, RELATIONS, SHAPES, ObjectSpec, PromptSpec
+from difflab.data.world import (
+    COLORS,
+    HELDOUT_PAIRS,
+    NOVEL_COLORS,
+    NOVEL_SHAPES,
+    RELATIONS,
+    SHAPES,
+    ObjectSpec,
+    PromptSpec,
+)
 from difflab.registry import UnknownNameError
 
-__all__ = ["HELDOUT_PAIRS", "SEED_STRIDE", "SPLITS", "SUITES", "SUITE_SIZES", "SUITE_VERSION",
+__all__ = ["HELDOUT_PAIRS", "NOVEL_SUITES", "SEED_STRIDE", "SPLITS", "SUITES", "SUITE_SIZES",
+           "SUITE_VERSION",
            "TEST_FIRST_IMAGE", "TEST_ONLY_SUITES", "check_split", "expand_suite", "load_suite",
            "suite_seeds"]
 
-# Version 2 added the `reworded` suite; the template suites are unchanged since version 1.
-SUITE_VERSION = 2
+# Version 2 added the `reworded` suite; version 3 added the novel-concept suites (novel-shape,
+# novel-color, novel-both). The template suites are unchanged since version 1.
+SUITE_VERSION = 3
 SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout", "all",
-                           "reworded")
+                           "reworded", "novel-shape", "novel-color", "novel-both")
 # The template suites that "all" joins ("reworded" is a test-split suite of its own).
 TEMPLATE_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout")
-_SEED_BASE = {"single": 1000, "binding": 2000, "counting": 3000, "spatial": 4000, "heldout": 5000}
+# Concepts the base model never saw (data.world NOVEL_SHAPES, NOVEL_COLORS), for scoring
+# personalisation; scored with the evaluator's "extended" vocabulary, never part of "all".
+NOVEL_SUITES: tuple[str, ...] = ("novel-shape", "novel-color", "novel-both")
+_SEED_BASE = {"single": 1000, "binding": 2000, "counting": 3000, "spatial": 4000, "heldout": 5000,
+              "novel-shape": 6000, "novel-color": 7000, "novel-both": 8000}
 
 # Training pairs in a fixed order (shape-major): 6 shapes x 8 colours - 6 held out = 42.
 TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(
@@ -136,12 +151,44 @@ def _reworded() -> list[PromptSpec]:
     return out
 
 
+def _novel_shape() -> list[PromptSpec]:
+    # Every novel shape in every world colour: "a red star", ..., "a white heart".
+    return [PromptSpec(a_noun(s, c), "novel_shape", (ObjectSpec(s, c),))
+            for s in NOVEL_SHAPES for c in COLORS]
+
+
+def _novel_color() -> list[PromptSpec]:
+    # Every world shape in every novel colour: "a pink circle", ..., "a pink ring".
+    return [PromptSpec(a_noun(s, c), "novel_color", (ObjectSpec(s, c),))
+            for c in NOVEL_COLORS for s in SHAPES]
+
+
+def _novel_both() -> list[PromptSpec]:
+    # Both novel at once ("a pink star"), then each novel object beside a known one, the novel
+    # shape in a world colour and a world shape in the novel colour, in both orders.
+    out = [PromptSpec(a_noun(s, c), "novel_both", (ObjectSpec(s, c),))
+           for s in NOVEL_SHAPES for c in NOVEL_COLORS]
+    colors = tuple(COLORS)
+    for i, (s, c) in enumerate((s, c) for s in NOVEL_SHAPES for c in NOVEL_COLORS):
+        known = (SHAPES[(2 * i) % len(SHAPES)], colors[(3 * i + 5) % len(colors)])
+        shape_only = (s, colors[(3 * i + 1) % len(colors)])  # novel shape, world colour
+        color_only = (SHAPES[(2 * i + 1) % len(SHAPES)], c)  # world shape, novel colour
+        for a, b in (((s, c), known), (known, (s, c)), (color_only, shape_only),
+                     (shape_only, color_only)):
+            out.append(PromptSpec(f"{a_noun(*a)} and {a_noun(*b)}", "novel_both",
+                                  (ObjectSpec(*a), ObjectSpec(*b))))
+    return out
+
+
 _BUILDERS = {
     "single": _single,
     "binding": _binding,
     "counting": _counting,
     "spatial": _spatial,
     "heldout": _heldout,
+    "novel-shape": _novel_shape,
+    "novel-color": _novel_color,
+    "novel-both": _novel_both,
 }
 
 
@@ -170,8 +217,9 @@ SUITE_SIZES: dict[str, int] = {name: len(_suite(name)) for name in SUITES}
 
 
 # Image k of a suite prompt uses seed spec.seed + k * SEED_STRIDE. Template prompt seeds lie in
-# [1000, 6000) and the stride exceeds their spread, so no two template prompts share a seed (a
-# reworded prompt shares its template prompt's seeds on purpose: same scene, other words).
+# [1000, 6000), novel-concept ones in [6000, 9000), and the stride exceeds their spread, so no
+# two such prompts share a seed (a reworded prompt shares its template prompt's seeds on
+# purpose: same scene, other words).
 SEED_STRIDE = 100_003
 
 # Splits. `dev`: images k < TEST_FIRST_IMAGE of the template suites, where recipes, samplers

@@ -64,4 +64,14 @@ HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
-PLURALS: dict[str, str] = {s: s + ("es" if s.endswith("ss") else "s") for s in SHAPES}
+# Novel concepts: words and looks that no training scene, caption or base suite uses, for
+# personalisation (adapters, DreamBooth, Textual Inversion) to teach a trained base model.
+NOVEL_SHAPES: tuple[str, ...] = ("star", "heart")
+# Pink lies > 2 x the evaluator's tolerance (60) from every world colour and the background
+# (nearest: purple, 125), and its blend line ~97 from theirs, so adding it to the evaluator's
+# palette leaves a world colour's pixels with their colour.
+NOVEL_COLORS: dict[str, tuple[int, int, int]] = {"pink": (255, 120, 165)}
+ALL_SHAPES: tuple[str, ...] = SHAPES + NOVEL_SHAPES
+ALL_COLORS: dict[str, tuple[int, int, int]] = {**COLORS, **NOVEL_COLORS}
+
+PLURALS: dict[str, str] = {s: s + ("es" if s.endswith("ss") else "s") for s in ALL_SHAPES}

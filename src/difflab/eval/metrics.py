@@ -252,9 +252,9 @@ def _fd_metric(feats: np.ndarray, real: np.ndarray) -> dict[str, float]:
 
 @register_metric("accuracy", "specs", ("accuracy", "accuracy/*"), higher_is_better=True)
 def _accuracy_metric(images: np.ndarray, specs: list) -> dict[str, Any]:
-    from difflab.eval.shapeeval import evaluate
+    from difflab.eval.shapeeval import evaluate, specs_vocabulary
 
-    report = evaluate(images, specs)
+    report = evaluate(images, specs, vocabulary=specs_vocabulary(specs))  # world unless novel
     # "passed": each image's verdict, kept beside the table's columns for paired tests.
     return {**shapes_accuracy(report), "passed": [v.passed for v in report.prompts]}
 

@@ -14,6 +14,9 @@ shapes world is exactly specified, so the detector here is analytic, with no tra
    (4x4 supersampled coverage) in the component's sub-pixel bounding box and compared with
    the observed coverage by soft IoU; the best names the shape, or none if it fits poorly.
 
+The `vocabulary` is "world" (the six shapes and eight colours the base model is trained on) or
+"extended" (also the novel concepts of `difflab.data.world`: NOVEL_SHAPES, NOVEL_COLORS).
+
 The verdicts are GenEval's (present, colour, count, relative position with its minimum
 offset) plus one more, `exclusive`: the world's captions list every object, so an image
 with objects that the prompt does not ask for fails. With `strict` (the default) a per-image
@@ -23,13 +26,28 @@ object) and distorted shapes (a best-fitting drawing under STRICT_SHAPE_IOU) eac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-from difflab.data.world import BACKGROUND, COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, PromptSpec
+from difflab.config import ConfigError
+from difflab.data.shapes import shape_sdf
+from difflab.data.world import (
+    ALL_COLORS,
+    ALL_SHAPES,
+    BACKGROUND,
+    COLORS,
+    NOVEL_COLORS,
+    NOVEL_SHAPES,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    ObjectSpec,
+    PromptSpec,
+)
 from difflab.eval.features import to_uint8_images
 
 if TYPE_CHECKING:
@@ -49,6 +67,39 @@ STRICT_SHAPE_IOU = 0.75
 
 
 @dataclass(frozen=True)
+class Vocabulary:
+    """What the detector can name: shapes (in fitting order) and palette colours."""
+
+    name: str
+    shapes: tuple[str, ...]
+    colors: tuple[str, ...]
+    lines: np.ndarray  # (K, 3) each colour minus the background: its blend line's direction
+
+
+VOCABULARIES: dict[str, Vocabulary] = {
+    "world": Vocabulary("world", SHAPES, COLOR_NAMES, _LINES),
+    "extended": Vocabulary("extended", ALL_SHAPES, tuple(ALL_COLORS),
+                           np.array(list(ALL_COLORS.values()), np.float32) - _BG),
+}
+
+
+def get_vocabulary(name: str) -> Vocabulary:
+    """The evaluator vocabulary called `name`, or a ConfigError naming the valid ones."""
+    if name not in VOCABULARIES:
+        raise ConfigError(f"unknown evaluator vocabulary {name!r}; valid: "
+                          f"{', '.join(VOCABULARIES)}")
+    return VOCABULARIES[name]
+
+
+def specs_vocabulary(specs: Sequence[PromptSpec]) -> str:
+    """"extended" when any spec names a novel shape or colour, else "world" (so base suites
+    keep the exact evaluator their results were scored with)."""
+    novel = set(NOVEL_SHAPES) | set(NOVEL_COLORS)
+    named = {x for spec in specs for o in spec.objects for x in (o.shape, o.color)}
+    return "extended" if named & novel else "world"
+
+
+@dataclass(frozen=True)
 class Detection:
     """One detected object: shape (None: fits no shape), colour, centre and box in pixels."""
 
@@ -63,11 +114,13 @@ class Detection:
 # ----------------------------------------------------------------------------- segmentation
 
 
-def _segment(img: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(H, W, 3) uint8 -> colour index (H, W; -1 background), coverage and residual (H, W, K)."""
+def _segment(img: np.ndarray, tol: float,
+             lines: np.ndarray = _LINES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 -> colour index (H, W; -1 background), coverage and residual (H, W, K)
+    for the palette whose blend-line directions are `lines` (K, 3)."""
     d = img.astype(np.float32) - _BG  # (H, W, 3)
-    a = np.clip(d @ _LINES.T / (_LINES**2).sum(1), 0.0, 1.0)  # (H, W, K) coverage per colour
-    resid = np.linalg.norm(d[:, :, None, :] - a[..., None] * _LINES, axis=-1)  # (H, W, K)
+    a = np.clip(d @ lines.T / (lines**2).sum(1), 0.0, 1.0)  # (H, W, K) coverage per colour
+    resid = np.linalg.norm(d[:, :, None, :] - a[..., None] * lines, axis=-1)  # (H, W, K)
     k = resid.argmin(-1)
     a_k = np.take_along_axis(a, k[..., None], -1)[..., 0]
     r_k = np.take_along_axis(resid, k[..., None], -1)[..., 0]
@@ -89,7 +142,8 @@ def _soft_extent(profile: np.ndarray) -> tuple[float, float]:
 
 # The world's shapes as point sets in units of the half side (u, v in [-1, 1], v down),
 # as drawn by difflab.data.shapes: the triangle points up, the cross's arms are a third of
-# the side wide, the ring keeps radii from 1/2 to 1.
+# the side wide, the ring keeps radii from 1/2 to 1; the novel shapes (star, heart) are the
+# renderer's own signed distance functions at r = 1.
 _INSIDE = {
     "circle": lambda u, v: u * u + v * v <= 1,
     "square": lambda u, v: (np.abs(u) <= 1) & (np.abs(v) <= 1),
@@ -98,8 +152,11 @@ _INSIDE = {
     "cross": lambda u, v: ((np.abs(u) <= 1) & (np.abs(v) <= 1 / 3))
     | ((np.abs(u) <= 1 / 3) & (np.abs(v) <= 1)),
     "ring": lambda u, v: (u * u + v * v <= 1) & (u * u + v * v >= 0.25),
+    **{s: lambda u, v, s=s: shape_sdf(s, u, v, 1.0) <= 0 for s in NOVEL_SHAPES},
 }
-assert set(_INSIDE) == set(SHAPES)
+assert set(_INSIDE) == set(ALL_SHAPES)
+
+
 def template(shape: str, shape_hw: tuple[int, int], placements: np.ndarray) -> np.ndarray:
     """Pixel coverage (P, h, w) of `shape` at each placement (cx, cy, r) of `placements` (P, 3),
     by supersampling (4x4 per pixel for small shapes, 2x2 from r = 8 px on)."""
@@ -130,8 +187,9 @@ def _placements(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
                      for grow in (0.0, 0.5, 1.0)])
 
 
-def fit_shape(alpha: np.ndarray) -> tuple[str, float, tuple[float, float, float, float]]:
-    """Best shape for a coverage window (h, w) in [0, 1]: (shape, soft IoU, its box x0 y0 x1 y1).
+def fit_shape(alpha: np.ndarray, shapes: Sequence[str] = SHAPES,
+              ) -> tuple[str, float, tuple[float, float, float, float]]:
+    """Best of `shapes` for a coverage window (h, w) in [0, 1]: (shape, soft IoU, its box).
 
     Analysis by synthesis: each shape is drawn at each candidate placement from the window's
     sub-pixel box and compared with the observed coverage by soft IoU (sum min / sum max).
@@ -140,7 +198,7 @@ def fit_shape(alpha: np.ndarray) -> tuple[str, float, tuple[float, float, float,
     y0, y1 = _soft_extent(alpha.max(1))
     places = _placements(x0, y0, x1, y1)
     best = ("", -1.0, (x0, y0, x1, y1))
-    for shape in SHAPES:
+    for shape in shapes:
         pred = _floor(template(shape, alpha.shape, places))  # (P, h, w)
         iou = np.minimum(alpha, pred).sum((1, 2)) / np.maximum(
             np.maximum(alpha, pred).sum((1, 2)), 1e-9)
@@ -172,11 +230,12 @@ class ImageInspection:
                 and all(d.shape_iou >= STRICT_SHAPE_IOU for d in self.detections))
 
 
-def inspect(image: np.ndarray, tol: float = 60.0) -> ImageInspection:
+def inspect(image: np.ndarray, tol: float = 60.0, vocabulary: str = "world") -> ImageInspection:
     """Detect the objects of one (H, W, 3) uint8 image (sorted top-left first) and measure
     the off-palette and debris mass beside them."""
+    vocab = get_vocabulary(vocabulary)
     img = to_uint8_images(image)[0]
-    label, a, resid = _segment(img, tol)
+    label, a, resid = _segment(img, tol, vocab.lines)
     min_area = _min_area(min(img.shape[:2]))
     comps = np.zeros(label.shape, np.int32)  # component id per pixel, 0 = none
     kept: list[tuple[int, tuple[slice, slice]]] = []
@@ -190,7 +249,8 @@ def inspect(image: np.ndarray, tol: float = 60.0) -> ImageInspection:
                 kept.append((int(k), box))
             else:
                 debris += int(sizes[i])
-    dets = [_measure(a, resid, comps, i + 1, k, box, tol) for i, (k, box) in enumerate(kept)]
+    dets = [_measure(a, resid, comps, i + 1, k, box, tol, vocab)
+            for i, (k, box) in enumerate(kept)]
     # Off-palette: clearly not background, and on no colour's blend line (anti-aliased edges
     # lie on their colour's line, so they do not count).
     far = np.linalg.norm(img.astype(np.float32) - _BG, axis=-1) > tol
@@ -199,12 +259,13 @@ def inspect(image: np.ndarray, tol: float = 60.0) -> ImageInspection:
     return ImageInspection(tuple(dets), off, debris, min_area)
 
 
-def detect(image: np.ndarray, tol: float = 60.0) -> list[Detection]:
+def detect(image: np.ndarray, tol: float = 60.0, vocabulary: str = "world") -> list[Detection]:
     """The objects in one (H, W, 3) uint8 image, sorted by position (top-left first)."""
-    return list(inspect(image, tol).detections)
+    return list(inspect(image, tol, vocabulary).detections)
 
 
-def _measure(a, resid, comps, cid: int, k: int, box, tol: float) -> Detection:
+def _measure(a, resid, comps, cid: int, k: int, box, tol: float,
+             vocab: Vocabulary = VOCABULARIES["world"]) -> Detection:
     """Describe component `cid` of colour `k` from its soft coverage in a padded window."""
     h, w = comps.shape
     ys = slice(max(box[0].start - 2, 0), min(box[0].stop + 2, h))
@@ -213,10 +274,10 @@ def _measure(a, resid, comps, cid: int, k: int, box, tol: float) -> Detection:
     # Why: other objects and off-colour pixels nearby must not leak into this shape.
     alpha[(resid[ys, xs, k] > tol) | ((comps[ys, xs] != cid) & (comps[ys, xs] != 0))] = 0
     alpha = _floor(alpha) * ndimage.binary_dilation(comps[ys, xs] == cid)  # this one + its rim
-    shape, iou, (x0, y0, x1, y1) = fit_shape(alpha)
+    shape, iou, (x0, y0, x1, y1) = fit_shape(alpha, vocab.shapes)
     bbox = (x0 + xs.start, y0 + ys.start, x1 + xs.start, y1 + ys.start)
     center = ((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
-    return Detection(shape if iou >= MIN_SHAPE_IOU else None, COLOR_NAMES[k], center, bbox,
+    return Detection(shape if iou >= MIN_SHAPE_IOU else None, vocab.colors[k], center, bbox,
                      float(alpha.sum()), iou)
 
 
@@ -302,11 +363,11 @@ def check(detections: list[Detection] | tuple[Detection, ...], spec: PromptSpec)
 
 
 def score(image: np.ndarray, spec: PromptSpec, tol: float = 60.0,
-          strict: bool = True) -> PromptVerdict:
+          strict: bool = True, vocabulary: str = "world") -> PromptVerdict:
     """Detect the objects of one (H, W, 3) uint8 image and score them against `spec`; with
     `strict`, the image's quality flag counts too (off `strict` is the lenient evaluator that
     ignored off-palette mass, debris and shapes fitting between 0.6 and STRICT_SHAPE_IOU)."""
-    seen = inspect(image, tol)
+    seen = inspect(image, tol, vocabulary)
     verdict = check(seen.detections, spec)
     return replace(verdict, quality=seen.quality_ok) if strict else verdict
 
@@ -340,14 +401,16 @@ def _rate(flags: list[bool]) -> float:
 
 
 def evaluate(images: np.ndarray | torch.Tensor | list, specs: list[PromptSpec],
-             tol: float = 60.0, strict: bool = True) -> ShapeEvalReport:
+             tol: float = 60.0, strict: bool = True,
+             vocabulary: str = "world") -> ShapeEvalReport:
     """Score images (uint8 (N, H, W, 3) or float [-1, 1] (N, 3, H, W)) against their specs
-    (`strict`: the quality flag counts; see `score`)."""
+    (`strict`: the quality flag counts; see `score`) with the evaluator `vocabulary`."""
+    get_vocabulary(vocabulary)
     images = to_uint8_images(images)
     if len(images) != len(specs):
         raise ValueError(f"got {len(images)} images but {len(specs)} prompt specs; "
                          "pass one spec per image")
-    verdicts = tuple(score(img, spec, tol, strict)
+    verdicts = tuple(score(img, spec, tol, strict, vocabulary)
                      for img, spec in zip(images, specs, strict=True))
     cats: dict[str, list[bool]] = {}
     for v in verdicts:
@@ -374,15 +437,17 @@ def scene_detections(scene: Scene) -> list[Detection]:
 
 
 def validate(size: int = 32, n_seeds: int = 2, suite: str = "all", noise: float = 8 / 255,
-             blur: float = 0.5, seed: int = 0) -> dict:
+             blur: float = 0.5, seed: int = 0, vocabulary: str | None = None) -> dict:
     """Accuracy of the evaluator on ground-truth renders of `suite`: clean, noised, blurred,
-    and the rate at which it rejects a render scored against a prompt it does not satisfy."""
+    and the rate at which it rejects a render scored against a prompt it does not satisfy
+    (`vocabulary` None: the one `specs_vocabulary` picks for the suite)."""
     from difflab.data.shapes import load_suite, render_spec
     from difflab.eval.features import add_gaussian_noise, gaussian_blur
 
     if n_seeds < 1:
         raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
     specs = load_suite(suite)
+    vocabulary = get_vocabulary(vocabulary or specs_vocabulary(specs)).name
     rng = np.random.default_rng(seed)
     rows: dict[str, dict[str, list[bool]]] = {}
     for s in range(n_seeds):
@@ -394,15 +459,16 @@ def validate(size: int = 32, n_seeds: int = 2, suite: str = "all", noise: float 
             row = rows.setdefault(spec.category, {k: [] for k in (*variants, "reject", "truth")})
             row["truth"].append(check(scene_detections(scene), spec).passed)
             for name, imgs in variants.items():
-                row[name].append(score(imgs[i], spec).passed)
+                row[name].append(score(imgs[i], spec, vocabulary=vocabulary).passed)
             # A wrong prompt: a random other spec that the true scene does not satisfy.
             wrong = (specs[j] for j in rng.permutation(len(specs)))
             other = next((o for o in wrong if not check(scene_detections(scene), o).passed), None)
             if other is not None:
-                row["reject"].append(not score(images[i], other).passed)
+                row["reject"].append(not score(images[i], other, vocabulary=vocabulary).passed)
     table = {cat: {k: _rate(v) for k, v in r.items()} | {"n": len(r["clean"])}
              for cat, r in sorted(rows.items())}
     pooled = {k: [x for r in rows.values() for x in r[k]] for k in next(iter(rows.values()))}
     table["overall"] = {k: _rate(v) for k, v in pooled.items()} | {"n": len(pooled["clean"])}
     return {"size": size, "n_seeds": n_seeds, "suite": suite, "noise": noise, "blur": blur,
-            "table": table}
+            "vocabulary": vocabulary, "table": table}
+

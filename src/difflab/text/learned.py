@@ -20,7 +20,9 @@ _WORD = re.compile(r"[a-z]+|\d+|[;:,]")
 
 def world_vocabulary() -> list[str]:
     """Specials, then every word the shapes world's captions use, sorted (stable ids)."""
-    words = set(TEMPLATE_WORDS) | set(SHAPES) | set(PLURALS.values()) | set(COLORS) | set(SIZES)
+    # World words only: novel concepts (NOVEL_SHAPES, their plurals, NOVEL_COLORS) stay unknown.
+    words = set(TEMPLATE_WORDS) | set(SHAPES) | {PLURALS[s] for s in SHAPES} | set(COLORS)
+    words |= set(SIZES)
     words |= set(NUMBERS.values()) | {str(n) for n in NUMBERS} | {";", ":", ","}
     return [PAD, UNK, BOS, *sorted(words)]
 
