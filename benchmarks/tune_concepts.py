@@ -20,8 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from difflab.data.concepts import concept_images
 
+from difflab.data.concepts import concept_images
 from difflab.data.suites import expand_suite, load_suite
 from difflab.demo import DEMO_SAMPLING
 from difflab.eval.features import extract_features, frechet_distance

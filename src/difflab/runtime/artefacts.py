@@ -222,6 +222,9 @@ def export_model(source: str | Path, out: str | Path, *, metrics: dict[str, Any]
 def result_summary(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(headline metrics, provenance) of a result file written by `difflab eval --out` or the
     demo: accuracies with intervals, FD, split, sampling settings; command, machine, date."""
+    if not Path(path).is_file():
+        raise ConfigError(f"metrics file not found: {path} (a metrics.json of `difflab eval "
+                          "--out` or the demo)")
     data = _json(Path(path))
     if "accuracy" not in data or "per_category" not in data:
         raise ConfigError(f"{path} is not a suite result file (no accuracy / per_category)")

@@ -45,6 +45,11 @@ def base_reference(source: str | Path) -> dict[str, str]:
     """The manifest's `base`: a shipped model's name (or the folder's absolute path) and the
     sha256 of its model.safetensors, which identifies the base wherever it is copied."""
     folder = resolve(source)
+    manifest = read_manifest(folder)
+    if manifest.kind != "checkpoint":
+        raise ConfigError(f"{folder} is a {manifest.kind!r} artefact; adapters are tuned on and "
+                          "applied to a checkpoint (a run, checkpoint or shipped model)")
+    verify(folder, manifest, ("model.safetensors",))
     name = str(source) if str(source) in shipped_models() and not Path(source).exists() \
         else str(folder.resolve())
     return {"path": name, "sha256": sha256_file(folder / "model.safetensors")}

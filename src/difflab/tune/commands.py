@@ -16,9 +16,9 @@ def check_data(concept: str, images: str, generate: int) -> None:
     if images and generate:
         raise ConfigError("give --images DIR or --generate N, not both")
     if images:
-        from difflab.data.folder import FolderDataset
+        from difflab.data.folder import ImageFolderDataset
 
-        FolderDataset(images)  # a missing folder or unreadable image fails now
+        ImageFolderDataset(images)  # a missing folder or unreadable image fails now
     elif generate < 1:
         raise ConfigError("give --images DIR (images with captions) or --generate N (N >= 1 "
                           "renders of the concept from the shapes world)")
@@ -35,9 +35,9 @@ def training_images(concept: str, images: str, generate: int, size: int,
     """(images (N, H, W, 3) uint8, captions) from a folder or generated from the world."""
     check_data(concept, images, generate)
     if images:
-        from difflab.data.folder import FolderDataset
+        from difflab.data.folder import ImageFolderDataset
 
-        data = FolderDataset(images, size=size)
+        data = ImageFolderDataset(images, size=size)
         items = [data[i] for i in range(len(data))]
         pixels = np.stack([((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round()
                            .clip(0, 255).astype(np.uint8) for it in items])
