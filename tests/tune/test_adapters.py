@@ -186,3 +186,15 @@ def test_a_bad_method_or_pattern_is_a_config_error():
     pipe = load(BASE)
     with pytest.raises(ConfigError, match="matches no"):
         tune(pipe, quick("lora", targets=r"nothing$"), IMAGES, CAPTIONS, progress=False)
+
+
+@pytest.mark.parametrize("preset", ["unet-tiny", "dit-tiny", "pixart-tiny", "mmdit-tiny"])
+def test_default_targets_find_layers_in_every_native_model(preset):
+    from difflab.runtime.build import build_network
+    from difflab.train.config import ModelSection
+    from difflab.tune.methods import DEFAULT_TARGETS, DIFFFIT_SCALED, matching
+
+    net = build_network(ModelSection(preset=preset))
+    names = matching(net, DEFAULT_TARGETS)
+    assert any(n.endswith("qkv") for n in names) and any(n.endswith("proj") for n in names)
+    assert matching(net, DIFFFIT_SCALED)

@@ -146,12 +146,46 @@ def bench_table(path: str, labels: dict[str, str] | None = None) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def tune_table(path: str) -> str:
+    """Tuning methods side by side: cost, new-concept accuracy, base-suite change, FD, size."""
+    data = _load(path)
+    res, costs, params = data["results"], data["costs"], data["base_parameters"]
+    base = res["base"]
+    head = ("| method | trainable (share) | tune time | new concept | base suite (change, "
+            "McNemar p) | FD base suite | adapter on disk |\n|---|---|---|---|---|---|---|")
+    rows = [head]
+    for name, r in res.items():
+        c, b = r["concept"], r["base"]
+        acc = format_accuracy(sum(c["passed"]), c["n"])
+        kept = format_accuracy(sum(b["passed"]), b["n"])
+        if name == "base":
+            rows.append(f"| base (shapes-base) | - | - | {acc} | {kept} | {b['fd']:.1f} | - |")
+            continue
+        k = costs[name]
+        p = format_p(mcnemar_exact(base["base"]["passed"], b["passed"]).p_value)
+        rows.append(f"| {name} | {k['trainable']:,} ({100 * k['trainable'] / params:.2f}%) | "
+                    f"{k['tune_seconds'] / 60:.1f} min | {acc} | {kept} "
+                    f"({100 * b['change']:+.1f}, p {p}) | {b['fd']:.1f} | "
+                    f"{k['adapter_bytes'] / 1024:,.0f} KiB |")
+    m = data["machine"]
+    n_img = len(data["training_images"])
+    note = (f"\nConcept {data['concept']!r}: {n_img} training images; split: {data['split']}; "
+            f"new concept = {data['sets']['concept']['images']} images of its "
+            f"{data['sets']['concept']['suite']} prompts; base suite = "
+            f"{data['sets']['base']['images']} images of suite {data['sets']['base']['suite']!r}"
+            f"; extended evaluator; timed on {m.get('cpu', '?')} ({m.get('capability', '?')}), "
+            f"{m.get('threads')} threads.\n")
+    return "\n".join(rows) + "\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
+    "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
 }
-PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md")
+PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
+                          "docs/tune.md")
 
 
 def regenerate(text: str) -> str:

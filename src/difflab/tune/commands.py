@@ -58,12 +58,16 @@ def tune_command(
     steps: int = typer.Option(300, help="optimisation steps"),
     lr: float = typer.Option(0.0, help="learning rate (0: the method's default)"),
     batch_size: int = typer.Option(8, help="images per step"),
-    rank: int = typer.Option(2, help="LoRA-family rank"),
-    alpha: float = typer.Option(2.0, help="LoRA-family alpha"),
+    rank: int = typer.Option(4, help="LoRA-family rank"),
+    alpha: float = typer.Option(4.0, help="LoRA-family alpha"),
     targets: str = typer.Option(DEFAULT_TARGETS, help="regular expression of the layers the "
                                 "peft methods and SaRA adapt"),
-    prior_weight: float = typer.Option(-1.0, help="class-prior preservation weight (-1: 1 for "
-                                       "dreambooth, else 0)"),
+    prior_weight: float = typer.Option(-1.0, help="class-prior preservation weight (-1: 0 for "
+                                       "full, else 1)"),
+    prior_images: int = typer.Option(42, help="base-generated images of known concepts for "
+                                     "the prior loss"),
+    prior_source: str = typer.Option("base", help="prior images: base (its own samples, as "
+                                     "DreamBooth) or world (exact renders)"),
     seed: int = typer.Option(0, help="seed of the data draws and adapter initialisation"),
     out: str = typer.Option(..., help="new adapter folder"),
 ) -> None:
@@ -75,7 +79,8 @@ def tune_command(
 
     cfg = TuneConfig(method=method, concept=concept, images=max(generate, 1), steps=steps,
                      lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, targets=targets,
-                     prior_weight=prior_weight, seed=seed)
+                     prior_weight=prior_weight, prior_images=prior_images,
+                     prior_source=prior_source, seed=seed)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     check_data(concept, images, generate)

@@ -23,11 +23,13 @@ from difflab.registry import Registry
 PEFT_METHODS: tuple[str, ...] = ("lora", "dora", "loha", "lokr")
 NATIVE_METHODS: tuple[str, ...] = ("full", "dreambooth", "difffit", "sara", "custom", "textual")
 METHODS: tuple[str, ...] = PEFT_METHODS + NATIVE_METHODS
-# Attention projections of every native model: UNet/DiT self- and cross-attention, MMDiT's
-# joint attention (its qkv of both streams) and output projections.
-DEFAULT_TARGETS = r"(attn\.(qkv|proj)|cross\.(q|kv|proj)|ctx_qkv|x_qkv)$"
+# Attention projections of every native model (UNet/DiT self- and cross-attention, MMDiT's
+# joint attention of both streams) and the UNet's residual-block convolutions: on the dev split
+# attention alone learned no new shape (0-6% with or without the prior loss).
+DEFAULT_TARGETS = r"(attn\.(qkv|proj)|cross\.(q|kv|proj)|_stream\.(qkv|proj)|res\.conv[12])$"
 CUSTOM_TARGETS = r"cross\.kv$"  # Custom Diffusion: the cross-attention key/value projection
-DIFFFIT_SCALED = r"(attn\.proj|cross\.proj|mlp\.fc2)$"  # branch outputs that get a scale
+# DiffFit's scaled branch outputs: attention and MLP output projections.
+DIFFFIT_SCALED = r"(attn\.proj|cross\.proj|_stream\.proj|mlp\.fc2)$"
 
 
 @dataclass

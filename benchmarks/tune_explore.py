@@ -1,0 +1,60 @@
+"""Choose tuning recipes on the dev split: tune shapes-base on a concept with each named
+config, score the concept's prompts (2 seeds) and suite `single` (1 seed) on dev, and append one
+JSON line per config (with machine and date) to the output file.
+
+    python benchmarks/tune_explore.py --runs runs.json --out benchmarks/results/tune/dev.jsonl
+
+`runs.json` is a list of [name, {TuneConfig fields}]; the name "base" scores the base alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from difflab.data.concepts import concept_images
+from difflab.data.suites import expand_suite, load_suite
+from difflab.runtime import load
+from difflab.runtime.machine import resolve_precision, run_record
+from difflab.tune.fit import TuneConfig, tune
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tune_concepts import concept_specs, evaluate_sets  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--concept", default="star")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    runs = json.loads(Path(args.runs).read_text())
+    sets = {"concept": expand_suite(concept_specs(args.concept), 2, split="dev"),
+            "base": expand_suite(load_suite("single"), 1, split="dev")}
+    images, captions = concept_images(args.concept, 12)
+    for name, fields in runs:
+        pipe = load("shapes-base")
+        seconds, cfg = 0.0, None
+        if name != "base":
+            cfg = TuneConfig(concept=args.concept, **fields)
+            seconds = tune(pipe, cfg, images, captions, progress=False).seconds
+        token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
+        res = evaluate_sets(pipe, sets, token, args.concept)
+        row = {"name": name, "config": fields, "tune_seconds": round(seconds, 1),
+               "split": "dev", "tuned_concept": args.concept,
+               **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
+               "command": "python benchmarks/tune_explore.py " + " ".join(argv),
+               "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(name, f"{seconds:.0f}s", {k: round(v["accuracy"], 3) for k, v in res.items()},
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,47 @@
+"""`difflab tune` then `difflab sample --adapter` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+from difflab import cli
+
+
+def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr("sys.argv", ["difflab", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_tune_then_sample_with_the_adapter(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "star-lora"
+    code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--method", "lora",
+                         "--concept", "star", "--generate", "4", "--steps", "2",
+                         "--batch-size", "2", "--prior-images", "2", "--out", out)
+    assert code == 0, text
+    assert "tuned lora on 4 images of 'star'" in text
+    manifest = json.loads((out / "difflab.json").read_text())
+    assert manifest["kind"] == "adapter" and manifest["base"]["path"] == "shapes-base"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(manifest["files"])
+    grid = tmp_path / "grid.png"
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--adapter",
+                         f"{out}:0.5", "-p", "a red star", "--n", "1", "--steps", "2",
+                         "--out", grid)
+    assert code == 0, text
+    assert "adapters: lora star-lora x0.5" in text and grid.is_file()
+    code, text = difflab(capsys, monkeypatch, "sample", str(out), "-p", "a red star", "--n", "1",
+                         "--steps", "2", "--out", grid)
+    assert code == 0, text
+
+
+def test_tune_refuses_an_existing_folder(tmp_path, capsys, monkeypatch):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
+                         "--out", tmp_path / "x")
+    assert code == 2 and text.strip().splitlines()[-1].startswith("error: --out")
