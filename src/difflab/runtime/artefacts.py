@@ -9,9 +9,12 @@ hands the folder to the loader registered for the kind (`@register_artefact("kin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,36 +189,41 @@ def load(path_or_name: str | Path, device: str = "cpu") -> Any:
     return ARTEFACTS.get(manifest.kind)(folder, manifest, device)
 
 
-def export_model(source: str | Path, out: str | Path, *, metrics: dict[str, Any] | None = None,
-                 provenance: dict[str, Any] | None = None) -> Manifest:
-    """Write a checkpoint's network alone (model.safetensors + manifest; no training state) to
-    a new folder `out`, built beside it and renamed into place, so `out` is whole or absent."""
-    import shutil
-    import tempfile
-
-    folder = resolve(source)
-    manifest = read_manifest(folder)
-    if manifest.kind != "checkpoint":
-        raise ConfigError(f"{folder} is a {manifest.kind!r} artefact; export takes a training "
-                          "checkpoint or run folder")
-    verify(folder, manifest, ("model.safetensors",))
+@contextlib.contextmanager
+def new_folder(out: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `out` to fill; renamed to `out` when the block ends without
+    error, else removed: `out` is whole or absent. `out` must not exist or be empty."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; an exported model is read by others
+    tmp.chmod(0o755)  # mkdtemp makes 0700; artefacts are read by others
     try:
-        shutil.copyfile(folder / "model.safetensors", tmp / "model.safetensors")
-        written = write_manifest(tmp, "checkpoint", manifest.config,
-                                 metrics={**manifest.metrics, **(metrics or {})},
-                                 provenance={**manifest.provenance, **(provenance or {})})
+        yield tmp
         if out.exists():
             out.rmdir()
         tmp.rename(out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def export_model(source: str | Path, out: str | Path, *, metrics: dict[str, Any] | None = None,
+                 provenance: dict[str, Any] | None = None) -> Manifest:
+    """Write a checkpoint's network alone (model.safetensors + manifest; no training state) to
+    a new folder `out`, built beside it and renamed into place, so `out` is whole or absent."""
+    folder = resolve(source)
+    manifest = read_manifest(folder)
+    if manifest.kind != "checkpoint":
+        raise ConfigError(f"{folder} is a {manifest.kind!r} artefact; export takes a training "
+                          "checkpoint or run folder")
+    verify(folder, manifest, ("model.safetensors",))
+    with new_folder(out) as tmp:
+        shutil.copyfile(folder / "model.safetensors", tmp / "model.safetensors")
+        written = write_manifest(tmp, "checkpoint", manifest.config,
+                                 metrics={**manifest.metrics, **(metrics or {})},
+                                 provenance={**manifest.provenance, **(provenance or {})})
     return written
 
 

@@ -24,6 +24,7 @@ from difflab.io import load_tensors, save_tensors
 from difflab.runtime.artefacts import (
     MANIFEST,
     Manifest,
+    new_folder,
     read_manifest,
     register_artefact,
     resolve,
@@ -58,16 +59,7 @@ def base_reference(source: str | Path) -> dict[str, str]:
 def save_adapter(result: Any, out: str | Path, base: dict[str, str],
                  metrics: dict[str, Any] | None = None) -> Manifest:
     """Write a tuning result as an adapter folder (a new folder, renamed into place)."""
-    import shutil
-    import tempfile
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with new_folder(out) as tmp:
         cfg, delta = result.config, result.delta
         if cfg.method in PEFT_METHODS:
             result.adaptation.peft_model.save_pretrained(str(tmp))
@@ -81,12 +73,6 @@ def save_adapter(result: Any, out: str | Path, base: dict[str, str],
         info = {"trainable": result.trainable, "seconds": round(result.seconds, 2),
                 "final_loss": result.losses[-1] if result.losses else None, **(metrics or {})}
         manifest = write_manifest(tmp, KIND, {"tune": asdict(cfg)}, base=base, metrics=info)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return manifest
 
 
