@@ -3,8 +3,10 @@
 Composition: two separately tuned concept adapters (a shape and a colour) merged by task
 arithmetic and by TIES, scored on the prompt that needs both ("a pink star") and on each
 concept's own prompts (interference). Acceleration/compression: one adapter merged into the
-base, then DeepCache, TeaCache, W8A8 or SVDQuant W4A4 applied; the share of the adapter's
-accuracy gain that survives = (adapter - base) under the method / (adapter - base) plain.
+base, then DeepCache, TeaCache, real-int8 W8A8 or SVDQuant W4A4 applied (quantized after
+merging), and the LoRA joined to the low-rank branch of a W4A4 base quantized without it (as
+SVDQuant runs LoRAs); the share of the adapter's accuracy gain that survives =
+(adapter - base) under the method / (adapter - base) plain.
 
     python benchmarks/tune_compose.py --shape runs/tune/star-lora-test \
         --color runs/tune/pink-lora-test --split test --out benchmarks/results/tune/compose.json
@@ -30,13 +32,13 @@ from difflab.eval.stats import wilson_interval
 from difflab.io import write_json
 from difflab.runtime import load, quantize_pipeline, read_manifest
 from difflab.runtime.machine import resolve_precision, run_record
-from difflab.tune.adapters import apply_adapters
+from difflab.tune.adapters import apply_adapters, join_adapters
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tune_concepts import concept_specs  # noqa: E402
 
 ACCEL = {"deepcache": ("deepcache", {"interval": 3}), "teacache": ("teacache", {"threshold": 0.1})}
-QUANT = ("w8a8", "w4a4_svd")
+QUANT = ("w8a8_real", "w4a4_svd", "w4a4_svd+joined")
 
 
 def score(pipe, specs, seeds, accel=None) -> dict:
@@ -49,11 +51,16 @@ def score(pipe, specs, seeds, accel=None) -> dict:
 
 
 def pipeline(adapters, how="sum", quant=""):
+    """The base with adapters merged then quantized, or (quant "R+joined") quantized by R then
+    the LoRA adapters joined to its low-rank branches."""
     pipe = load("shapes-base")
-    if adapters:
+    recipe, _, joined = quant.partition("+")
+    if adapters and not joined:
         apply_adapters(pipe, [(a, 1.0) for a in adapters], how)
-    if quant:
-        quantize_pipeline(pipe, quant)
+    if recipe:
+        quantize_pipeline(pipe, recipe)
+    if adapters and joined:
+        join_adapters(pipe, [(a, 1.0) for a in adapters])
     return pipe
 
 

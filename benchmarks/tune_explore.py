@@ -1,5 +1,5 @@
 """Choose tuning recipes on the dev split: tune shapes-base on a concept with each named
-config, score the concept's prompts (2 seeds) and suite `single` (1 seed) on dev, and append one
+config, score the concept's prompts and suite `single` on dev (seeds per prompt: --seeds), and append one
 JSON line per config (with machine and date) to the output file.
 
     python benchmarks/tune_explore.py --runs runs.json --out benchmarks/results/tune/dev.jsonl
@@ -30,10 +30,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", required=True)
     ap.add_argument("--concept", default="star")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", default="2,1", help="seeds per prompt: concept,base")
     args = ap.parse_args(argv)
     runs = json.loads(Path(args.runs).read_text())
-    sets = {"concept": expand_suite(concept_specs(args.concept), 2, split="dev"),
-            "base": expand_suite(load_suite("single"), 1, split="dev")}
+    k_concept, k_base = (int(k) for k in args.seeds.split(","))
+    sets = {"concept": expand_suite(concept_specs(args.concept), k_concept, split="dev"),
+            "base": expand_suite(load_suite("single"), k_base, split="dev")}
     images, captions = concept_images(args.concept, 12)
     for name, fields in runs:
         pipe = load("shapes-base")

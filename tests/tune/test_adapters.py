@@ -202,3 +202,49 @@ def test_default_targets_find_layers_in_every_native_model(preset):
     names = matching(net, DEFAULT_TARGETS)
     assert any(n.endswith("qkv") for n in names) and any(n.endswith("proj") for n in names)
     assert matching(net, DIFFFIT_SCALED)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_a_joined_lowrank_change_adds_exactly_its_product(conv):
+    """SVDQuant's LoRA path: joining (down, up) to a smoothed quantized layer with a low-rank
+    branch adds up @ down applied to the unsmoothed input; restoring the branch is exact."""
+    from difflab.quant.formats import get_format
+    from difflab.quant.modules import ActQuantizer, QuantConv2d, QuantLinear, WeightSpec
+
+    torch.manual_seed(0)
+    spec = WeightSpec(get_format("int4"), "channel", 0, True)
+    act = ActQuantizer(get_format("int8"))
+    if conv:
+        float_layer = torch.nn.Conv2d(6, 5, 3, padding=1)
+        layer = QuantConv2d(float_layer, spec, act, smooth=torch.rand(6) + 0.5)
+        down, up = torch.randn(2, 6, 3, 3), torch.randn(5, 2, 1, 1)
+        x = torch.randn(2, 6, 4, 4)
+        want = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, down, padding=1), up)
+    else:
+        layer = QuantLinear(torch.nn.Linear(6, 5), spec, act, smooth=torch.rand(6) + 0.5,
+                            rank=2, lowrank_dtype="float32")
+        down, up = torch.randn(3, 6), torch.randn(5, 3)
+        x = torch.randn(4, 6)
+        want = x @ (up @ down).T
+    plain = layer(x)
+    before = layer.join_lowrank(down, up)
+    torch.testing.assert_close(layer(x) - plain, want, rtol=1e-4, atol=1e-4)
+    layer.set_lowrank(*before)
+    assert torch.equal(layer(x), plain)
+
+
+def test_a_lora_joins_a_quantized_base_and_leaves_exactly(trained):
+    """A LoRA on a W4A4 (SVDQuant) base joins its low-rank branches, changes the output, and
+    unjoining gives the quantized base's outputs bit for bit; a DoRA adapter is refused."""
+    from difflab.runtime import quantize_pipeline
+    from difflab.tune.adapters import join_adapters
+
+    pipe = load(BASE)
+    quantize_pipeline(pipe, "w4a4_svd", calib_steps=2)
+    plain = outputs(pipe)
+    joined = join_adapters(pipe, [(trained["lora"][0], 1.0)])
+    assert not torch.equal(outputs(pipe), plain)
+    joined.unjoin()
+    assert torch.equal(outputs(pipe), plain)
+    with pytest.raises(ConfigError, match="only plain LoRA"):
+        join_adapters(pipe, [(trained["dora"][0], 1.0)])

@@ -136,6 +136,26 @@ class _QuantLayer(nn.Module):
                               self.spec.group_size)
         self.weight_hat = w.to(self.weight_dtype)
 
+    @torch.no_grad()
+    def join_lowrank(self, down: Tensor, up: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Add the weight change up @ down (a LoRA; conv layers: down a conv, up 1x1) to the
+        16-bit low-rank branch, in the smoothed input space, as SVDQuant runs a LoRA on a
+        quantized base ("SVDQuant", 2024): L1 <- [L1, up], L2 <- [L2; down diag(s)]. Returns
+        the previous (L1, L2), which `set_lowrank` restores exactly."""
+        before = (self.L1, self.L2)
+        if self.smooth is not None:
+            shape = [1, -1] + [1] * (down.dim() - 2)
+            down = down.float() * self.smooth.view(shape)
+        dtype = self.L2.dtype if self.L2 is not None else torch.float32
+        down, up = down.to(dtype), up.to(dtype)
+        if self.L1 is not None:
+            down, up = torch.cat([self.L2, down], 0), torch.cat([self.L1, up], 1)
+        self.set_lowrank(up, down)
+        return before
+
+    def set_lowrank(self, L1: Tensor | None, L2: Tensor | None) -> None:
+        self.L1, self.L2 = L1, L2
+
     @property
     def weight(self) -> Tensor:
         """The effective (dequantized, smoothed) weight, for code that reads `.weight.dtype`."""
@@ -201,5 +221,10 @@ class QuantConv2d(_QuantLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._smooth_input(x, 1)  # (B, C, H, W)
-        return F.conv2d(self.act(x), self.weight_hat, self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        y = F.conv2d(self.act(x), self.weight_hat, self.bias, self.stride, self.padding,
+                     self.dilation, self.groups)
+        if self.L1 is not None:  # a joined LoRA: kxk conv to r channels, then 1x1 (join_lowrank)
+            low = F.conv2d(x.to(self.L2.dtype), self.L2, None, self.stride, self.padding,
+                           self.dilation)
+            y = y + F.conv2d(low, self.L1).to(y.dtype)
+        return y

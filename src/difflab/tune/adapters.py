@@ -258,3 +258,58 @@ def load_adapter(folder: Path, manifest: Manifest, device: str) -> Any:
     pipe = load(base, device)
     apply_adapters(pipe, [(folder, 1.0)])
     return pipe
+
+
+# ----------------------------------------------------------------------------- quantized bases
+
+
+def lora_factors(folder: str | Path) -> dict[str, tuple[Tensor, Tensor]]:
+    """A LoRA adapter's factors {module name: (down (r, I[, k, k]), up (O, r[, 1, 1]) * scale)},
+    read from peft's files."""
+    import json
+
+    folder = resolve(folder)
+    manifest = read_manifest(folder)
+    method = manifest.config.get("tune", {}).get("method", "")
+    cfg = json.loads((folder / PEFT_FILES[0]).read_text()) if method == "lora" else {}
+    if method != "lora" or cfg.get("use_dora") or cfg.get("rank_pattern") \
+            or cfg.get("alpha_pattern"):
+        raise ConfigError(f"{folder}: only plain LoRA adapters (one rank, one alpha, no DoRA) "
+                          f"join a quantized base's low-rank branch; this one is {method!r}")
+    verify(folder, manifest, PEFT_FILES)
+    tensors = load_tensors(folder / PEFT_FILES[1])
+    scale = cfg["lora_alpha"] / cfg["r"]
+    prefix, a, b = "base_model.model.", ".lora_A.weight", ".lora_B.weight"
+    return {key[len(prefix):-len(a)]: (value, tensors[key[:-len(a)] + b] * scale)
+            for key, value in tensors.items() if key.endswith(a)}
+
+
+@dataclass
+class JoinedAdapters:
+    """LoRA adapters joined to quantized layers' low-rank branches; `unjoin()` restores them."""
+
+    before: list[tuple[nn.Module, Any]]
+
+    def unjoin(self) -> None:
+        for layer, (L1, L2) in reversed(self.before):
+            layer.set_lowrank(L1, L2)
+
+
+def join_adapters(pipe: Any, adapters: Sequence[tuple[str | Path, float]]) -> JoinedAdapters:
+    """LoRA adapters on a quantized base, as SVDQuant runs them ("SVDQuant", 2024): each LoRA
+    joins the 16-bit low-rank branch of its layers; the quantized weights stay as they are."""
+    from difflab.quant.modules import _QuantLayer
+
+    modules = dict(pipe.net.named_modules())
+    joined = JoinedAdapters([])
+    for path, weight in adapters:
+        for name, (down, up) in lora_factors(path).items():
+            layer = modules.get(name)
+            if not isinstance(layer, _QuantLayer):
+                joined.unjoin()
+                raise ConfigError(f"{path}: layer {name!r} is not a quantized layer of this "
+                                  "network; apply the adapter to the float base instead")
+            joined.before.append((layer, layer.join_lowrank(down, up * weight)))
+    pipe.labels["adapters"] = ", ".join(f"lora {Path(p).name} x{w:g} (joined)"
+                                        for p, w in adapters)
+    return joined

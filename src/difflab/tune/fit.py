@@ -60,6 +60,7 @@ class TuneConfig:
     prior_images: int = 42  # images of known concepts for the prior loss
     prior_source: str = "base"  # base: the base's own samples (DreamBooth); world: renders
     cond_dropout: float = 0.0  # 0: the unconditional branch is not retrained on the concept
+    ema: float = 0.0  # decay of an exponential moving average of the trained tensors; 0 = off
     token: str = ""  # Textual Inversion's pseudo-word; "" = "<concept>"
     seed: int = 0
 
@@ -77,6 +78,7 @@ class TuneConfig:
         check_float("dropout", self.dropout, 0.0, 0.99)
         check_float("cond_dropout", self.cond_dropout, 0.0, 1.0)
         check_float("sparsity", self.sparsity, 1e-6, 1.0)
+        check_float("ema", self.ema, 0.0, 0.99999)
         if self.prior_source not in PRIOR_SOURCES:
             raise ConfigError(f"unknown prior_source {self.prior_source!r}; valid: "
                               + ", ".join(PRIOR_SOURCES))
@@ -199,6 +201,7 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
         from tqdm import tqdm
 
         steps = tqdm(steps, desc=f"tune {cfg.method}", unit="step")
+    shadow = [p.detach().clone() for p in adaptation.params] if cfg.ema > 0 else None
     adaptation.net.train()
     for step in steps:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -209,9 +212,17 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adaptation.params, 1.0)
         opt.step()
+        if shadow is not None:  # warmed-up decay, as the trainer's EMA
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            for s, p in zip(shadow, adaptation.params, strict=True):
+                s.lerp_(p.detach(), 1 - decay)
         losses.append(loss.item())
         if progress and step % 20 == 0:
             steps.set_postfix(loss=f"{loss.item():.4f}")
+    if shadow is not None:
+        with torch.no_grad():
+            for s, p in zip(shadow, adaptation.params, strict=True):
+                p.copy_(s)
     adaptation.net.eval()
     seconds = time.perf_counter() - start
     return TuneResult(cfg, adaptation.delta(), adaptation, trainable_count(adaptation), seconds,
