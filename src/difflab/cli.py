@@ -109,7 +109,8 @@ def sample(
     bottleneck: str = typer.Option("", help="Bottleneck Sampling: 'default' (1 -> 0.5 -> 1) "
                                    "or scales=[..],fractions=[..],shifts=[..]"),
     adapter: list[str] = typer.Option([], "--adapter", help="adapter folder, DIR[:weight] "
-                                      "(repeatable: merged into the base together)"),
+                                      "(repeatable: merged into the base together; LoRA "
+                                      "adapters join a quantized folder's low-rank branch)"),
     combine: str = typer.Option("sum", help="how several adapters combine: sum (task "
                                 "arithmetic) or ties (TIES merging)"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
@@ -143,7 +144,14 @@ def sample(
         if combine not in COMBINES:
             raise ConfigError(f"--combine {combine!r}; valid: {', '.join(COMBINES)}")
     pipe = load(checkpoint)
-    if adapters:
+    if adapters and pipe.kind == "quantized":
+        from difflab.tune.adapters import join_adapters
+
+        if combine != "sum":
+            raise ConfigError("adapters on a quantized model are joined (summed); "
+                              f"--combine {combine} needs the float base")
+        join_adapters(pipe, adapters)
+    elif adapters:
         from difflab.tune.adapters import apply_adapters
 
         apply_adapters(pipe, adapters, combine)

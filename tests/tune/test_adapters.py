@@ -248,3 +248,15 @@ def test_a_lora_joins_a_quantized_base_and_leaves_exactly(trained):
     assert torch.equal(outputs(pipe), plain)
     with pytest.raises(ConfigError, match="only plain LoRA"):
         join_adapters(pipe, [(trained["dora"][0], 1.0)])
+
+
+def test_the_moving_average_replaces_the_last_iterate():
+    """With ema > 0 the trained tensors end as their average, not the last step's values."""
+    changes = []
+    for ema in (0.0, 0.5):
+        pipe = load(BASE)
+        result = tune(pipe, TuneConfig(method="difffit", steps=3, batch_size=2, prior_images=2,
+                                       ema=ema), IMAGES, CAPTIONS, progress=False)
+        changes.append(result.delta.dense)
+    assert set(changes[0]) == set(changes[1])
+    assert any(not torch.equal(changes[0][k], changes[1][k]) for k in changes[0])

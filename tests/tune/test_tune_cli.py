@@ -37,6 +37,14 @@ def test_tune_then_sample_with_the_adapter(tmp_path, capsys, monkeypatch):
     code, text = difflab(capsys, monkeypatch, "sample", str(out), "-p", "a red star", "--n", "1",
                          "--steps", "2", "--out", grid)
     assert code == 0, text
+    quant = tmp_path / "w4a4"
+    code, text = difflab(capsys, monkeypatch, "quantize", "shapes-base", "--recipe", "w4a4_svd",
+                         "--calib-steps", "2", "--out", quant)
+    assert code == 0, text
+    code, text = difflab(capsys, monkeypatch, "sample", quant, "--adapter", out, "-p",
+                         "a red star", "--n", "1", "--steps", "2", "--out", grid)
+    assert code == 0, text
+    assert "adapters: lora star-lora x1 (joined)" in text
 
 
 def test_tune_refuses_an_existing_folder(tmp_path, capsys, monkeypatch):

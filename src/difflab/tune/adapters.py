@@ -300,10 +300,20 @@ def join_adapters(pipe: Any, adapters: Sequence[tuple[str | Path, float]]) -> Jo
     joins the 16-bit low-rank branch of its layers; the quantized weights stay as they are."""
     from difflab.quant.modules import _QuantLayer
 
+    source = Path(pipe.source)
+    manifest = read_manifest(source)
+    base_sha = (manifest.base or {}).get("sha256") if manifest.kind != "checkpoint" \
+        else sha256_file(source / "model.safetensors")
     modules = dict(pipe.net.named_modules())
     joined = JoinedAdapters([])
     for path, weight in adapters:
-        for name, (down, up) in lora_factors(path).items():
+        folder = resolve(path)
+        want = (read_manifest(folder).base or {}).get("sha256")
+        if want and base_sha and want != base_sha:
+            raise ConfigError(f"{folder} was tuned on weights sha256 {want[:12]}, but "
+                              f"{source} quantizes weights {base_sha[:12]}; join it to a "
+                              "quantized copy of the base it was trained on")
+        for name, (down, up) in lora_factors(folder).items():
             layer = modules.get(name)
             if not isinstance(layer, _QuantLayer):
                 joined.unjoin()

@@ -64,10 +64,9 @@ def tune_command(
                                 "peft methods and SaRA adapt"),
     prior_weight: float = typer.Option(-1.0, help="class-prior preservation weight (-1: 0 for "
                                        "full, else 1)"),
-    prior_images: int = typer.Option(42, help="base-generated images of known concepts for "
-                                     "the prior loss"),
-    prior_source: str = typer.Option("base", help="prior images: base (its own samples, as "
-                                     "DreamBooth) or world (exact renders)"),
+    prior_images: int = typer.Option(42, help="images of known concepts for the prior loss"),
+    prior_source: str = typer.Option("world", help="prior images: world (exact renders) or "
+                                     "base (its own samples, as DreamBooth)"),
     seed: int = typer.Option(0, help="seed of the data draws and adapter initialisation"),
     out: str = typer.Option(..., help="new adapter folder"),
 ) -> None:

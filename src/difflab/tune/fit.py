@@ -1,9 +1,9 @@
 """Tune a loaded base model on a few images of a concept: the loop every method shares.
 
 The loss is the base's own denoising loss (its process's input, target and weighting) on the
-concept's images plus, by default, DreamBooth's class-prior preservation loss on images the
-base itself generates for prompts of known concepts (plain `full` fine-tuning runs without it,
-as the baseline). Condition dropout is off by default, so the unconditional branch that
+concept's images plus, by default, DreamBooth's class-prior preservation loss on images of
+known concepts: exact renders of the shapes world, or (`prior_source="base"`, as the paper)
+the base's own samples (plain `full` fine-tuning runs without it, as the baseline). Condition dropout is off by default, so the unconditional branch that
 guidance subtracts is not retrained on the concept.
 Every draw (batch order, sigma, noise, dropout) comes from a generator seeded by (seed, step).
 """
@@ -58,9 +58,14 @@ class TuneConfig:
     # split every method without it forgot 20-70 points of the base suite).
     prior_weight: float = -1.0
     prior_images: int = 42  # images of known concepts for the prior loss
-    prior_source: str = "base"  # base: the base's own samples (DreamBooth); world: renders
+    # world: exact renders of known concepts; base: the base's own samples (DreamBooth's). On
+    # the dev split the base's samples (with its mistakes) cost LoRA 18 points of the base
+    # suite against 1-5 with renders (benchmarks/results/tune/star-dev.jsonl).
+    prior_source: str = "world"
     cond_dropout: float = 0.0  # 0: the unconditional branch is not retrained on the concept
-    ema: float = 0.0  # decay of an exponential moving average of the trained tensors; 0 = off
+    # Decay of a moving average of the trained tensors; 0 = off (0.99 lost 19 concept points on
+    # the dev split).
+    ema: float = 0.0
     token: str = ""  # Textual Inversion's pseudo-word; "" = "<concept>"
     seed: int = 0
 
