@@ -15,6 +15,7 @@ SVDQuant runs LoRAs); the share of the adapter's accuracy gain that survives =
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import sys
 import time
@@ -106,6 +107,7 @@ def main(argv: list[str]) -> int:
         "split": args.split, "sample_config": asdict(DEMO_SAMPLING),
         "evaluator_vocabulary": "extended", "composition": rows, "under_methods": kept,
         "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
+        "load_average_at_end": os.getloadavg(),  # other jobs on the machine inflate times
         "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
     print(f"wrote {args.out}")
     return 0

@@ -13,6 +13,7 @@ scored on the same images' prompts and seeds, so each method's change is a paire
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -128,6 +129,7 @@ def main(argv: list[str]) -> int:
         results[method] = summarise(res, base_scores, real)
         costs[method] = {"trainable": result.trainable, "tune_seconds": round(result.seconds, 1),
                          "wall_seconds": round(wall, 1), "adapter_bytes": size,
+                         "load_average_1min": round(os.getloadavg()[0], 2),
                          "final_loss": float(np.mean(result.losses[-20:])),
                          "config": asdict(cfg), "adapter": str(folder)}
         line = ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in results[method].items())
@@ -143,6 +145,7 @@ def main(argv: list[str]) -> int:
                      args.base_suite, "images": len(v[0])} for k, v in sets.items()},
         "results": results, "costs": costs,
         "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
+        "load_average_at_end": os.getloadavg(),  # other jobs on the machine inflate times
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     print(f"wrote {args.out}")

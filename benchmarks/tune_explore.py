@@ -31,12 +31,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--concept", default="star")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", default="2,1", help="seeds per prompt: concept,base")
+    ap.add_argument("--images", type=int, default=12, help="training images of the concept")
     args = ap.parse_args(argv)
     runs = json.loads(Path(args.runs).read_text())
     k_concept, k_base = (int(k) for k in args.seeds.split(","))
     sets = {"concept": expand_suite(concept_specs(args.concept), k_concept, split="dev"),
             "base": expand_suite(load_suite("single"), k_base, split="dev")}
-    images, captions = concept_images(args.concept, 12)
+    images, captions = concept_images(args.concept, args.images)
     for name, fields in runs:
         pipe = load("shapes-base")
         seconds, cfg = 0.0, None
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
         res = evaluate_sets(pipe, sets, token, args.concept)
         row = {"name": name, "config": fields, "tune_seconds": round(seconds, 1),
-               "split": "dev", "tuned_concept": args.concept,
+               "split": "dev", "tuned_concept": args.concept, "images": args.images,
                **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
                "command": "python benchmarks/tune_explore.py " + " ".join(argv),
                "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
