@@ -260,3 +260,14 @@ def test_the_moving_average_replaces_the_last_iterate():
         changes.append(result.delta.dense)
     assert set(changes[0]) == set(changes[1])
     assert any(not torch.equal(changes[0][k], changes[1][k]) for k in changes[0])
+
+
+def test_a_base_prior_target_starts_at_zero():
+    """With the frozen base's prediction as the prior target, the prior loss of an adapter that
+    starts as the identity (LoRA) is zero at the first step: the first loss is the concept's."""
+    first = []
+    for kw in ({"prior_target": "base"}, {"prior_weight": 0.0}, {}):
+        result = tune(load(BASE), quick("lora", **kw), IMAGES, CAPTIONS, progress=False)
+        first.append(result.losses[0])
+    assert first[0] == pytest.approx(first[1], rel=1e-6)
+    assert first[2] > first[1]

@@ -174,8 +174,32 @@ def tune_table(path: str) -> str:
             f"{data['sets']['concept']['suite']} prompts; base suite = "
             f"{data['sets']['base']['images']} images of suite {data['sets']['base']['suite']!r}"
             f"; extended evaluator; timed on {m.get('cpu', '?')} ({m.get('capability', '?')}), "
-            f"{m.get('threads')} threads.\n")
-    return "\n".join(rows) + "\n" + note
+            f"{m.get('threads')} threads")
+    loads = [k["load_average_1min"] for k in costs.values() if "load_average_1min" in k]
+    if loads:  # other jobs on the machine while timing
+        note += f", 1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 cores"
+    return "\n".join(rows) + "\n" + note + ".\n"
+
+
+def compose_table(path: str) -> str:
+    """Two concept adapters together, and one adapter's gain under caches and quantization."""
+    data = _load(path)
+    comp = data["composition"]
+    sets = list(next(iter(comp.values())))
+    rows = ["| adapters | " + " | ".join(f"'{k}' prompts" if k != "both" else "both concepts"
+                                         for k in sets) + " |",
+            "|---" * (len(sets) + 1) + "|"]
+    for name, r in comp.items():
+        rows.append(f"| {name} | " + " | ".join(
+            format_accuracy(sum(r[k]["passed"]), r[k]["n"]) for k in sets) + " |")
+    rows += ["", "| applied to the base and to base + adapter | base | base + adapter | "
+             "gain (plain gain) | gain kept |", "|---|---|---|---|---|"]
+    for method, k in data["under_methods"].items():
+        kept = "-" if k["kept"] is None else f"{100 * k['kept']:.0f}%"
+        rows.append(f"| {method} | {format_accuracy(sum(k['base']['passed']), k['base']['n'])} "
+                    f"| {format_accuracy(sum(k['adapter']['passed']), k['adapter']['n'])} | "
+                    f"{100 * k['gain']:+.1f} ({100 * k['gain_plain']:+.1f}) | {kept} |")
+    return "\n".join(rows) + f"\n\nSplit: {data['split']}; extended evaluator.\n"
 
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -183,6 +207,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
+    "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md")

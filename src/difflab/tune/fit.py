@@ -1,15 +1,17 @@
 """Tune a loaded base model on a few images of a concept: the loop every method shares.
 
 The loss is the base's own denoising loss (its process's input, target and weighting) on the
-concept's images plus, by default, DreamBooth's class-prior preservation loss on images of
-known concepts: exact renders of the shapes world, or (`prior_source="base"`, as the paper)
-the base's own samples (plain `full` fine-tuning runs without it, as the baseline). Condition dropout is off by default, so the unconditional branch that
-guidance subtracts is not retrained on the concept.
-Every draw (batch order, sigma, noise, dropout) comes from a generator seeded by (seed, step).
+concept's images plus, by default, DreamBooth's class-prior preservation loss on images of known
+concepts: exact renders of the shapes world, or (`prior_source="base"`, as the paper) the base's
+own samples (plain `full` fine-tuning runs without it, as the baseline). Condition dropout is
+off by default, so the unconditional branch that guidance subtracts is not retrained on the
+concept. Every draw (batch order, sigma, noise, dropout) comes from a generator seeded by (seed,
+step).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ DEFAULT_LR: dict[str, float] = {"lora": 3e-3, "dora": 3e-3, "loha": 3e-3, "lokr"
 
 
 PRIOR_SOURCES: tuple[str, ...] = ("base", "world")
+PRIOR_TARGETS: tuple[str, ...] = ("data", "base")
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,12 @@ class TuneConfig:
     prior_weight: float = -1.0
     prior_images: int = 42  # images of known concepts for the prior loss
     # world: exact renders of known concepts; base: the base's own samples (DreamBooth's). On
-    # the dev split the base's samples (with its mistakes) cost LoRA 18 points of the base
+    # the dev split the base's samples (with its mistakes) cost LoRA 14-26 points of the base
     # suite against 1-5 with renders (benchmarks/results/tune/star-dev.jsonl).
     prior_source: str = "world"
+    # data: the prior images' denoising target; base: the frozen base's own prediction for the
+    # same noisy input (the prior loss then measures drift from the base directly)
+    prior_target: str = "data"
     cond_dropout: float = 0.0  # 0: the unconditional branch is not retrained on the concept
     # Decay of a moving average of the trained tensors; 0 = off (0.99 lost 19 concept points on
     # the dev split).
@@ -87,6 +93,9 @@ class TuneConfig:
         if self.prior_source not in PRIOR_SOURCES:
             raise ConfigError(f"unknown prior_source {self.prior_source!r}; valid: "
                               + ", ".join(PRIOR_SOURCES))
+        if self.prior_target not in PRIOR_TARGETS:
+            raise ConfigError(f"unknown prior_target {self.prior_target!r}; valid: "
+                              + ", ".join(PRIOR_TARGETS))
         if self.prior_weight != -1.0:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
 
@@ -192,6 +201,9 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     prior = (prior_set(pipe, cfg.prior_images, cfg.seed, cfg.prior_source, progress)
              if cfg.prior > 0 else None)
     condition = _Conditioning(pipe, cfg)
+    teacher = None
+    if prior is not None and cfg.prior_target == "base":
+        teacher = copy.deepcopy(pipe.net).eval().requires_grad_(False)
     if cfg.method == "textual":
         adaptation = _textual(pipe, cfg)
         captions = [c.replace(cfg.concept, cfg.pseudo_word) for c in captions]
@@ -212,7 +224,8 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         loss = _loss(pipe, adaptation, condition, x_all, list(captions), cfg, gen)
         if px is not None:
-            loss = loss + cfg.prior * _loss(pipe, adaptation, condition, px, prior[1], cfg, gen)
+            loss = loss + cfg.prior * _loss(pipe, adaptation, condition, px, prior[1], cfg, gen,
+                                            teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adaptation.params, 1.0)
@@ -235,8 +248,10 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
 
 
 def _loss(pipe: Any, adaptation: Adaptation, condition: _Conditioning, x: Tensor,
-          captions: list[str], cfg: TuneConfig, gen: torch.Generator) -> Tensor:
-    """The base's weighted denoising loss on a batch drawn (with replacement) from `x`."""
+          captions: list[str], cfg: TuneConfig, gen: torch.Generator,
+          teacher: torch.nn.Module | None = None) -> Tensor:
+    """The base's weighted denoising loss on a batch drawn (with replacement) from `x`; with a
+    `teacher`, its prediction replaces the process's target."""
     idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
     x0 = x[idx]
     drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
@@ -244,6 +259,13 @@ def _loss(pipe: Any, adaptation: Adaptation, condition: _Conditioning, x: Tensor
     sigma = pipe.process.sample_sigma(cfg.batch_size, generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     x_in, t = pipe.process.net_input(x0, noise, sigma)
-    out = adaptation.net(x_in, t, **condition(texts))
-    err = (out.float() - pipe.process.target(x0, noise, sigma)).pow(2).flatten(1).mean(1)
+    kwargs = condition(texts)
+    out = adaptation.net(x_in, t, **kwargs)
+    if teacher is None:
+        target = pipe.process.target(x0, noise, sigma)
+    else:
+        with torch.no_grad():
+            target = teacher(x_in, t, **{k: v.detach() if isinstance(v, Tensor) else v
+                                             for k, v in kwargs.items()})
+    err = (out.float() - target.float()).pow(2).flatten(1).mean(1)
     return (pipe.process.loss_weight(sigma).float() * err).mean()
