@@ -27,7 +27,8 @@ def serve_command(
     max_wait_ms: float = typer.Option(50.0, help="how long a request waits for others to "
                                       "batch with"),
     max_queue: int = typer.Option(256, help="queued requests before 429"),
-    max_images: int = typer.Option(8, help="images one request may ask for"),
+    max_images: int = typer.Option(0, help="images one request may ask for (0: 8, or "
+                                   "--max-batch if smaller)"),
     max_steps: int = typer.Option(100, help="sampling steps one request may ask for"),
     max_connections: int = typer.Option(1000, help="open connections before 503"),
     timeout: float = typer.Option(120.0, help="seconds before an unanswered request gets 504"),
@@ -41,7 +42,8 @@ def serve_command(
     from difflab.tune.adapters import parse_adapter
 
     config = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                         max_queue=max_queue, max_images=max_images, max_steps=max_steps,
+                         max_queue=max_queue, max_images=max_images or min(8, max_batch),
+                         max_steps=max_steps,
                          max_connections=max_connections, timeout_s=timeout, api_key=api_key,
                          cors_origins=tuple(cors_origin), precision=precision,
                          sizes=tuple(size))
@@ -63,5 +65,8 @@ def serve_command(
     typer.echo(f"serving {catalog.name} ({len(catalog.pipelines) - 1} adapters, "
                f"{len(catalog.plans) - 1} plans, sizes {', '.join(map(str, catalog.sizes))}) "
                f"on http://{host}:{port}/ ; batches of up to {max_batch} images")
-    Server(service).run()
+    try:
+        Server(service).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, once it has stopped
+        pass
     typer.echo("stopped")

@@ -111,7 +111,7 @@ class Plan:
         return self.description or (" + ".join(parts) if parts else "no acceleration")
 
     @contextlib.contextmanager
-    def applied(self, net: "nn.Module") -> Iterator[None]:
+    def applied(self, net: nn.Module) -> Iterator[None]:
         """The plan's hook attached to `net` for the block (removed after, bit for bit)."""
         if not self.accel:
             yield
