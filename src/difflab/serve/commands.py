@@ -42,7 +42,7 @@ def serve_command(
     from difflab.tune.adapters import parse_adapter
 
     config = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                         max_queue=max_queue, max_images=max_images or min(8, max_batch),
+                         max_queue=max_queue, max_images=max_images,
                          max_steps=max_steps,
                          max_connections=max_connections, timeout_s=timeout, api_key=api_key,
                          cors_origins=tuple(cors_origin), precision=precision,

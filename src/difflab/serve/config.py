@@ -35,7 +35,7 @@ class ServeConfig:
     max_batch: int = 16  # images in one batched forward
     max_wait_ms: float = 50.0  # how long the oldest queued request waits for company
     max_queue: int = 256  # queued requests; one more gets 429
-    max_images: int = 8  # images one request may ask for (prompts x n)
+    max_images: int = 0  # images one request may ask for (prompts x n); 0: min(8, max_batch)
     max_steps: int = 100  # sampling steps one request may ask for
     max_prompt_chars: int = 500
     max_body_bytes: int = 65_536
@@ -52,6 +52,8 @@ class ServeConfig:
                   limit="max_batch_size")
         check_float("max_wait_ms", self.max_wait_ms, 0.0, 60_000.0)
         check_int("max_queue", self.max_queue, 1, 1_000_000)
+        if self.max_images == 0:
+            object.__setattr__(self, "max_images", min(8, self.max_batch))
         check_int("max_images", self.max_images, 1, self.max_batch)
         check_int("max_steps", self.max_steps, 1, get_limits().max_sample_steps,
                   limit="max_sample_steps")
