@@ -150,5 +150,9 @@ def read_plans(path: str | Path | None) -> dict[str, Plan]:
                               "acceleration; choose another name")
         if not isinstance(spec, dict):
             raise ConfigError(f"plan file {path}: plan {name!r} must be an object")
-        plans[name] = from_dict(Plan, {"name": name, **spec}, where=f"plan {name}")
+        unknown = sorted(set(spec) - {"accel", "bottleneck", "description"})
+        if unknown:
+            raise ConfigError(f"plan file {path}: plan {name!r} has unknown key {unknown[0]!r}; "
+                              "valid: accel, bottleneck, description")
+        plans[name] = from_dict(Plan, {"name": name, **spec})
     return plans

@@ -32,7 +32,8 @@ async function loadModels() {
   $("conditioning").textContent = m.conditioning;
   fill($("sampler"), m.samplers.map((s) => [s, s]));
   $("sampler").value = m.defaults.sampler;
-  fill($("plan"), m.plans.map((p) => [p.name, p.name + " (" + p.describe + ")"]));
+  fill($("plan"), m.plans.map((p) => [p.name, p.name]));
+  m.plans.forEach((p, i) => { $("plan").options[i].title = p.describe; });
   fill($("adapter"), [["", "base model"], ...m.adapters.map((a) => [a.name, a.name])]);
   fill($("size"), m.image.sizes.map((s) => [s, s + "x" + s]));
   $("key-label").hidden = !m.auth;
