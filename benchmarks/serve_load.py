@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,8 @@ def measure(argv: list[str]) -> int:
     prompts = [spec.text for spec in load_suite("single")]
     bodies = [{"prompt": prompts[i % len(prompts)], "seed": 1000 + i, "steps": args.steps,
                "guidance": args.guidance} for i in range(args.requests)]
-    logs = out.parent / "logs"
-    logs.mkdir(exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="serve-load-"))  # server logs, if a server fails
+    load_before = os.getloadavg()
     servers = {mode: ServerProcess(args.model, opts, logs / f"{mode}.log")
                for mode, opts in MODES.items()}
     rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
@@ -194,6 +195,7 @@ def measure(argv: list[str]) -> int:
     identical = sum(a == b for a, b in zip(images["batched"], images["one_at_a_time"],
                                             strict=True))
     exits = {mode: s.stop() for mode, s in servers.items()}
+    load_after = os.getloadavg()
 
     flooded = ServerProcess(args.model, ["--max-batch", "16", "--max-queue",
                                          str(args.flood_queue)], logs / "flood.log")
@@ -221,6 +223,8 @@ def measure(argv: list[str]) -> int:
             config={**vars(args), "modes": MODES, "precision": "fp32"},
             machine=run_record()),
         "server_commands": {m: s.command for m, s in servers.items()},
+        # 1-minute load average of the machine (processes besides these servers included)
+        "load_average": {"before": load_before[0], "after": load_after[0]},
         "request": {k: v for k, v in bodies[0].items() if k not in ("prompt", "seed")},
         "clients": args.clients,
         "requests_per_round": len(bodies),
