@@ -8,6 +8,7 @@ import base64
 import io
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from difflab.serve.batcher import Batcher, Job, JobResult, ServeError
 from difflab.serve.config import NO_PLAN, Plan, ServeConfig, check_name
 from difflab.serve.metrics import ServeMetrics
 from difflab.serve.schemas import ImageRequest
+
+# A long-running server sees unbounded distinct prompts and settings: keep the newest only.
+PROMPT_CACHE_ENTRIES = 1024  # text embeddings per pipeline, LRU (MiniLM x 16 tokens: 25 MB)
+BASELINE_ENTRIES = 256  # per-image times without a plan, for the speed-up column
 
 
 @dataclass
@@ -67,6 +72,10 @@ def load_catalog(model: str, adapters: Sequence[tuple[str, float]] = (),
     for name, (path, weight) in zip(names, adapters, strict=True):
         pipelines[name] = load(model)
         apply_adapters(pipelines[name], [(path, weight)])
+    for pipe in pipelines.values():  # text models cache every prompt's embedding: bound it
+        cache = getattr(pipe.conditioner, "cache", None)
+        if cache is not None:
+            cache.max_entries = PROMPT_CACHE_ENTRIES
     own = pipelines[""].image_shape[1]
     catalog = Catalog(Path(model).name, pipelines, plans or {NO_PLAN: Plan()},
                       (own, *sorted(set(sizes) - {own})))
@@ -104,7 +113,7 @@ class Service:
                                max_wait_ms=self.config.max_wait_ms,
                                max_queue=self.config.max_queue, metrics=self.metrics)
         # per-image seconds without a plan, by (settings, batch images): the page's speed-up
-        self.baseline: dict[tuple, float] = {}
+        self.baseline: OrderedDict[tuple, float] = OrderedDict()
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -188,6 +197,9 @@ class Service:
         speedup = None
         if job.context["plan"] == NO_PLAN:
             self.baseline[key] = per_image
+            self.baseline.move_to_end(key)
+            if len(self.baseline) > BASELINE_ENTRIES:
+                self.baseline.popitem(last=False)
         elif key in self.baseline:
             speedup = round(self.baseline[key] / per_image, 3)
         return {
