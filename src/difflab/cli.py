@@ -51,6 +51,7 @@ def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
     from difflab.data.commands import data_app
     from difflab.eval.commands import bench
+    from difflab.serve.commands import serve_command
     from difflab.train.commands import train_command
     from difflab.tune.commands import tune_command
 
@@ -59,6 +60,7 @@ def _add_subcommands() -> None:
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
+    app.command("serve")(serve_command)
 
 
 @app.command()

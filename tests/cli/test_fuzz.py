@@ -402,6 +402,22 @@ def _tune_export_cases(add: Add) -> None:
     add(["export", "{run}"])
 
 
+def _serve_cases(add: Add) -> None:
+    """`serve`: bad models, plan files, adapters and options, refused before a port opens."""
+    for ck in BAD_CHECKPOINTS[:8]:
+        add(["serve", ref(ck), "--port", "0"])
+    s = ["serve", "{run}", "--port", "0"]
+    for f in [*list(BAD_TEXT_FILES)[:6], "missing", "dir"]:
+        add([*s, "--plan", ref(f)])
+    for opt, v in [("--max-batch", "0"), ("--max-queue", "-1"), ("--port", "70000"),
+                   ("--timeout", "nan"), ("--max-wait-ms", "-5"), ("--api-key", "short"),
+                   ("--cors-origin", "nope"), ("--size", "0"), ("--precision", "fp7"),
+                   ("--max-images", "99"), ("--max-steps", "0")]:
+        add([*s, opt, v])
+    add([*s, "--adapter", "{dir}"])
+    add([*s, "--adapter", "{run}"])  # a checkpoint, not an adapter
+
+
 def _other_cases(add: Add) -> None:
     """the listing commands and unknown commands."""
     for cmd in ["models", "samplers", "quant-recipes", "version"]:
@@ -419,7 +435,7 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
         cases.append((f"{len(cases):03d}-" + " ".join(argv)[:60], argv, env or {}))
 
     for part in (_sample_cases, _eval_cases, _train_cases, _quantize_bench_cases,
-                 _data_accel_cases, _tune_export_cases, _other_cases):
+                 _data_accel_cases, _tune_export_cases, _serve_cases, _other_cases):
         part(add)
     return cases
 

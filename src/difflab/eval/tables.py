@@ -202,15 +202,50 @@ def compose_table(path: str) -> str:
     return "\n".join(rows) + f"\n\nSplit: {data['split']}; extended evaluator.\n"
 
 
+def serve_load_table(path: str) -> str:
+    """`difflab serve` under load: batching vs one request at a time (images/s, latency,
+    batch size, failures), the paired speed-up, and the flood beyond the queue bound."""
+    data = _load(path)
+    modes = {"batched": "batched (up to 16 images, 50 ms wait)",
+             "one_at_a_time": "one request at a time (--max-batch 1)"}
+    head = ("| server | images/s (median of rounds) | p50 latency | p99 latency | mean batch | "
+            "answered / failed |\n|---|---|---|---|---|---|")
+    rows = [head]
+    for mode, label in modes.items():
+        m = data["modes"][mode]
+        lat = m["latency"]
+        rows.append(f"| {label} | {m['images_per_second_median']:.2f} | {lat['p50']:.1f} s | "
+                    f"{lat['p99']:.1f} s | {m['mean_batch_images']:.1f} | {m['ok']} / "
+                    f"{m['failed']} |")
+    f, mach, req = data["flood"], data["provenance"]["machine"], data["request"]
+    same = data["identical_images"]
+    statuses = ", ".join(f"{n} x {code}" for code, n in sorted(f["statuses"].items()))
+    note = (f"\nBatching: {data['speedup']['text']} images/s over one at a time (median of "
+            f"{len(data['rounds']['batched'])} interleaved rounds of {data['requests_per_round']} "
+            f"requests from {data['clients']} concurrent clients; {req['steps']} steps, guidance "
+            f"{req['guidance']:g}, one image each); byte-identical images in both modes: "
+            f"{same['same']} of {same['of']}. Flood: {f['requests']} requests at once against a "
+            f"queue of {f['queue_bound']}: {statuses}; resident memory "
+            f"{f['memory_kib_before']['VmRSS'] / 1024:.0f} -> "
+            f"{f['memory_kib_after']['VmRSS'] / 1024:.0f} MiB (peak "
+            f"{f['memory_kib_after']['VmHWM'] / 1024:.0f} MiB); afterwards /healthz "
+            f"{f['healthz_after']} and a request {f['request_after']}. Timed on "
+            f"{mach.get('cpu', '?')} ({mach.get('capability', '?')}), {mach.get('threads')} "
+            f"threads, load average {data['load_average']['before']:.1f} -> "
+            f"{data['load_average']['after']:.1f}.\n")
+    return "\n".join(rows) + "\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
+    "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
-                          "docs/tune.md")
+                          "docs/tune.md", "docs/serving.md")
 
 
 def regenerate(text: str) -> str:
