@@ -15,8 +15,8 @@ SVDQuant runs LoRAs); the share of the adapter's accuracy gain that survives =
 from __future__ import annotations
 
 import argparse
-import os
 import contextlib
+import os
 import sys
 import time
 from dataclasses import asdict

@@ -13,8 +13,8 @@ scored on the same images' prompts and seeds, so each method's change is a paire
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, replace

@@ -1,6 +1,6 @@
 """Choose tuning recipes on the dev split: tune shapes-base on a concept with each named
-config, score the concept's prompts and suite `single` on dev (seeds per prompt: --seeds), and append one
-JSON line per config (with machine and date) to the output file.
+config, score the concept's prompts and suite `single` on dev (seeds per prompt: --seeds),
+and append one JSON line per config (with machine and date) to the output file.
 
     python benchmarks/tune_explore.py --runs runs.json --out benchmarks/results/tune/dev.jsonl
 
