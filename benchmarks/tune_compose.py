@@ -3,7 +3,7 @@
 Composition: two separately tuned concept adapters (a shape and a colour) merged by task
 arithmetic and by TIES, scored on the prompt that needs both ("a pink star") and on each
 concept's own prompts (interference). Acceleration/compression: one adapter merged into the
-base, then DeepCache, TeaCache, real-int8 W8A8 or SVDQuant W4A4 applied (quantized after
+base, then DeepCache, encoder propagation, real-int8 W8A8 or SVDQuant W4A4 applied (quantized after
 merging), and the LoRA joined to the low-rank branch of a W4A4 base quantized without it (as
 SVDQuant runs LoRAs); the share of the adapter's accuracy gain that survives =
 (adapter - base) under the method / (adapter - base) plain.
@@ -38,7 +38,10 @@ from difflab.tune.adapters import apply_adapters, join_adapters
 sys.path.insert(0, str(Path(__file__).parent))
 from tune_concepts import concept_specs  # noqa: E402
 
-ACCEL = {"deepcache": ("deepcache", {"interval": 3}), "teacache": ("teacache", {"threshold": 0.1})}
+# The base is a UNet: DeepCache and Faster Diffusion's encoder propagation (TeaCache and the
+# other block caches are for transformers).
+ACCEL = {"deepcache": ("deepcache", {"interval": 3}),
+         "encoder_propagation": ("encoder_propagation", {"interval": 2})}
 QUANT = ("w8a8_real", "w4a4_svd", "w4a4_svd+joined")
 
 
