@@ -121,8 +121,10 @@ class CompressedSensing(LinearOperator):
             raise ConfigError(f"compressed-sensing ratio must be in (0, 1], got {ratio!r}")
         n = math.prod(shape)
         g = torch.Generator().manual_seed(seed)
-        q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-        self.matrix = q[: max(1, round(ratio * n))].float()  # (m, n)
+        m = max(1, round(ratio * n))
+        # orthonormal columns of a Gaussian (n, m) matrix: the rows of a Haar-random orthogonal
+        q, _ = torch.linalg.qr(torch.randn(n, m, generator=g, dtype=torch.float64))
+        self.matrix = q.T.float()  # (m, n)
         self.shape = shape
         self.name = f"cs:{ratio:g}"
 
