@@ -4,20 +4,8 @@ import pytest
 import torch
 
 from difflab.config import ConfigError
-from difflab.data.shapes import render_specs
-from difflab.data.suites import expand_suite, load_suite
 from difflab.edit.operators import make_operator
-from difflab.edit.restore import RestoreConfig, restore, to_tensor
-from difflab.runtime import load
-
-
-@pytest.fixture(scope="module")
-def scene():
-    pipe = load("shapes-base")
-    specs, seeds = expand_suite(load_suite("all"), 1, split="test")
-    specs, seeds = specs[:2], seeds[:2]
-    x = to_tensor(render_specs(specs, seeds, pipe.image_shape[-1]))
-    return pipe, x, [s.text for s in specs], seeds
+from difflab.edit.restore import RestoreConfig, restore
 
 
 @pytest.mark.parametrize("problem", ["sr4", "inpaint", "deblur", "cs:0.25"])
