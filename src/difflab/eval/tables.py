@@ -236,6 +236,28 @@ def serve_load_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def restore_table(path: str) -> str:
+    """Inverse problems: PSNR / SSIM of the classical baseline, DDNM and DPS per problem."""
+    data = _load(path)
+    prov, rows = data["provenance"], data["rows"]
+    head = ("| problem | sigma_y | baseline | DDNM | DPS | margin (DDNM, DPS) | s / image "
+            "(DDNM, DPS) |\n|---|---|---|---|---|---|---|")
+    out = [head]
+    for r in rows:
+        cells = [f"{r[k]['psnr']:.2f} dB / {r[k]['ssim']:.3f}" for k in ("baseline", "ddnm", "dps")]
+        margin = [r[k]["psnr"] - r["baseline"]["psnr"] for k in ("ddnm", "dps")]
+        out.append(f"| {r['problem']} | {r['sigma_y']:g} | " + " | ".join(cells)
+                   + f" | {margin[0]:+.2f}, {margin[1]:+.2f} dB | "
+                   f"{r['ddnm']['seconds_per_image']:.2f}, "
+                   f"{r['dps']['seconds_per_image']:.2f} |")
+    cfg, m = prov["config"], prov["machine"]
+    note = (f"\n{rows[0]['n']} scenes per row (suite {cfg['suite']!r}, {prov['split']} split), "
+            f"{cfg['steps']} steps, DPS step size {cfg['dps_step_size']:g}, cfg {cfg['cfg']:g}; "
+            f"baselines: {cfg['baselines']}; timed on {m.get('cpu', '?')}, "
+            f"{m.get('threads')} threads.\n")
+    return "\n".join(out) + "\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -243,9 +265,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
+    "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
-                          "docs/tune.md", "docs/serving.md")
+                          "docs/tune.md", "docs/serving.md", "docs/editing.md")
 
 
 def regenerate(text: str) -> str:

@@ -1,0 +1,2 @@
+"""Editing and inverse problems on a trained pipeline: measurement operators, restoration
+(DDNM, DPS) and SDEdit."""
