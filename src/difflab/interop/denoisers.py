@@ -56,7 +56,8 @@ class TimestepTable:
         return _interp(sigma.double().clamp(min=1e-12).log(), log_table, index).to(sigma.dtype)
 
 
-def _is_flow(scheduler: Any) -> bool:
+def is_flow(scheduler: Any) -> bool:
+    """True for a flow-matching scheduler (no alphas_cumprod, a `shift`), e.g. SD3's."""
     return getattr(scheduler, "alphas_cumprod", None) is None and "shift" in scheduler.config
 
 
@@ -65,7 +66,7 @@ def diffusers_denoiser(net: nn.Module, scheduler: Any) -> ScaledDenoiser:
     VP with its prediction type ("DDPM", 2020; "Progressive Distillation...", 2022) or
     rectified flow ("Scaling Rectified Flow Transformers", 2024)."""
     n_train = int(scheduler.config.num_train_timesteps)
-    if _is_flow(scheduler):
+    if is_flow(scheduler):
         return FlowDenoiser(net, lambda sigma: n_train * sigma)
     prediction = scheduler.config.prediction_type
     if prediction not in VP_PREDICTIONS:
