@@ -32,37 +32,42 @@ def _seeded(build: Any, seed: int) -> nn.Module:
     return model
 
 
-def tiny_unet(seed: int = 0) -> UNetNet:
-    """An SD-1.x-shaped `UNet2DConditionModel`: two levels, cross-attention at the first."""
+def tiny_unet(seed: int = 0, **config: Any) -> UNetNet:
+    """An SD-1.x-shaped `UNet2DConditionModel`: two levels, cross-attention at the first;
+    `config` overrides diffusers' config keys (e.g. block_out_channels)."""
     require_diffusers()
     from diffusers import UNet2DConditionModel
 
-    return UNetNet(_seeded(lambda: UNet2DConditionModel(
-        sample_size=SAMPLE_SIZE, in_channels=CHANNELS, out_channels=CHANNELS,
-        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=CONTEXT_DIM, attention_head_dim=2), seed))
+    return UNetNet(_seeded(lambda: UNet2DConditionModel(**{
+        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": CHANNELS,
+        "block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4,
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": CONTEXT_DIM, "attention_head_dim": 2, **config}), seed))
 
 
-def tiny_pixart(seed: int = 0) -> PixArtNet:
-    """A `PixArtTransformer2DModel`: patch 2, two blocks of width 16 (2 heads of 8)."""
+def tiny_pixart(seed: int = 0, **config: Any) -> PixArtNet:
+    """A `PixArtTransformer2DModel`: patch 2, two blocks of width 16 (2 heads of 8);
+    `config` overrides diffusers' config keys."""
     require_diffusers()
     from diffusers import PixArtTransformer2DModel
 
-    return PixArtNet(_seeded(lambda: PixArtTransformer2DModel(
-        sample_size=SAMPLE_SIZE, in_channels=CHANNELS, out_channels=CHANNELS, patch_size=2,
-        num_layers=2, num_attention_heads=2, attention_head_dim=8, norm_num_groups=4,
-        cross_attention_dim=16, caption_channels=CONTEXT_DIM), seed))
+    return PixArtNet(_seeded(lambda: PixArtTransformer2DModel(**{
+        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": CHANNELS,
+        "patch_size": 2, "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
+        "norm_num_groups": 4, "cross_attention_dim": 16, "caption_channels": CONTEXT_DIM,
+        **config}), seed))
 
 
-def tiny_sd3(seed: int = 0) -> SD3Net:
-    """An `SD3Transformer2DModel`: patch 2, two joint blocks (the last drops the context)."""
+def tiny_sd3(seed: int = 0, **config: Any) -> SD3Net:
+    """An `SD3Transformer2DModel`: patch 2, two joint blocks (the last drops the context);
+    `config` overrides diffusers' config keys."""
     require_diffusers()
     from diffusers import SD3Transformer2DModel
 
-    return SD3Net(_seeded(lambda: SD3Transformer2DModel(
-        sample_size=SAMPLE_SIZE, in_channels=CHANNELS, out_channels=CHANNELS, patch_size=2,
-        num_layers=2, num_attention_heads=2, attention_head_dim=8,
-        joint_attention_dim=CONTEXT_DIM, caption_projection_dim=16,
-        pooled_projection_dim=POOLED_DIM, pos_embed_max_size=SAMPLE_SIZE), seed))
+    return SD3Net(_seeded(lambda: SD3Transformer2DModel(**{
+        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": CHANNELS,
+        "patch_size": 2, "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
+        "joint_attention_dim": CONTEXT_DIM, "caption_projection_dim": 16,
+        "pooled_projection_dim": POOLED_DIM, "pos_embed_max_size": SAMPLE_SIZE, **config}),
+        seed))
