@@ -13,6 +13,7 @@ from difflab.core.samplers import get_sampler  # noqa: E402
 from difflab.core.schedules import get_sigmas_flow  # noqa: E402
 from difflab.interop import (  # noqa: E402
     diffusers_denoiser,
+    tiny_dit,
     tiny_pixart,
     tiny_sd3,
     tiny_unet,
@@ -20,19 +21,19 @@ from difflab.interop import (  # noqa: E402
 )
 
 STEPS = 6
-BUILD = {"unet": tiny_unet, "pixart": tiny_pixart, "sd3": tiny_sd3}
+BUILD = {"unet": tiny_unet, "pixart": tiny_pixart, "sd3": tiny_sd3, "dit": tiny_dit}
 OFF = {  # each method configured so that it never reuses anything
     "unet": [("deepcache", {"interval": 1}), ("encoder_propagation", {"interval": 1})],
     "pixart": [("block_cache", {"interval": 1}), ("teacache", {"threshold": 0.0}),
                ("first_block_cache", {"threshold": 0.0})],
 }
-OFF["sd3"] = OFF["pixart"]
+OFF["sd3"] = OFF["dit"] = OFF["pixart"]
 ON = {
     "unet": [("deepcache", {"interval": 3}), ("encoder_propagation", {"interval": 3})],
     "pixart": [("block_cache", {"interval": 3, "start": 1}),
                ("teacache", {"threshold": 10.0}), ("first_block_cache", {"threshold": 10.0})],
 }
-ON["sd3"] = ON["pixart"]
+ON["sd3"] = ON["dit"] = ON["pixart"]
 
 
 def _nets():
@@ -47,7 +48,8 @@ def _sample(kind: str) -> torch.Tensor:
     net = NETS[kind]
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(2, 4, 8, 8, generator=g)
-    cond = {"context": torch.randn(2, 5, 16, generator=g), "pooled": torch.randn(2, 8, generator=g)}
+    cond = {"context": torch.randn(2, 5, 16, generator=g), "pooled": torch.randn(2, 8, generator=g),
+            "y": torch.tensor([1, 7])}
     if kind == "sd3":
         scheduler, sigmas = FlowMatchEulerDiscreteScheduler(), get_sigmas_flow(STEPS)
     else:

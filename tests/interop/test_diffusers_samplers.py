@@ -23,6 +23,7 @@ from difflab.core.samplers import get_sampler  # noqa: E402
 from difflab.core.schedules import get_sigmas_flow  # noqa: E402
 from difflab.interop import (  # noqa: E402
     diffusers_denoiser,
+    tiny_dit,
     tiny_pixart,
     tiny_sd3,
     tiny_unet,
@@ -47,7 +48,8 @@ def _inputs(seed: int = 0) -> tuple[torch.Tensor, dict]:
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(2, 4, 8, 8, generator=g, dtype=F64)
     cond = {"context": torch.randn(2, 5, 16, generator=g, dtype=F64),
-            "pooled": torch.randn(2, 8, generator=g, dtype=F64)}
+            "pooled": torch.randn(2, 8, generator=g, dtype=F64),
+            "y": torch.tensor([1, 7])}  # class labels, read by DiT only
     return noise, cond
 
 
@@ -69,8 +71,8 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return rel
 
 
-@pytest.mark.parametrize("build,betas", [(tiny_unet, SD_BETAS), (tiny_pixart, {})],
-                         ids=["unet", "pixart"])
+@pytest.mark.parametrize("build,betas", [(tiny_unet, SD_BETAS), (tiny_pixart, {}),
+                                         (tiny_dit, {})], ids=["unet", "pixart", "dit"])
 @pytest.mark.parametrize("sampler", list(VP_SCHEDULERS))
 def test_vp_samplers_match_diffusers(build, betas, sampler):
     net = build(seed=1).double()

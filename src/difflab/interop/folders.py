@@ -15,12 +15,13 @@ from difflab.config import ConfigError, MissingFileError
 from difflab.core.denoisers import ScaledDenoiser
 from difflab.core.schedules import get_sigmas_flow
 from difflab.interop.denoisers import diffusers_denoiser, is_flow, vp_sigmas
-from difflab.interop.networks import PixArtNet, SD3Net, UNetNet, require_diffusers
+from difflab.interop.networks import DiTNet, PixArtNet, SD3Net, UNetNet, require_diffusers
 
 NETWORKS: dict[str, type[nn.Module]] = {
     "UNet2DConditionModel": UNetNet,
     "PixArtTransformer2DModel": PixArtNet,
     "SD3Transformer2DModel": SD3Net,
+    "DiTTransformer2DModel": DiTNet,
 }
 
 

@@ -134,6 +134,27 @@ class PixArtNet(nn.Module):
         return out
 
 
+class DiTNet(nn.Module):
+    """A diffusers `DiTTransformer2DModel` (class-conditional) as a difflab network: `y` (B,)
+    class labels go to `class_labels`; blocks are diffusers' own, h first (the DiT contract)
+    ("Scalable Diffusion Models with Transformers", 2023)."""
+
+    def __init__(self, transformer: nn.Module) -> None:
+        super().__init__()
+        self.model = transformer
+        object.__setattr__(self, "blocks", transformer.transformer_blocks)
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None,
+                context_mask: Tensor | None = None, pooled: Tensor | None = None,
+                y: Tensor | None = None) -> Tensor:
+        if y is None:
+            raise ConfigError("DiTTransformer2DModel is class-conditional: pass y (B,) labels")
+        out = self.model(x, timestep=t, class_labels=y).sample
+        if out.shape[1] == 2 * x.shape[1]:  # learned variance: keep the eps half
+            out = out[:, : x.shape[1]]
+        return out
+
+
 class _JointBlock(nn.Module):
     """A diffusers `JointTransformerBlock` called as a difflab MMDiT block:
     `h, context = block(h, context, temb)`, context None after the last (context_pre_only)

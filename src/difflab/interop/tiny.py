@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflab.interop.networks import PixArtNet, SD3Net, UNetNet, require_diffusers
+from difflab.interop.networks import DiTNet, PixArtNet, SD3Net, UNetNet, require_diffusers
 
 SAMPLE_SIZE = 8
 CHANNELS = 4
@@ -71,3 +71,15 @@ def tiny_sd3(seed: int = 0, **config: Any) -> SD3Net:
         "joint_attention_dim": CONTEXT_DIM, "caption_projection_dim": 16,
         "pooled_projection_dim": POOLED_DIM, "pos_embed_max_size": SAMPLE_SIZE, **config}),
         seed))
+
+
+def tiny_dit(seed: int = 0, **config: Any) -> DiTNet:
+    """A class-conditional `DiTTransformer2DModel`: patch 2, two blocks of width 16, 10
+    classes, learned variance (8 output channels) as in DiT-XL/2; `config` overrides."""
+    require_diffusers()
+    from diffusers import DiTTransformer2DModel
+
+    return DiTNet(_seeded(lambda: DiTTransformer2DModel(**{
+        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": 2 * CHANNELS,
+        "patch_size": 2, "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
+        "norm_num_groups": 4, "num_embeds_ada_norm": 10, **config}), seed))
