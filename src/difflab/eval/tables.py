@@ -258,6 +258,30 @@ def restore_table(path: str) -> str:
     return "\n".join(out) + "\n" + note
 
 
+def diffusers_caches_table(path: str) -> str:
+    """Caches on small random-weight diffusers models: speed-up (median of paired per-round
+    ratios, its interval), PSNR against the uncached output, and full / cached calls."""
+    data = _load(path)
+    rows = ["| model | method | options | speed-up [interval] | PSNR dB | calls full / cached |",
+            "|---|---|---|---|---|---|"]
+    for kind, m in data["models"].items():
+        for r in m["results"]:
+            speed = format_speedup(speedup_interval(r["times"], m["baseline_times"]))
+            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+            psnr = "inf" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.1f}"
+            calls = f"{r['calls'].get('full', 0)} / {r['calls'].get('cached', 0)}"
+            rows.append(f"| {kind} ({m['parameters']:,} parameters) | {r['method']} | {opts} | "
+                        f"{speed} | {psnr} | {calls} |")
+    cfg, mach = data["config"], data["machine"]
+    note = (f"\nRandom (seeded) weights, no prompts: PSNR measures how far a cache moves the "
+            f"sample, not image quality. Euler, {cfg['steps']} steps, batch {cfg['batch']}, "
+            f"latent {'x'.join(map(str, cfg['latent']))}, {cfg['repeats']} interleaved rounds; "
+            f"timed on {mach.get('cpu', '?')} ({mach.get('capability', '?')}), "
+            f"{mach.get('threads')} threads, 1-minute load average "
+            f"{data['load_average_1min']:.1f}.\n")
+    return "\n".join(rows) + "\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -266,9 +290,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
+    "diffusers_caches": lambda: diffusers_caches_table("benchmarks/results/interop/caches.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
-                          "docs/tune.md", "docs/serving.md", "docs/editing.md")
+                          "docs/tune.md", "docs/serving.md", "docs/editing.md",
+                          "docs/diffusers.md")
 
 
 def regenerate(text: str) -> str:
