@@ -1,0 +1,133 @@
+"""diffusers schedulers as difflab processes and sigma schedules.
+
+A diffusers scheduler is a stateful `step()` object; difflab splits the same information into a
+process (the beta table and parameterisation, which fix the denoiser wrapper and the sigma ->
+timestep map) and a schedule (a 1-D tensor of sigmas ending in 0). `process_from_scheduler`
+reads the first from a scheduler config, `scheduler_sigmas` the second from a scheduler whose
+timesteps were set, so a difflab sampler walks exactly the noise levels diffusers would.
+
+Conventions that differ (each is handled here or named in the error raised):
+- diffusers' DDIM and DPM-Solver keep the VP sample alpha x0 + sigma_vp noise and start from
+  x = noise; difflab samples in VE form x / alpha. `ve_from_vp` converts a sample (at sigma 0,
+  the end of sampling, the two agree). Euler keeps the VE form already.
+- difflab's own default schedules (`VPProcess.default_schedule`: trailing spacing;
+  `get_sigmas_flow`: t uniform from 1 to 0) are not diffusers' timestep spacings: pass
+  `scheduler_sigmas(...)` where the same noise levels are wanted.
+- A schedule ends in 0: a scheduler configured to stop at sigma_min (final_sigmas_type
+  "sigma_min", DDIM's set_alpha_to_one = false) is refused with the setting to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from difflab.config import ConfigError
+from difflab.core.processes import FlowProcess, VPProcess
+
+PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear",
+                  "squaredcos_cap_v2": "cosine"}
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+# scheduler options that change the noise table or the model input in ways difflab's processes
+# do not express (name -> the value that is supported)
+UNSUPPORTED = {"trained_betas": None, "rescale_betas_zero_snr": False,
+               "use_dynamic_shifting": False, "timestep_type": "discrete",
+               "use_exponential_sigmas": False, "use_beta_sigmas": False,
+               "invert_sigmas": False, "shift_terminal": None, "stochastic_sampling": False}
+
+
+def _config(scheduler_or_config: Any) -> dict[str, Any]:
+    config = getattr(scheduler_or_config, "config", scheduler_or_config)
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"expected a diffusers scheduler or its config dict, got "
+                          f"{type(scheduler_or_config).__name__}")
+    data = dict(config)
+    if "_class_name" not in data and not isinstance(scheduler_or_config, Mapping):
+        data["_class_name"] = type(scheduler_or_config).__name__
+    return data
+
+
+def _check_supported(cfg: dict[str, Any]) -> None:
+    for key, ok in UNSUPPORTED.items():
+        if key in cfg and cfg[key] != ok and not (ok is False and cfg[key] is None):
+            raise ConfigError(f"scheduler option {key}={cfg[key]!r} has no difflab process; "
+                              f"valid: {key}={ok!r}")
+
+
+def process_from_scheduler(scheduler_or_config: Any) -> VPProcess | FlowProcess:
+    """The difflab process of a diffusers scheduler (object or config dict): VP with its beta
+    table and prediction type ("DDPM", 2020), or rectified flow with its shift (SD3, 2024)."""
+    cfg = _config(scheduler_or_config)
+    _check_supported(cfg)
+    name = cfg.get("_class_name", "")
+    N = int(cfg.get("num_train_timesteps", 1000))
+    prediction = cfg.get("prediction_type", "epsilon")
+    if name in FLOW_SCHEDULERS or cfg.get("use_flow_sigmas") or prediction == "flow_prediction":
+        if N != 1000:  # FlowProcess feeds the network t = 1000 sigma, as diffusers does for N
+            raise ConfigError(f"flow scheduler with num_train_timesteps={N}; difflab's flow "
+                              "process embeds t = 1000 sigma (valid: 1000)")
+        shift = float(cfg.get("shift", cfg.get("flow_shift", 1.0)) or 1.0)
+        return FlowProcess(shift=shift)
+    if prediction not in PREDICTIONS:
+        raise ConfigError(f"prediction_type {prediction!r} has no difflab denoiser; valid: "
+                          f"{', '.join(PREDICTIONS)}")
+    beta_schedule = cfg.get("beta_schedule", "linear")
+    if beta_schedule not in BETA_SCHEDULES:
+        raise ConfigError(f"beta_schedule {beta_schedule!r} has no difflab table; valid: "
+                          f"{', '.join(BETA_SCHEDULES)}")
+    schedule = BETA_SCHEDULES[beta_schedule]
+    betas = {} if schedule == "cosine" else {
+        "beta_start": float(cfg.get("beta_start", 0.0001)),
+        "beta_end": float(cfg.get("beta_end", 0.02))}
+    return VPProcess(prediction=PREDICTIONS[prediction], schedule=schedule, discrete=True,
+                     num_timesteps=N, **betas)
+
+
+def _ddim_sigmas(scheduler: Any) -> Tensor:
+    """VE sigmas of a DDIM-style scheduler (no `.sigmas`): abar at each timestep, then the
+    step's target t - N // n, which must be the next timestep for a sigma list to describe it."""
+    cfg, ts = scheduler.config, scheduler.timesteps.long()
+    ratio = cfg.num_train_timesteps // scheduler.num_inference_steps
+    targets = ts - ratio
+    if ts.numel() > 1 and not torch.equal(targets[:-1], ts[1:]):
+        raise ConfigError(f"{type(scheduler).__name__} steps from t to t - {ratio}, which is "
+                          f"not the next timestep with timestep_spacing="
+                          f"{cfg.timestep_spacing!r} and {scheduler.num_inference_steps} steps; "
+                          "valid: 'leading', or 'trailing' with steps dividing "
+                          f"{cfg.num_train_timesteps}")
+    abar = scheduler.alphas_cumprod.double()
+    final = float(scheduler.final_alpha_cumprod)
+    if targets[-1] >= 0 or final != 1.0:
+        raise ConfigError(f"{type(scheduler).__name__} ends at sigma > 0 (set_alpha_to_one="
+                          f"{cfg.get('set_alpha_to_one')!r}); difflab schedules end in 0: "
+                          "valid: set_alpha_to_one=True")
+    a = abar[ts]
+    return torch.cat([((1 - a) / a).sqrt(), a.new_zeros(1)])
+
+
+def scheduler_sigmas(scheduler: Any, steps: int) -> Tensor:
+    """The (steps + 1,) float64 sigmas, ending in 0, at which `scheduler` evaluates the model
+    for `steps` steps (VE sigma for VP schedulers, t for flow matching)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be an int >= 1, got {steps!r}")
+    _check_supported(_config(scheduler))
+    scheduler.set_timesteps(steps)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None:
+        return _ddim_sigmas(scheduler)
+    sigmas = torch.as_tensor(sigmas).double().cpu()
+    if sigmas[-1] != 0:
+        raise ConfigError(f"{type(scheduler).__name__} ends at sigma {float(sigmas[-1]):.4g}, "
+                          "not 0 (final_sigmas_type='sigma_min'); difflab schedules end in 0: "
+                          "valid: final_sigmas_type='zero'")
+    return sigmas
+
+
+def ve_from_vp(x: Tensor, sigma: float | Tensor) -> Tensor:
+    """A VP sample x_vp = alpha x0 + sigma_vp noise (diffusers' DDIM, DPM-Solver) in difflab's
+    VE form x_vp / alpha, alpha = 1 / sqrt(1 + sigma^2) for VE sigma `sigma`."""
+    return x * (1 + torch.as_tensor(sigma, dtype=torch.float64) ** 2).sqrt().to(x.dtype)
