@@ -99,7 +99,9 @@ def test_difflab_sampler_matches_diffusers_scheduler(case):
 def test_process_table_is_the_schedulers():
     scheduler = build_scheduler({"_class_name": EULER, **SD})
     process = process_from_scheduler(scheduler)
-    assert process == VPProcess(schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    assert process == VPProcess(schedule="scaled_linear")  # SD's betas are the default
+    assert process_from_scheduler({"_class_name": EULER, **SD, "beta_end": 0.02}) == \
+        VPProcess(schedule="scaled_linear", beta_start=0.00085, beta_end=0.02)
     # diffusers multiplies out its table in float32 (1000 factors), difflab in float64
     abar = 1 / (1 + process.train_sigmas() ** 2)
     torch.testing.assert_close(abar, scheduler.alphas_cumprod.double(), rtol=0, atol=1e-6)

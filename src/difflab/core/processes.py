@@ -122,15 +122,20 @@ class VPProcess(_Process):
                                   f"{self.beta_start!r}, {self.beta_end!r}")
         self._check_weighting()
 
+    def beta_range(self) -> tuple[float, float]:
+        """(first, last) beta of the discrete linear or scaled_linear table."""
+        if self.beta_start:
+            return self.beta_start, self.beta_end
+        if self.schedule == "linear":
+            return LINEAR_BETA[0] / self.num_timesteps, LINEAR_BETA[1] / self.num_timesteps
+        return SCALED_LINEAR_BETA
+
     def _betas(self) -> Tensor:
         """(N,) float64 betas of the discrete linear or scaled_linear table."""
-        N = self.num_timesteps
+        b0, b1 = self.beta_range()
         if self.schedule == "linear":
-            b0, b1 = (self.beta_start, self.beta_end) if self.beta_start else (
-                LINEAR_BETA[0] / N, LINEAR_BETA[1] / N)
-            return torch.linspace(b0, b1, N, dtype=torch.float64)
-        b0, b1 = (self.beta_start, self.beta_end) if self.beta_start else SCALED_LINEAR_BETA
-        return torch.linspace(b0**0.5, b1**0.5, N, dtype=torch.float64) ** 2
+            return torch.linspace(b0, b1, self.num_timesteps, dtype=torch.float64)
+        return torch.linspace(b0**0.5, b1**0.5, self.num_timesteps, dtype=torch.float64) ** 2
 
     def _abar_continuous(self, t: Tensor) -> Tensor:
         """abar(t) for t in [0, 1] (score-SDE VP linear; iDDPM cosine), clamped above 0."""

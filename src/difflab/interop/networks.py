@@ -98,6 +98,10 @@ class PixArtNet(DiffusersNet):
     def blocks(self) -> nn.ModuleList:
         return self.model.transformer_blocks
 
+    @property
+    def text_dim(self) -> int:
+        return int(self.model.config.caption_channels)
+
     def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None,
                 context_mask: Tensor | None = None, pooled: Tensor | None = None,
                 y: Tensor | None = None) -> Tensor:
@@ -173,6 +177,14 @@ class SD3Net(DiffusersNet):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self.blocks = nn.ModuleList(_JointBlock(b) for b in model.transformer_blocks)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.model.config.joint_attention_dim)
+
+    @property
+    def pooled_dim(self) -> int:
+        return int(self.model.config.pooled_projection_dim)
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None,
                 context_mask: Tensor | None = None, pooled: Tensor | None = None,
@@ -268,6 +280,10 @@ class UNetNet(DiffusersNet):
                                      _MidStage(model.mid_block),
                                      *(_UpStage(model.up_blocks[L - 1 - i])
                                        for i in reversed(range(L)))])
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.model.config.cross_attention_dim)
 
     def _embedding(self, x: Tensor, t: Tensor, context: Tensor | None, pooled: Tensor | None,
                    y: Tensor | None) -> Tensor:

@@ -80,11 +80,14 @@ def process_from_scheduler(scheduler_or_config: Any) -> VPProcess | FlowProcess:
         raise ConfigError(f"beta_schedule {beta_schedule!r} has no difflab table; valid: "
                           f"{', '.join(BETA_SCHEDULES)}")
     schedule = BETA_SCHEDULES[beta_schedule]
-    betas = {} if schedule == "cosine" else {
-        "beta_start": float(cfg.get("beta_start", 0.0001)),
-        "beta_end": float(cfg.get("beta_end", 0.02))}
-    return VPProcess(prediction=PREDICTIONS[prediction], schedule=schedule, discrete=True,
-                     num_timesteps=N, **betas)
+    process = VPProcess(prediction=PREDICTIONS[prediction], schedule=schedule, num_timesteps=N)
+    if schedule == "cosine":
+        return process
+    betas = (float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02)))
+    if betas == process.beta_range():  # the schedule's own default: leave the fields unset
+        return process
+    return VPProcess(prediction=process.prediction, schedule=schedule, num_timesteps=N,
+                     beta_start=betas[0], beta_end=betas[1])
 
 
 def _ddim_sigmas(scheduler: Any) -> Tensor:
