@@ -125,3 +125,15 @@ def test_lora_rank_inferred_and_mismatches_refused(tmp_path):
         load_lora(net, tmp_path / "kohya.safetensors")
     with pytest.raises(ConfigError, match="no LoRA weights"):
         load_lora(net, tmp_path)
+
+
+def test_pipeline_of_a_network_quantized_throughout():
+    """SD3 has no float parameter left after W8A8 (its norms have no affine weights): the
+    pipeline finds its device from the quantized buffers."""
+    from difflab.core.processes import FlowProcess
+    from difflab.runtime import Pipeline
+
+    _, net = tiny_net("sd3")
+    quantize(net, "w8a8")
+    assert not list(net.parameters())
+    assert Pipeline(net, FlowProcess(), None, net.input_shape).device == torch.device("cpu")

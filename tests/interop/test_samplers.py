@@ -14,9 +14,10 @@ from difflab.core.guidance import cfg  # noqa: E402
 from difflab.core.processes import FlowProcess, VPProcess  # noqa: E402
 from difflab.core.samplers import sample_ddim, sample_dpmpp_2m, sample_euler  # noqa: E402
 from difflab.interop.schedulers import (  # noqa: E402
+    difflab_start,
+    diffusers_loop,
     process_from_scheduler,
     scheduler_sigmas,
-    ve_from_vp,
 )
 from difflab.interop.tiny import build_scheduler  # noqa: E402
 
@@ -45,31 +46,12 @@ CASES = {
     "sd3-flow-euler": ("sd3", {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0},
                        sample_euler, 3.0),
     # diffusers casts this scheduler's timesteps to int64 (floor of 1000 t) while it steps with
-    # the exact t; difflab feeds 1000 t, so the diffusers loop below is given 1000 t too
+    # the exact t; difflab feeds 1000 t, and so does `diffusers_loop`
     "sd3-flow-dpmpp2m": ("sd3", {"_class_name": DPM, "use_flow_sigmas": True,
                                  "prediction_type": "flow_prediction", "flow_shift": 3.0},
                          sample_dpmpp_2m, 1.0),
 }
 STEPS = 5
-
-
-def diffusers_sample(scheduler, net, x, cond, uncond, scale):
-    """diffusers' pipeline loop: scale the input, predict (with CFG on the raw output), step."""
-    scheduler.set_timesteps(STEPS)
-    flow_int_t = scheduler.timesteps.dtype == torch.int64 and scheduler.config.get(
-        "use_flow_sigmas", False)
-    for i, t in enumerate(scheduler.timesteps):
-        x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-        t_net = scheduler.sigmas[i] * 1000 if flow_int_t else t
-        if scale == 1.0:
-            out = net(x_in, t_net.expand(x.shape[0]), **cond)
-        else:
-            both = net(torch.cat([x_in, x_in]), t_net.expand(2 * x.shape[0]),
-                       **{k: torch.cat([cond[k], uncond[k]]) for k in cond})
-            c, u = both.chunk(2)
-            out = u + scale * (c - u)
-        x = scheduler.step(out, t, x).prev_sample
-    return x
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -80,14 +62,11 @@ def test_difflab_sampler_matches_diffusers_scheduler(case):
     cond, uncond = conditioning(name)
     noise = noise_like(net)
     scheduler = build_scheduler(sched_cfg)
-    scheduler.set_timesteps(STEPS)
-    x_init = noise * getattr(scheduler, "init_noise_sigma", 1.0)
-    ref = diffusers_sample(scheduler, net, x_init, cond, uncond, scale)
+    ref = diffusers_loop(scheduler, net, noise, STEPS, cond, uncond, scale)
 
     process = process_from_scheduler(scheduler)
     sigmas = scheduler_sigmas(build_scheduler(sched_cfg), STEPS)
-    if sampler is not sample_euler and isinstance(process, VPProcess):
-        x_init = ve_from_vp(x_init, sigmas[0])  # DDIM / DPM-Solver keep the VP scale
+    x_init = difflab_start(scheduler, noise, sigmas, process)
     model = process.denoiser(net)
     if scale != 1.0:
         model = cfg(model, scale, uncond)

@@ -178,14 +178,69 @@ def tune_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+INTEROP = "benchmarks/results/interop"
+INTEROP_MODELS = {"pixart": "PixArt", "sd3": "SD3", "unet": "UNet (SD-style)"}
+
+
+def interop_table() -> str:
+    """Caches and quantizers on the random-weight diffusers models: speed-up against the
+    uncached run (interleaved rounds, with its interval), PSNR / SSIM to it, weight bytes."""
+    data = {name: _load(f"{INTEROP}/{name}/bench.json") for name in INTEROP_MODELS}
+    check_machines({f"{INTEROP}/{k}/bench.json": v["machine"] for k, v in data.items()})
+    head = ["model", "point", "speed-up [interval]", "PSNR dB", "SSIM", "weights MB"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in data.items():
+        base = next(p for p in d["points"] if p["name"] == d["grid"]["baseline"])
+        for p in d["points"]:
+            q, cost = p["quality"], p["cost"]
+            if p is base:
+                speed = "1 (baseline)"
+            elif "timing" in cost:
+                speed = format_speedup(speedup_interval(cost["timing"]["times"],
+                                                        base["cost"]["timing"]["times"]))
+            else:
+                speed = "not timed"
+            psnr = q["psnr"]
+            rows.append(f"| {INTEROP_MODELS[name]} | {p['name']} | {speed} | "
+                        f"{'inf' if psnr in ('inf', float('inf')) else f'{psnr:.1f}'} | "
+                        f"{q['ssim']:.3f} | {cost['weight_bytes'] / 2**20:.2f} |")
+    d = next(iter(data.values()))
+    m, g = d["machine"], d["grid"]
+    note = (f"\n{g['max_prompts'] * g['seeds_per_prompt']} images per point (prompts of the "
+            f"{g['suite']} suite), {g['points'][0]['steps']} steps, CFG "
+            f"{g['points'][0]['cfg_scale']}, fp32; {g['timing_repeats']} interleaved rounds; "
+            f"timed on {m.get('cpu', '?')} ({m.get('capability', '?')}), {m.get('threads')} "
+            "thread(s). Random weights: PSNR / SSIM are against the uncached float run from "
+            "the same noise, not image quality.\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def interop_agreement_table() -> str:
+    """difflab's samplers against diffusers' schedulers on the same models and noise."""
+    data = _load(f"{INTEROP}/agreement.json")
+    rows = ["| model | diffusers scheduler | difflab sampler | max relative difference |",
+            "|---|---|---|---|"]
+    for name, entry in data["models"].items():
+        for r in entry["rows"]:
+            scheduler = r["scheduler"] + (f" ({r['label']})" if r.get("label") else "")
+            rows.append(f"| {INTEROP_MODELS[name]} | {scheduler} | {r['sampler']} | "
+                        f"{r['max_rel_diff']:.1e} |")
+    r = next(iter(data["models"].values()))["rows"][0]
+    note = (f"\n{r['steps']} steps, CFG {r['cfg']}, 4 prompts, fp32; max |difflab - diffusers| "
+            "/ max |diffusers| over the final samples.\n")
+    return "\n".join(rows) + "\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
+    "interop": interop_table,
+    "interop_agreement": interop_agreement_table,
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
-                          "docs/tune.md")
+                          "docs/tune.md", "docs/diffusers.md")
 
 
 def regenerate(text: str) -> str:

@@ -134,3 +134,38 @@ def ve_from_vp(x: Tensor, sigma: float | Tensor) -> Tensor:
     """A VP sample x_vp = alpha x0 + sigma_vp noise (diffusers' DDIM, DPM-Solver) in difflab's
     VE form x_vp / alpha, alpha = 1 / sqrt(1 + sigma^2) for VE sigma `sigma`."""
     return x * (1 + torch.as_tensor(sigma, dtype=torch.float64) ** 2).sqrt().to(x.dtype)
+
+
+@torch.no_grad()
+def diffusers_loop(scheduler: Any, net: Any, noise: Tensor, steps: int,
+                   cond: Mapping[str, Tensor], uncond: Mapping[str, Tensor] | None = None,
+                   scale: float = 1.0, exact_flow_t: bool = True) -> Tensor:
+    """diffusers' own sampling loop (scale the input, predict with CFG on the raw output,
+    `scheduler.step`), on wrapped network `net`, from `noise` (B, C, H, W): the reference that
+    difflab's samplers are compared with. DPM-Solver with flow sigmas casts its timesteps to
+    int64; with `exact_flow_t` the model is given the exact 1000 t it steps with instead, as
+    difflab does."""
+    scheduler.set_timesteps(steps)
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
+    int_flow = exact_flow_t and scheduler.timesteps.dtype == torch.int64 and \
+        scheduler.config.get("use_flow_sigmas", False)
+    for i, t in enumerate(scheduler.timesteps):
+        x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+        t_net = (scheduler.sigmas[i] * 1000 if int_flow else t).to(x.device)
+        if scale == 1.0 or uncond is None:
+            out = net(x_in, t_net.expand(x.shape[0]), **cond)
+        else:
+            both = net(torch.cat([x_in, x_in]), t_net.expand(2 * x.shape[0]),
+                       **{k: torch.cat([cond[k], uncond[k]]) for k in cond})
+            out_c, out_u = both.chunk(2)
+            out = out_u + scale * (out_c - out_u)
+        x = scheduler.step(out, t, x).prev_sample
+    return x
+
+
+def difflab_start(scheduler: Any, noise: Tensor, sigmas: Tensor, process: Any) -> Tensor:
+    """The VE-form x that difflab's samplers start from for the same start as `diffusers_loop`
+    (diffusers keeps the VP scale in DDIM and DPM-Solver, where init_noise_sigma is 1)."""
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
+    vp_scale = isinstance(process, VPProcess) and getattr(scheduler, "init_noise_sigma", 1.0) == 1
+    return ve_from_vp(x, sigmas[0]) if vp_scale else x
