@@ -29,12 +29,12 @@ from difflab.eval.commands import PipelineTarget, checkpoint_identity
 from difflab.eval.provenance import provenance
 from difflab.interop.folders import KIND
 from difflab.interop.schedulers import (
+    build_scheduler,
     difflab_start,
     diffusers_loop,
     process_from_scheduler,
     scheduler_sigmas,
 )
-from difflab.interop.tiny import build_scheduler
 from difflab.io import write_json
 from difflab.runtime import load, write_manifest
 from difflab.runtime.machine import configure_threads, int8_kernels, run_record

@@ -17,7 +17,12 @@ from typing import Any
 
 from difflab.config import ConfigError
 from difflab.interop.networks import WRAPPERS, register_wrapper, wrap
-from difflab.interop.schedulers import process_from_scheduler, scheduler_sigmas, ve_from_vp
+from difflab.interop.schedulers import (
+    build_scheduler,
+    process_from_scheduler,
+    scheduler_sigmas,
+    ve_from_vp,
+)
 
 
 def require_diffusers() -> Any:
@@ -30,5 +35,5 @@ def require_diffusers() -> Any:
     return diffusers
 
 
-__all__ = ["WRAPPERS", "process_from_scheduler", "register_wrapper", "require_diffusers",
-           "scheduler_sigmas", "ve_from_vp", "wrap"]
+__all__ = ["WRAPPERS", "build_scheduler", "process_from_scheduler", "register_wrapper",
+           "require_diffusers", "scheduler_sigmas", "ve_from_vp", "wrap"]

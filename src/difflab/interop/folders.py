@@ -137,7 +137,7 @@ def scheduler_from_process(process: Any) -> Any:
     """The diffusers scheduler with `process`'s noise table and prediction: Euler (trailing
     spacing, difflab's default for VP) or flow-matching Euler; EDM and continuous VP have none."""
     from difflab.core.processes import FlowProcess, VPProcess
-    from difflab.interop.tiny import build_scheduler
+    from difflab.interop.schedulers import build_scheduler
 
     if isinstance(process, FlowProcess):
         return build_scheduler({"_class_name": "FlowMatchEulerDiscreteScheduler",

@@ -36,7 +36,7 @@ def _read(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not path.is_file():
         raise MissingFileError(f"no LoRA weights at {path} (diffusers writes {WEIGHTS})")
     with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no mapping API)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = f.metadata() or {}
     if any("lora_down" in k or "lora_up" in k for k in tensors):
         raise ConfigError(f"{path} is in kohya's format (lora_down / lora_up); valid: peft's "

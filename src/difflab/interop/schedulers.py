@@ -51,6 +51,21 @@ def _config(scheduler_or_config: Any) -> dict[str, Any]:
     return data
 
 
+def build_scheduler(config: Mapping[str, Any]) -> Any:
+    """A diffusers scheduler from a config dict naming its class in `_class_name` (as a
+    folder's scheduler_config.json does)."""
+    from difflab.interop import require_diffusers
+
+    diffusers = require_diffusers()
+    config = dict(config)
+    name = str(config.pop("_class_name", ""))
+    cls = getattr(diffusers, name, None)
+    if not name.endswith("Scheduler") or cls is None:
+        raise ConfigError(f"{name!r} is not a diffusers scheduler class (e.g. "
+                          "EulerDiscreteScheduler, DPMSolverMultistepScheduler)")
+    return cls.from_config(config)
+
+
 def _check_supported(cfg: dict[str, Any]) -> None:
     for key, ok in UNSUPPORTED.items():
         if key in cfg and cfg[key] != ok and not (ok is False and cfg[key] is None):

@@ -67,18 +67,3 @@ def build_tiny(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(**tiny_config(name, **overrides)).eval()
-
-
-def build_scheduler(config: dict[str, Any]) -> Any:
-    """A diffusers scheduler from a config dict naming its class in `_class_name`."""
-    from difflab.config import ConfigError
-    from difflab.interop import require_diffusers
-
-    diffusers = require_diffusers()
-    config = dict(config)
-    name = str(config.pop("_class_name", ""))
-    cls = getattr(diffusers, name, None)
-    if not name.endswith("Scheduler") or cls is None:
-        raise ConfigError(f"{name!r} is not a diffusers scheduler class (e.g. "
-                          "EulerDiscreteScheduler, DPMSolverMultistepScheduler)")
-    return cls.from_config(config)

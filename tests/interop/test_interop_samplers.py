@@ -14,12 +14,12 @@ from difflab.core.guidance import cfg  # noqa: E402
 from difflab.core.processes import FlowProcess, VPProcess  # noqa: E402
 from difflab.core.samplers import sample_ddim, sample_dpmpp_2m, sample_euler  # noqa: E402
 from difflab.interop.schedulers import (  # noqa: E402
+    build_scheduler,
     difflab_start,
     diffusers_loop,
     process_from_scheduler,
     scheduler_sigmas,
 )
-from difflab.interop.tiny import build_scheduler  # noqa: E402
 
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 DDPM = {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}

@@ -16,7 +16,8 @@ from difflab.config import ConfigError  # noqa: E402
 from difflab.eval.bench import run_bench  # noqa: E402
 from difflab.eval.commands import pipeline_target  # noqa: E402
 from difflab.interop.folders import export_diffusers, import_diffusers  # noqa: E402
-from difflab.interop.tiny import build_scheduler, build_tiny  # noqa: E402
+from difflab.interop.schedulers import build_scheduler  # noqa: E402
+from difflab.interop.tiny import build_tiny  # noqa: E402
 from difflab.io import save_tensors  # noqa: E402
 from difflab.models import build_model  # noqa: E402
 from difflab.runtime import SampleConfig, load, write_manifest  # noqa: E402
