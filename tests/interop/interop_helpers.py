@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from difflab.interop.networks import wrap
-from difflab.interop.tiny import build_tiny
+from difflab.interop.tiny import tiny_network
 
 SKIP_REASON = "difflab.interop needs diffusers: pip install 'difflab[diffusers]'"
-NAMES = ("pixart", "dit", "sd3", "unet")
-TRANSFORMERS = ("pixart", "dit", "sd3")
+NAMES = ("pixart", "dit", "sd3", "flux", "unet")
+TRANSFORMERS = ("pixart", "dit", "sd3", "flux")
+FLUX_TOKENS = 16  # the tiny FLUX.1's 8x8 latents in 2x2 patches
 
 
 def conditioning(name: str, batch: int = 2, seed: int = 1) -> tuple[dict, dict]:
@@ -17,13 +17,13 @@ def conditioning(name: str, batch: int = 2, seed: int = 1) -> tuple[dict, dict]:
     mask), pooled vectors or class labels; uncond is zero text / the null class."""
     g = torch.Generator().manual_seed(seed)
     cond: dict[str, torch.Tensor] = {}
-    if name in ("pixart", "unet", "sd3"):
+    if name in ("pixart", "unet", "sd3", "flux"):
         cond["context"] = torch.randn(batch, 5, 24, generator=g)
     if name in ("pixart", "unet"):
         mask = torch.ones(batch, 5, dtype=torch.bool)
         mask[0, 3:] = False  # the first prompt is two tokens shorter
         cond["context_mask"] = mask
-    if name == "sd3":
+    if name in ("sd3", "flux"):
         cond["pooled"] = torch.randn(batch, 12, generator=g)
     if name == "dit":
         cond["y"] = torch.arange(batch) % 10
@@ -35,10 +35,18 @@ def conditioning(name: str, batch: int = 2, seed: int = 1) -> tuple[dict, dict]:
 
 def tiny_net(name: str, seed: int = 0):
     """(diffusers model, wrapped network) of tiny model `name`."""
-    model = build_tiny(name, seed=seed)
-    return model, wrap(model)
+    net = tiny_network(name, seed=seed)
+    return net.model, net
 
 
 def noise_like(net, batch: int = 2, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(batch, *net.input_shape, generator=torch.Generator().manual_seed(seed),
                        dtype=dtype)
+
+
+def tiny_process(name: str):
+    """The difflab process of tiny model `name`'s scheduler (FLUX.1's shift at its size)."""
+    from difflab.interop.schedulers import process_from_scheduler
+    from difflab.interop.tiny import tiny_scheduler_config
+
+    return process_from_scheduler(tiny_scheduler_config(name), image_seq_len=FLUX_TOKENS)

@@ -4,7 +4,14 @@ cached calls, and removing it restores the model bit for bit."""
 
 import pytest
 import torch
-from interop_helpers import SKIP_REASON, TRANSFORMERS, conditioning, noise_like, tiny_net
+from interop_helpers import (
+    SKIP_REASON,
+    TRANSFORMERS,
+    conditioning,
+    noise_like,
+    tiny_net,
+    tiny_process,
+)
 
 pytest.importorskip("diffusers", reason=SKIP_REASON)
 
@@ -12,8 +19,6 @@ from difflab.accel import apply_accel, hook_names  # noqa: E402
 from difflab.config import ConfigError  # noqa: E402
 from difflab.core.guidance import cfg  # noqa: E402
 from difflab.core.samplers import sample_euler  # noqa: E402
-from difflab.interop.schedulers import process_from_scheduler  # noqa: E402
-from difflab.interop.tiny import tiny_scheduler_config  # noqa: E402
 
 # method -> (options that never reuse, options that reuse)
 TRANSFORMER_CACHES = {"block_cache": ({"interval": 1}, {"interval": 3}),
@@ -29,7 +34,7 @@ def sampling_run(name):
     """(wrapped net, run): Euler with CFG 2 (cond and uncond in one batch), 6 steps."""
     _, net = tiny_net(name)
     cond, uncond = conditioning(name)
-    process = process_from_scheduler(tiny_scheduler_config(name))
+    process = tiny_process(name)
     sigmas = process.default_schedule(6)
     x = noise_like(net) * sigmas[0]
     model = cfg(process.denoiser(net), 2.0, uncond)

@@ -24,6 +24,17 @@ def diffusers_forward(name, model, x, t, cond):
     elif name == "sd3":
         out = model(x, encoder_hidden_states=cond["context"],
                     pooled_projections=cond["pooled"], timestep=t).sample
+    elif name == "flux":  # FLUX.1's pipeline: 2x2-patch tokens, ids, t in [0, 1], guidance
+        B, _, H, W = x.shape
+        tokens = x.view(B, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        ids = torch.zeros(H // 2, W // 2, 3)
+        ids[..., 1] += torch.arange(H // 2)[:, None]
+        ids[..., 2] += torch.arange(W // 2)[None, :]
+        out = model(tokens.reshape(B, H * W // 4, C * 4), encoder_hidden_states=cond["context"],
+                    pooled_projections=cond["pooled"], timestep=t / 1000,
+                    img_ids=ids.reshape(-1, 3), txt_ids=torch.zeros(cond["context"].shape[1], 3),
+                    guidance=torch.full((B,), 3.5)).sample
+        out = out.view(B, H // 2, W // 2, C, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(x.shape)
     else:
         out = model(x, t, cond["context"], encoder_attention_mask=cond["context_mask"]).sample
     return out[:, :C]
@@ -55,6 +66,9 @@ def test_blocks_are_declared_like_native_models():
         assert net.blocks is model.transformer_blocks
     model, net = tiny_net("sd3")
     assert [b.block for b in net.blocks] == list(model.transformer_blocks)
+    model, net = tiny_net("flux")  # double-stream, then single-stream blocks
+    assert [b.block for b in net.blocks] == [*model.transformer_blocks,
+                                             *model.single_transformer_blocks]
     model, net = tiny_net("unet")
     L = net.num_levels
     assert L == len(model.down_blocks) and len(net.blocks) == 2 * L + 1

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from interop_helpers import SKIP_REASON, conditioning, noise_like, tiny_net
+from interop_helpers import SKIP_REASON, conditioning, noise_like, tiny_net, tiny_process
 
 pytest.importorskip("diffusers", reason=SKIP_REASON)
 
@@ -18,8 +18,7 @@ from difflab.core.guidance import cfg  # noqa: E402
 from difflab.core.samplers import sample_euler  # noqa: E402
 from difflab.interop.lora import load_lora  # noqa: E402
 from difflab.interop.networks import wrap  # noqa: E402
-from difflab.interop.schedulers import process_from_scheduler  # noqa: E402
-from difflab.interop.tiny import build_tiny, tiny_scheduler_config  # noqa: E402
+from difflab.interop.tiny import build_tiny  # noqa: E402
 from difflab.quant import quantize  # noqa: E402
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -29,7 +28,7 @@ def sampler_run(name):
     """(net, run(model) -> samples): Euler, CFG 2, 4 steps, with `model` as the network."""
     _, net = tiny_net(name)
     cond, uncond = conditioning(name)
-    process = process_from_scheduler(tiny_scheduler_config(name))
+    process = tiny_process(name)
     sigmas = process.default_schedule(4)
     x = noise_like(net) * sigmas[0]
 
@@ -45,7 +44,7 @@ def rel_error(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("name", ["pixart", "sd3", "unet"])
+@pytest.mark.parametrize("name", ["pixart", "sd3", "flux", "unet"])
 def test_quantizers_apply_and_remove(name):
     net, run = sampler_run(name)
     ref = run(net)
@@ -94,7 +93,7 @@ def lora_file(name, folder, *, alpha=8, metadata=True):
     return source
 
 
-@pytest.mark.parametrize("name", ["pixart", "dit", "sd3", "unet"])
+@pytest.mark.parametrize("name", ["pixart", "dit", "sd3", "flux", "unet"])
 def test_lora_loads_scales_and_removes(name, tmp_path):
     source = lora_file(name, tmp_path)
     model, net = tiny_net(name)

@@ -1,9 +1,10 @@
 """difflab's samplers and guidance on wrapped diffusers models against diffusers' own schedulers:
 same model, same noise, same noise levels; max |difference| <= 1e-5 of max |sample|."""
 
+import numpy as np
 import pytest
 import torch
-from interop_helpers import SKIP_REASON, conditioning, noise_like, tiny_net
+from interop_helpers import FLUX_TOKENS, SKIP_REASON, conditioning, noise_like, tiny_net
 
 pytest.importorskip("diffusers", reason=SKIP_REASON)
 # diffusers' schedulers call np.array on tensors, which numpy 2 flags
@@ -17,11 +18,14 @@ from difflab.interop.schedulers import (  # noqa: E402
     build_scheduler,
     difflab_start,
     diffusers_loop,
+    dynamic_shift,
     process_from_scheduler,
     scheduler_sigmas,
 )
+from difflab.interop.tiny import tiny_scheduler_config  # noqa: E402
 
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+FLUX = tiny_scheduler_config("flux")
 DDPM = {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}
 EULER, DPM, DDIM = "EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "DDIMScheduler"
 # (model, scheduler config, difflab sampler, CFG scale)
@@ -50,7 +54,11 @@ CASES = {
     "sd3-flow-dpmpp2m": ("sd3", {"_class_name": DPM, "use_flow_sigmas": True,
                                  "prediction_type": "flow_prediction", "flow_shift": 3.0},
                          sample_dpmpp_2m, 1.0),
+    "flux-flow-euler": ("flux", FLUX, sample_euler, 1.0),
 }
+# FLUX.1's pipeline: its own sigmas, shifted by mu for the image's token count
+MU = dynamic_shift(FLUX, FLUX_TOKENS)[0]
+SET_TIMESTEPS = {"flux": {"sigmas": np.linspace(1.0, 1 / 5, 5).tolist(), "mu": MU}}
 STEPS = 5
 
 
@@ -62,10 +70,11 @@ def test_difflab_sampler_matches_diffusers_scheduler(case):
     cond, uncond = conditioning(name)
     noise = noise_like(net)
     scheduler = build_scheduler(sched_cfg)
-    ref = diffusers_loop(scheduler, net, noise, STEPS, cond, uncond, scale)
+    extra = SET_TIMESTEPS.get(name, {})
+    ref = diffusers_loop(scheduler, net, noise, STEPS, cond, uncond, scale, set_timesteps=extra)
 
-    process = process_from_scheduler(scheduler)
-    sigmas = scheduler_sigmas(build_scheduler(sched_cfg), STEPS)
+    process = process_from_scheduler(scheduler, image_seq_len=FLUX_TOKENS)
+    sigmas = scheduler_sigmas(build_scheduler(sched_cfg), STEPS, **extra)
     x_init = difflab_start(scheduler, noise, sigmas, process)
     model = process.denoiser(net)
     if scale != 1.0:
@@ -89,6 +98,10 @@ def test_process_table_is_the_schedulers():
         VPProcess(prediction="x0", schedule="cosine")
     assert process_from_scheduler({"_class_name": "FlowMatchEulerDiscreteScheduler",
                                    "shift": 3.0}) == FlowProcess(shift=3.0)
+    # dynamic shifting: mu from the token count (0.5 at 256 tokens), shift exp(mu)
+    assert process_from_scheduler(FLUX, image_seq_len=256).shift == pytest.approx(np.exp(0.5))
+    with pytest.raises(ConfigError, match="give image_seq_len"):
+        process_from_scheduler(FLUX)
 
 
 def test_schedules_diffusers_cannot_share_are_refused():

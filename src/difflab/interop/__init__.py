@@ -1,10 +1,13 @@
 """diffusers interop: difflab's samplers, guidance, caches and quantizers on diffusers models.
 
-- `wrap(model)` (networks.py): a diffusers PixArt, DiT, SD3 transformer or UNet2DConditionModel
-  as a difflab network with declared `blocks`, so `process.denoiser(net)`, every sampler,
-  guidance, cache hook and quantizer applies unchanged.
+- `wrap(model)` (networks.py): a diffusers PixArt, DiT, SD3 or FLUX.1 transformer, or a
+  UNet2DConditionModel, as a difflab network with declared `blocks`, so `process.denoiser(net)`,
+  every sampler, guidance, cache hook and quantizer applies unchanged.
 - `process_from_scheduler`, `scheduler_sigmas` (schedulers.py): a diffusers scheduler as a
   difflab process and the sigmas it steps through.
+- convert.py / folders.py: native PixArt-form DiT and MMDiT to diffusers and back; diffusers
+  folders as `difflab.runtime.load` artefacts (kind "diffusers").
+- lora.py: diffusers-format LoRA files through peft.
 - tiny.py: tiny seeded diffusers models built from configs (tests, benchmark, docs).
 
 diffusers is an optional extra (`pip install 'difflab[diffusers]'`); these modules import it

@@ -11,9 +11,10 @@ Blocks, the way native models declare them (`difflab.models` docstring):
 - PixArt and DiT: `net.blocks` is the diffusers `transformer_blocks` list itself; diffusers calls
   each as `h = block(h, **kwargs)`, which is already the DiT contract (hidden states in args[0],
   a tensor out), so the caches hook diffusers' own forward.
-- SD3: `net.blocks[i]` adapts a `JointTransformerBlock` (called with keywords, returning
-  (context, h)) to the MMDiT contract `h, context = block(h, context, inputs)`; the forward
-  around them is the diffusers one, restated over the model's own submodules.
+- SD3 and FLUX.1: `net.blocks[i]` adapts a joint block (called with keywords, returning
+  (context, h); FLUX.1's double-stream blocks, then its single-stream ones) to the MMDiT
+  contract `h, context = block(h, context, inputs)`; the forward around them is the diffusers
+  one, restated over the model's own submodules.
 - UNet2DConditionModel: `net.blocks = [down_0 .. down_{L-1}, mid, up_{L-1} .. up_0]` with
   `h, skips_i = down_i(h, inputs)`, `h = up_i(h, skips_i, inputs)` (`num_levels = L`), as the
   native UNet. diffusers keeps one flat list of skip tensors; level i's are the input of down_i
@@ -44,7 +45,7 @@ def register_wrapper(class_name: str):
 
 
 def wrap(model: nn.Module, **options: Any) -> nn.Module:
-    """The difflab network around a diffusers model (PixArt, DiT, SD3 transformer or
+    """The difflab network around a diffusers model (PixArt, DiT, SD3 or FLUX.1 transformer,
     UNet2DConditionModel); unknown classes raise naming the supported ones."""
     return WRAPPERS.get(type(model).__name__)(model, **options)
 
@@ -59,12 +60,12 @@ def _mask_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 class DiffusersNet(nn.Module):
     """Shared parts: the wrapped model, its input shape, the prediction's channels."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, image_channels: int | None = None) -> None:
         super().__init__()
         self.model = model
         cfg = model.config
-        self.image_channels = int(cfg.in_channels)
-        out = int(cfg.out_channels or cfg.in_channels)
+        self.image_channels = int(image_channels or cfg.in_channels)
+        out = int(image_channels or cfg.out_channels or cfg.in_channels)
         if out not in (self.image_channels, 2 * self.image_channels):
             raise ConfigError(f"{type(model).__name__} has out_channels={out}; valid: "
                               f"{self.image_channels} or {2 * self.image_channels} (learned "
@@ -161,11 +162,20 @@ class SD3Inputs(NamedTuple):
     temb: Tensor  # (B, D) timestep + pooled text embedding
 
 
-class _JointBlock(_Adapter):
-    """`h, context = block(h, context, inputs)` over diffusers' (context, h) = block(...)."""
+class FluxInputs(NamedTuple):
+    """What every FLUX.1 block of one pass shares besides the two streams."""
 
-    def forward(self, h: Tensor, context: Tensor | None, inputs: SD3Inputs):
-        context, h = self.block(hidden_states=h, encoder_hidden_states=context, temb=inputs.temb)
+    temb: Tensor  # (B, D) timestep (+ guidance) + pooled text embedding
+    image_rotary_emb: tuple[Tensor, Tensor]  # RoPE (cos, sin) over [text, image] tokens
+
+
+class _JointBlock(_Adapter):
+    """`h, context = block(h, context, inputs)` over diffusers' (context, h) = block(...), with
+    the inputs' fields as keywords."""
+
+    def forward(self, h: Tensor, context: Tensor | None, inputs: NamedTuple):
+        context, h = self.block(hidden_states=h, encoder_hidden_states=context,
+                                **inputs._asdict())
         return h, context
 
 
@@ -204,6 +214,66 @@ class SD3Net(DiffusersNet):
         h = h.reshape(B, H // p, W // p, p, p, C)
         out = torch.einsum("nhwpqc->nchpwq", h).reshape(B, C, H, W)
         return self.prediction(out)
+
+
+@register_wrapper("FluxTransformer2DModel")
+class FluxNet(DiffusersNet):
+    """FLUX.1's rectified-flow transformer (Black Forest Labs, 2024; double-stream MMDiT blocks,
+    then single-stream blocks, 3-axis RoPE): latents (B, C, H, W) are packed into 2x2-patch
+    tokens and back, as FLUX.1's pipeline does; `guidance` is the distilled guidance scale that
+    FLUX.1-dev embeds (None for a model without guidance embeddings); `sample_size` is the
+    latent size the model is used at (128: 1024 px). FLUX.1 takes no text mask."""
+
+    def __init__(self, model: nn.Module, guidance: float | None = 3.5,
+                 sample_size: int = 128) -> None:
+        super().__init__(model, image_channels=int(model.config.in_channels) // 4)
+        self.guidance = guidance if model.config.guidance_embeds else None
+        self.latent_size = sample_size
+        self.blocks = nn.ModuleList(_JointBlock(b) for b in [*model.transformer_blocks,
+                                                              *model.single_transformer_blocks])
+
+    @property
+    def sample_size(self) -> int:
+        return self.latent_size
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.model.config.joint_attention_dim)
+
+    @property
+    def pooled_dim(self) -> int:
+        return int(self.model.config.pooled_projection_dim)
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None,
+                context_mask: Tensor | None = None, pooled: Tensor | None = None,
+                y: Tensor | None = None) -> Tensor:
+        m, cfg = self.model, self.model.config
+        if context is None or pooled is None:
+            raise ValueError(f"FLUX.1 needs context (B, T, {cfg.joint_attention_dim}) and "
+                             f"pooled (B, {cfg.pooled_projection_dim}) text states")
+        B, C, H, W = x.shape
+        if H % 2 or W % 2:
+            raise ValueError(f"H, W must be even (2x2 patches), got {(H, W)}")
+        packed = x.view(B, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        h = m.x_embedder(packed.reshape(B, H * W // 4, C * 4))  # (B, N, D)
+        # the pipeline hands the model t in [0, 1], which the model scales by 1000
+        timestep = (t.expand(B) / 1000).to(h.dtype) * 1000
+        if self.guidance is None:
+            temb = m.time_text_embed(timestep, pooled)
+        else:
+            guidance = x.new_full((B,), self.guidance).to(h.dtype) * 1000
+            temb = m.time_text_embed(timestep, guidance, pooled)
+        ctx = m.context_embedder(context)  # (B, T, D)
+        ids = torch.zeros(H // 2, W // 2, 3, device=x.device, dtype=x.dtype)
+        ids[..., 1] += torch.arange(H // 2, device=x.device)[:, None]  # row
+        ids[..., 2] += torch.arange(W // 2, device=x.device)[None, :]  # column
+        text_ids = torch.zeros(ctx.shape[1], 3, device=x.device, dtype=x.dtype)
+        inputs = FluxInputs(temb, m.pos_embed(torch.cat([text_ids, ids.reshape(-1, 3)])))
+        for block in self.blocks:
+            h, ctx = block(h, ctx, inputs)
+        out = m.proj_out(m.norm_out(h, temb))  # (B, N, 4 C)
+        out = out.view(B, H // 2, W // 2, C, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return out.reshape(B, C, H, W)
 
 
 class UNetInputs(NamedTuple):

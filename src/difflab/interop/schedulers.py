@@ -35,7 +35,7 @@ FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 # scheduler options that change the noise table or the model input in ways difflab's processes
 # do not express (name -> the value that is supported)
 UNSUPPORTED = {"trained_betas": None, "rescale_betas_zero_snr": False,
-               "use_dynamic_shifting": False, "timestep_type": "discrete",
+               "timestep_type": "discrete",
                "use_exponential_sigmas": False, "use_beta_sigmas": False,
                "invert_sigmas": False, "shift_terminal": None, "stochastic_sampling": False}
 
@@ -73,9 +73,29 @@ def _check_supported(cfg: dict[str, Any]) -> None:
                               f"valid: {key}={ok!r}")
 
 
-def process_from_scheduler(scheduler_or_config: Any) -> VPProcess | FlowProcess:
+def dynamic_shift(scheduler_or_config: Any, image_seq_len: int) -> tuple[float, float]:
+    """(mu, shift) of a flow scheduler with `use_dynamic_shifting` for `image_seq_len` image
+    tokens: mu linear in the token count between (base_image_seq_len, base_shift) and
+    (max_image_seq_len, max_shift), as FLUX.1's pipeline computes it; shift = exp(mu)
+    ("exponential" time shift) or mu ("linear")."""
+    import math
+
+    cfg = _config(scheduler_or_config)
+    lo, hi = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+    b0, b1 = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
+    m = (b1 - b0) / (hi - lo)
+    mu = image_seq_len * m + (b0 - m * lo)
+    kind = cfg.get("time_shift_type", "exponential")
+    if kind not in ("exponential", "linear"):
+        raise ConfigError(f"time_shift_type {kind!r}; valid: exponential, linear")
+    return mu, math.exp(mu) if kind == "exponential" else mu
+
+
+def process_from_scheduler(scheduler_or_config: Any, image_seq_len: int | None = None
+                           ) -> VPProcess | FlowProcess:
     """The difflab process of a diffusers scheduler (object or config dict): VP with its beta
-    table and prediction type ("DDPM", 2020), or rectified flow with its shift (SD3, 2024)."""
+    table and prediction type ("DDPM", 2020), or rectified flow with its shift (SD3, 2024);
+    a flow scheduler with dynamic shifting (FLUX.1) needs the image's token count."""
     cfg = _config(scheduler_or_config)
     _check_supported(cfg)
     name = cfg.get("_class_name", "")
@@ -86,6 +106,12 @@ def process_from_scheduler(scheduler_or_config: Any) -> VPProcess | FlowProcess:
             raise ConfigError(f"flow scheduler with num_train_timesteps={N}; difflab's flow "
                               "process embeds t = 1000 sigma (valid: 1000)")
         shift = float(cfg.get("shift", cfg.get("flow_shift", 1.0)) or 1.0)
+        if cfg.get("use_dynamic_shifting"):
+            if image_seq_len is None:
+                raise ConfigError("this flow scheduler shifts by the image size "
+                                  "(use_dynamic_shifting): give image_seq_len, the image's "
+                                  "token count")
+            shift = float(dynamic_shift(cfg, image_seq_len)[1])
         return FlowProcess(shift=shift)
     if prediction not in PREDICTIONS:
         raise ConfigError(f"prediction_type {prediction!r} has no difflab denoiser; valid: "
@@ -127,13 +153,17 @@ def _ddim_sigmas(scheduler: Any) -> Tensor:
     return torch.cat([((1 - a) / a).sqrt(), a.new_zeros(1)])
 
 
-def scheduler_sigmas(scheduler: Any, steps: int) -> Tensor:
+def scheduler_sigmas(scheduler: Any, steps: int, **set_timesteps: Any) -> Tensor:
     """The (steps + 1,) float64 sigmas, ending in 0, at which `scheduler` evaluates the model
-    for `steps` steps (VE sigma for VP schedulers, t for flow matching)."""
+    for `steps` steps (VE sigma for VP schedulers, t for flow matching); `set_timesteps` are
+    further arguments of the scheduler's `set_timesteps` (FLUX.1's pipeline: `sigmas`, `mu`)."""
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be an int >= 1, got {steps!r}")
     _check_supported(_config(scheduler))
-    scheduler.set_timesteps(steps)
+    if "sigmas" in set_timesteps or "timesteps" in set_timesteps:
+        scheduler.set_timesteps(**set_timesteps)  # diffusers takes these instead of the count
+    else:
+        scheduler.set_timesteps(steps, **set_timesteps)
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is None:
         return _ddim_sigmas(scheduler)
@@ -154,13 +184,18 @@ def ve_from_vp(x: Tensor, sigma: float | Tensor) -> Tensor:
 @torch.no_grad()
 def diffusers_loop(scheduler: Any, net: Any, noise: Tensor, steps: int,
                    cond: Mapping[str, Tensor], uncond: Mapping[str, Tensor] | None = None,
-                   scale: float = 1.0, exact_flow_t: bool = True) -> Tensor:
+                   scale: float = 1.0, exact_flow_t: bool = True,
+                   set_timesteps: Mapping[str, Any] | None = None) -> Tensor:
     """diffusers' own sampling loop (scale the input, predict with CFG on the raw output,
     `scheduler.step`), on wrapped network `net`, from `noise` (B, C, H, W): the reference that
     difflab's samplers are compared with. DPM-Solver with flow sigmas casts its timesteps to
     int64; with `exact_flow_t` the model is given the exact 1000 t it steps with instead, as
-    difflab does."""
-    scheduler.set_timesteps(steps)
+    difflab does; `set_timesteps` as in `scheduler_sigmas`."""
+    extra = dict(set_timesteps or {})
+    if "sigmas" in extra or "timesteps" in extra:
+        scheduler.set_timesteps(**extra)
+    else:
+        scheduler.set_timesteps(steps, **extra)
     x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
     int_flow = exact_flow_t and scheduler.timesteps.dtype == torch.int64 and \
         scheduler.config.get("use_flow_sigmas", False)

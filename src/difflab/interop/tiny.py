@@ -18,8 +18,10 @@ from difflab.registry import Registry
 TINY: Registry[dict[str, Any]] = Registry("tiny diffusers model")
 
 
-def _register(name: str, class_name: str, scheduler: dict[str, Any], **config: Any) -> None:
-    TINY.register(name)({"class_name": class_name, "config": config, "scheduler": scheduler})
+def _register(name: str, class_name: str, scheduler: dict[str, Any], wrap: dict | None = None,
+              **config: Any) -> None:
+    TINY.register(name)({"class_name": class_name, "config": config, "scheduler": scheduler,
+                         "wrap": dict(wrap or {})})
 
 
 _VP_LINEAR = {"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "linear",
@@ -36,6 +38,15 @@ _register("sd3", "SD3Transformer2DModel",
           sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
           num_attention_heads=2, attention_head_dim=8, joint_attention_dim=24,
           caption_projection_dim=16, pooled_projection_dim=12, pos_embed_max_size=8)
+# FLUX.1-dev's scheduler (shift by image size) and distilled guidance; 8x8 latents of 4 channels
+_register("flux", "FluxTransformer2DModel",
+          {"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True,
+           "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256,
+           "max_image_seq_len": 4096},
+          wrap={"sample_size": 8, "guidance": 3.5},
+          patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
+          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
+          pooled_projection_dim=12, guidance_embeds=True, axes_dims_rope=(4, 6, 6))
 _register("unet", "UNet2DConditionModel",
           {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear",
            "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
@@ -47,7 +58,8 @@ _register("unet", "UNet2DConditionModel",
 
 
 def tiny_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """The diffusers config of tiny model `name` (pixart, dit, sd3, unet) with overrides."""
+    """The diffusers config of tiny model `name` (pixart, dit, sd3, flux, unet) with
+    overrides."""
     return {**TINY.get(name)["config"], **overrides}
 
 
@@ -67,3 +79,11 @@ def build_tiny(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(**tiny_config(name, **overrides)).eval()
+
+
+def tiny_network(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
+    """Tiny model `name` wrapped as a difflab network (with the wrap options it needs, e.g.
+    FLUX.1's latent size)."""
+    from difflab.interop.networks import wrap
+
+    return wrap(build_tiny(name, seed, **overrides), **TINY.get(name)["wrap"])
