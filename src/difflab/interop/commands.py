@@ -37,7 +37,8 @@ def import_command(
 
     require_diffusers()
     manifest = import_diffusers(folder, out, text=text)
-    preset = manifest.config["model"]["overrides"]
-    typer.echo(f"wrote {out}/ (model.safetensors {manifest.files['model.safetensors'][:12]}, "
-               f"{manifest.config['model']['preset'].split('-')[0]} "
-               f"{preset['hidden_size']}x{preset['depth']})")
+    model = manifest.config["model"]
+    fields = model["overrides"]
+    typer.echo(f"wrote {out}/ (model.safetensors {manifest.files['model.safetensors'][:12]}; "
+               f"preset {model['preset']} with hidden_size {fields['hidden_size']}, depth "
+               f"{fields['depth']})")
