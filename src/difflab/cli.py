@@ -52,12 +52,15 @@ def _add_subcommands() -> None:
     from difflab.data.commands import data_app
     from difflab.edit.commands import edit_command, restore_command
     from difflab.eval.commands import bench
+    from difflab.interop.commands import diffusers_app
     from difflab.serve.commands import serve_command
     from difflab.train.commands import train_command
     from difflab.tune.commands import tune_command
 
     app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
     app.add_typer(accel_app, name="accel", help="Training-free acceleration: list, calibrate.")
+    app.add_typer(diffusers_app, name="diffusers",
+                  help="diffusers folders: export a native checkpoint, import one.")
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)

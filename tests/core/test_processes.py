@@ -170,3 +170,21 @@ def test_config_round_trip_and_errors() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         process_from_config({"kind": "vp", "shift": 3.0})
     assert PROCESSES.names() == ["edm", "flow", "vp"]
+
+
+def test_vp_beta_tables() -> None:
+    """Explicit betas give DDPM's cumulative product; scaled_linear is linear in sqrt(beta)."""
+    assert torch.equal(VPProcess(beta_start=1e-4, beta_end=0.02).train_sigmas(),
+                       VPProcess().train_sigmas())  # the default is DDPM's (1e-4, 0.02)
+    sd = VPProcess(schedule="scaled_linear")
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)
+    torch.testing.assert_close(sd.train_sigmas(), ((1 - abar) / abar).sqrt())
+    assert process_from_config(sd.to_config()) == sd
+    assert float(sd.sigma_to_t(sd.train_sigmas()[[0, 500, 999]]).round().sum()) == 1499
+    with pytest.raises(ConfigError, match="discrete-time table"):
+        VPProcess(schedule="scaled_linear", discrete=False)
+    with pytest.raises(ConfigError, match="schedule='cosine'"):
+        VPProcess(schedule="cosine", beta_start=1e-4, beta_end=0.02)
+    with pytest.raises(ConfigError, match="0 < beta_start <= beta_end < 1"):
+        VPProcess(beta_start=0.02, beta_end=1e-4)

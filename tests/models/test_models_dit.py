@@ -18,6 +18,8 @@ OPTIONS = {
     "qk_norm": {"qk_norm": True},
     "kv_compress": {"kv_compress": 2},
     "patch_mixer": {"patch_mixer_depth": 1},
+    # PixArt-alpha's own choices (what diffusers' PixArtTransformer2DModel computes)
+    "pixart_alpha": {"mlp_act": "gelu_tanh", "cross_norm": False, "sincos_order": "wh"},
     "all": {"pos_embed": "rope", "qk_norm": True, "kv_compress": 2, "patch_mixer_depth": 1,
             "modulation": "adaln_single"},
 }

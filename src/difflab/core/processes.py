@@ -40,10 +40,11 @@ from difflab.registry import Registry
 
 PROCESSES: Registry = Registry("process")
 VP_WRAPPERS = {"eps": EpsDenoiser, "v": VDenoiser, "x0": X0Denoiser}
-VP_SCHEDULES = ("linear", "cosine")
+VP_SCHEDULES = ("linear", "cosine", "scaled_linear")
 WEIGHTINGS = ("uniform", "min_snr", "edm")
 COSINE_S = 0.008  # iDDPM's offset keeps beta_0 from being vanishingly small
 LINEAR_BETA = (0.1, 20.0)  # continuous-time linear betas; N * (1e-4, 0.02) of discrete DDPM
+SCALED_LINEAR_BETA = (0.00085, 0.012)  # Stable Diffusion's betas, linear in sqrt(beta)
 
 
 def _choice(what: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
@@ -86,7 +87,10 @@ class _Process:
 @dataclass(frozen=True)
 class VPProcess(_Process):
     """VP/DDPM with linear or cosine betas, discrete (N steps) or continuous time; eps-, v- or
-    x0-prediction ("Denoising Diffusion Probabilistic Models", 2020; "Improved DDPM", 2021)."""
+    x0-prediction ("Denoising Diffusion Probabilistic Models", 2020; "Improved DDPM", 2021).
+    Discrete time also takes Stable Diffusion's "scaled_linear" betas (linear in sqrt(beta);
+    "High-Resolution Image Synthesis with Latent Diffusion Models", 2022) and explicit
+    beta_start / beta_end, so a diffusers scheduler's table is one VPProcess."""
 
     kind: ClassVar[str] = "vp"
     prediction: str = "eps"
@@ -95,13 +99,43 @@ class VPProcess(_Process):
     num_timesteps: int = 1000
     weighting: str = "uniform"
     snr_gamma: float = 5.0
+    # first and last beta of a discrete linear / scaled_linear table; 0 = the schedule's
+    # default (linear: (1e-4, 0.02) * 1000 / N; scaled_linear: Stable Diffusion's)
+    beta_start: float = 0.0
+    beta_end: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("VP prediction", self.prediction, list(VP_WRAPPERS))
         _choice("VP beta schedule", self.schedule, VP_SCHEDULES)
         if self.num_timesteps < 2:
             raise ConfigError(f"num_timesteps must be >= 2, got {self.num_timesteps!r}")
+        if not self.discrete and self.schedule == "scaled_linear":
+            raise ConfigError("schedule 'scaled_linear' is a discrete-time table; valid with "
+                              "discrete = false: linear, cosine")
+        if (self.beta_start, self.beta_end) != (0.0, 0.0):
+            if not self.discrete or self.schedule == "cosine":
+                raise ConfigError("beta_start / beta_end set a discrete linear or scaled_linear "
+                                  f"table; got them with schedule={self.schedule!r}, "
+                                  f"discrete={self.discrete}")
+            if not 0 < self.beta_start <= self.beta_end < 1:
+                raise ConfigError(f"need 0 < beta_start <= beta_end < 1, got "
+                                  f"{self.beta_start!r}, {self.beta_end!r}")
         self._check_weighting()
+
+    def beta_range(self) -> tuple[float, float]:
+        """(first, last) beta of the discrete linear or scaled_linear table."""
+        if self.beta_start:
+            return self.beta_start, self.beta_end
+        if self.schedule == "linear":
+            return LINEAR_BETA[0] / self.num_timesteps, LINEAR_BETA[1] / self.num_timesteps
+        return SCALED_LINEAR_BETA
+
+    def _betas(self) -> Tensor:
+        """(N,) float64 betas of the discrete linear or scaled_linear table."""
+        b0, b1 = self.beta_range()
+        if self.schedule == "linear":
+            return torch.linspace(b0, b1, self.num_timesteps, dtype=torch.float64)
+        return torch.linspace(b0**0.5, b1**0.5, self.num_timesteps, dtype=torch.float64) ** 2
 
     def _abar_continuous(self, t: Tensor) -> Tensor:
         """abar(t) for t in [0, 1] (score-SDE VP linear; iDDPM cosine), clamped above 0."""
@@ -115,8 +149,8 @@ class VPProcess(_Process):
     def train_sigmas(self) -> Tensor:
         """(N,) increasing float64 sigmas at the training timesteps."""
         N = self.num_timesteps
-        if self.discrete and self.schedule == "linear":
-            betas = torch.linspace(LINEAR_BETA[0] / N, LINEAR_BETA[1] / N, N, dtype=torch.float64)
+        if self.discrete and self.schedule != "cosine":
+            betas = self._betas()
         elif self.discrete:  # iDDPM: betas from the cosine abar, clipped at 0.999
             a = self._abar_continuous(torch.arange(N + 1, dtype=torch.float64) / N)
             betas = (1 - a[1:] / a[:-1]).clamp(max=0.999)

@@ -258,27 +258,56 @@ def restore_table(path: str) -> str:
     return "\n".join(out) + "\n" + note
 
 
-def diffusers_caches_table(path: str) -> str:
-    """Caches on small random-weight diffusers models: speed-up (median of paired per-round
-    ratios, its interval), PSNR against the uncached output, and full / cached calls."""
-    data = _load(path)
-    rows = ["| model | method | options | speed-up [interval] | PSNR dB | calls full / cached |",
-            "|---|---|---|---|---|---|"]
-    for kind, m in data["models"].items():
-        for r in m["results"]:
-            speed = format_speedup(speedup_interval(r["times"], m["baseline_times"]))
-            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
-            psnr = "inf" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.1f}"
-            calls = f"{r['calls'].get('full', 0)} / {r['calls'].get('cached', 0)}"
-            rows.append(f"| {kind} ({m['parameters']:,} parameters) | {r['method']} | {opts} | "
-                        f"{speed} | {psnr} | {calls} |")
-    cfg, mach = data["config"], data["machine"]
-    note = (f"\nRandom (seeded) weights, no prompts: PSNR measures how far a cache moves the "
-            f"sample, not image quality. Euler, {cfg['steps']} steps, batch {cfg['batch']}, "
-            f"latent {'x'.join(map(str, cfg['latent']))}, {cfg['repeats']} interleaved rounds; "
-            f"timed on {mach.get('cpu', '?')} ({mach.get('capability', '?')}), "
-            f"{mach.get('threads')} threads, 1-minute load average "
-            f"{data['load_average_1min']:.1f}.\n")
+INTEROP = "benchmarks/results/interop"
+INTEROP_MODELS = {"pixart": "PixArt", "sd3": "SD3", "unet": "UNet (SD-style)"}
+
+
+def interop_table() -> str:
+    """Caches and quantizers on the random-weight diffusers models: speed-up against the
+    uncached run (interleaved rounds, with its interval), PSNR / SSIM to it, weight bytes."""
+    data = {name: _load(f"{INTEROP}/{name}/bench.json") for name in INTEROP_MODELS}
+    check_machines({f"{INTEROP}/{k}/bench.json": v["machine"] for k, v in data.items()})
+    head = ["model", "point", "speed-up [interval]", "PSNR dB", "SSIM", "weights MB"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in data.items():
+        base = next(p for p in d["points"] if p["name"] == d["grid"]["baseline"])
+        for p in d["points"]:
+            q, cost = p["quality"], p["cost"]
+            if p is base:
+                speed = "1 (baseline)"
+            elif "timing" in cost:
+                speed = format_speedup(speedup_interval(cost["timing"]["times"],
+                                                        base["cost"]["timing"]["times"]))
+            else:
+                speed = "not timed"
+            psnr = q["psnr"]
+            rows.append(f"| {INTEROP_MODELS[name]} | {p['name']} | {speed} | "
+                        f"{'inf' if psnr in ('inf', float('inf')) else f'{psnr:.1f}'} | "
+                        f"{q['ssim']:.3f} | {cost['weight_bytes'] / 2**20:.2f} |")
+    d = next(iter(data.values()))
+    m, g = d["machine"], d["grid"]
+    note = (f"\n{g['max_prompts'] * g['seeds_per_prompt']} images per point (prompts of the "
+            f"{g['suite']} suite), {g['points'][0]['steps']} steps, CFG "
+            f"{g['points'][0]['cfg_scale']}, fp32; {g['timing_repeats']} interleaved rounds; "
+            f"timed on {m.get('cpu', '?')} ({m.get('capability', '?')}), {m.get('threads')} "
+            "thread(s). Random weights: PSNR / SSIM are against the uncached float run from "
+            "the same noise, not image quality.\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def interop_agreement_table() -> str:
+    """difflab's samplers against diffusers' schedulers on the same models and noise."""
+    data = _load(f"{INTEROP}/agreement.json")
+    rows = ["| model | diffusers scheduler | difflab sampler | max relative difference |",
+            "|---|---|---|---|"]
+    for name, entry in data["models"].items():
+        for r in entry["rows"]:
+            scheduler = r["scheduler"] + (f" ({r['label']})" if r.get("label") else "")
+            rows.append(f"| {INTEROP_MODELS[name]} | {scheduler} | {r['sampler']} | "
+                        f"{r['max_rel_diff']:.1e} |")
+    r = next(iter(data["models"].values()))["rows"][0]
+    note = (f"\n{r['steps']} steps, CFG {r['cfg']}, 4 prompts, fp32; max |difflab - diffusers| "
+            "/ max |diffusers| over the final samples.\n")
     return "\n".join(rows) + "\n" + note
 
 
@@ -290,7 +319,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
-    "diffusers_caches": lambda: diffusers_caches_table("benchmarks/results/interop/caches.json"),
+    "interop": interop_table,
+    "interop_agreement": interop_agreement_table,
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",

@@ -1,8 +1,9 @@
-"""Tiny, randomly initialised diffusers models built from configs with a seed, for tests and
-docs (no hub access): 8x8 latents with 4 channels, one or two blocks, a few channels.
+"""Tiny randomly initialised diffusers models, built from configs with a seed (no hub access).
 
-diffusers zero-initialises some output layers (a fresh model can output exactly 0), so every
-weight is then perturbed by seeded Gaussian noise; the weights are random, not trained.
+They are what the interop tests, the interop benchmark and the docs run on: the same diffusers
+classes as PixArt, SD3, SD-1.x and DiT checkpoints, at a few thousand to a few hundred thousand
+parameters. Their weights are random, so their images are noise-like; they measure agreement
+and cost, never image quality.
 """
 
 from __future__ import annotations
@@ -12,74 +13,77 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflab.interop.networks import DiTNet, PixArtNet, SD3Net, UNetNet, require_diffusers
+from difflab.registry import Registry
 
-SAMPLE_SIZE = 8
-CHANNELS = 4
-CONTEXT_DIM = 16
-POOLED_DIM = 8
-PERTURB_STD = 0.05
+TINY: Registry[dict[str, Any]] = Registry("tiny diffusers model")
 
 
-def _seeded(build: Any, seed: int) -> nn.Module:
-    with torch.random.fork_rng():  # diffusers' init draws from the global generator
+def _register(name: str, class_name: str, scheduler: dict[str, Any], wrap: dict | None = None,
+              **config: Any) -> None:
+    TINY.register(name)({"class_name": class_name, "config": config, "scheduler": scheduler,
+                         "wrap": dict(wrap or {})})
+
+
+_VP_LINEAR = {"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "linear",
+              "beta_start": 0.0001, "beta_end": 0.02, "prediction_type": "epsilon"}
+_register("pixart", "PixArtTransformer2DModel", _VP_LINEAR,
+          sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=2,
+          num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+          caption_channels=24)
+_register("dit", "DiTTransformer2DModel", _VP_LINEAR,
+          sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=2,
+          num_attention_heads=2, attention_head_dim=8, num_embeds_ada_norm=10)
+_register("sd3", "SD3Transformer2DModel",
+          {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0},
+          sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+          num_attention_heads=2, attention_head_dim=8, joint_attention_dim=24,
+          caption_projection_dim=16, pooled_projection_dim=12, pos_embed_max_size=8)
+# FLUX.1-dev's scheduler (shift by image size) and distilled guidance; 8x8 latents of 4 channels
+_register("flux", "FluxTransformer2DModel",
+          {"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True,
+           "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256,
+           "max_image_seq_len": 4096},
+          wrap={"sample_size": 8, "guidance": 3.5},
+          patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
+          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
+          pooled_projection_dim=12, guidance_embeds=True, axes_dims_rope=(4, 6, 6))
+_register("unet", "UNet2DConditionModel",
+          {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear",
+           "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
+           "timestep_spacing": "leading", "steps_offset": 1},
+          sample_size=16, in_channels=3, out_channels=3,
+          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+          up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), block_out_channels=(16, 32),
+          layers_per_block=1, cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
+
+
+def tiny_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The diffusers config of tiny model `name` (pixart, dit, sd3, flux, unet) with
+    overrides."""
+    return {**TINY.get(name)["config"], **overrides}
+
+
+def tiny_scheduler_config(name: str) -> dict[str, Any]:
+    """The scheduler config (diffusers' format, with `_class_name`) that goes with `name`."""
+    return dict(TINY.get(name)["scheduler"])
+
+
+def build_tiny(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
+    """A diffusers model of class and size `name`, initialised from `seed` (torch's global RNG
+    is left as it was)."""
+    from difflab.interop import require_diffusers
+
+    diffusers = require_diffusers()
+    entry = TINY.get(name)
+    cls = getattr(diffusers, entry["class_name"])
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build().eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * PERTURB_STD)
-    return model
+        return cls(**tiny_config(name, **overrides)).eval()
 
 
-def tiny_unet(seed: int = 0, **config: Any) -> UNetNet:
-    """An SD-1.x-shaped `UNet2DConditionModel`: two levels, cross-attention at the first;
-    `config` overrides diffusers' config keys (e.g. block_out_channels)."""
-    require_diffusers()
-    from diffusers import UNet2DConditionModel
+def tiny_network(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
+    """Tiny model `name` wrapped as a difflab network (with the wrap options it needs, e.g.
+    FLUX.1's latent size)."""
+    from difflab.interop.networks import wrap
 
-    return UNetNet(_seeded(lambda: UNet2DConditionModel(**{
-        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": CHANNELS,
-        "block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4,
-        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-        "cross_attention_dim": CONTEXT_DIM, "attention_head_dim": 2, **config}), seed))
-
-
-def tiny_pixart(seed: int = 0, **config: Any) -> PixArtNet:
-    """A `PixArtTransformer2DModel`: patch 2, two blocks of width 16 (2 heads of 8);
-    `config` overrides diffusers' config keys."""
-    require_diffusers()
-    from diffusers import PixArtTransformer2DModel
-
-    return PixArtNet(_seeded(lambda: PixArtTransformer2DModel(**{
-        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": CHANNELS,
-        "patch_size": 2, "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
-        "norm_num_groups": 4, "cross_attention_dim": 16, "caption_channels": CONTEXT_DIM,
-        **config}), seed))
-
-
-def tiny_sd3(seed: int = 0, **config: Any) -> SD3Net:
-    """An `SD3Transformer2DModel`: patch 2, two joint blocks (the last drops the context);
-    `config` overrides diffusers' config keys."""
-    require_diffusers()
-    from diffusers import SD3Transformer2DModel
-
-    return SD3Net(_seeded(lambda: SD3Transformer2DModel(**{
-        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": CHANNELS,
-        "patch_size": 2, "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
-        "joint_attention_dim": CONTEXT_DIM, "caption_projection_dim": 16,
-        "pooled_projection_dim": POOLED_DIM, "pos_embed_max_size": SAMPLE_SIZE, **config}),
-        seed))
-
-
-def tiny_dit(seed: int = 0, **config: Any) -> DiTNet:
-    """A class-conditional `DiTTransformer2DModel`: patch 2, two blocks of width 16, 10
-    classes, learned variance (8 output channels) as in DiT-XL/2; `config` overrides."""
-    require_diffusers()
-    from diffusers import DiTTransformer2DModel
-
-    return DiTNet(_seeded(lambda: DiTTransformer2DModel(**{
-        "sample_size": SAMPLE_SIZE, "in_channels": CHANNELS, "out_channels": 2 * CHANNELS,
-        "patch_size": 2, "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
-        "norm_num_groups": 4, "num_embeds_ada_norm": 10, **config}), seed))
+    return wrap(build_tiny(name, seed, **overrides), **TINY.get(name)["wrap"])

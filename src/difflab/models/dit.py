@@ -24,6 +24,8 @@ from difflab.models.base import (
 )
 from difflab.models.layers import (
     ATTENTION_BACKENDS,
+    MLP_ACTIVATIONS,
+    SINCOS_ORDERS,
     CrossAttention,
     Mlp,
     PatchEmbed,
@@ -66,6 +68,12 @@ class DiTConfig:
     kv_compress: int = 1  # PixArt-Sigma: keys/values pooled by this stride over the token grid
     patch_mixer_depth: int = 0  # micro-budget: blocks over all tokens before masking
     attention: Literal["auto", "sdpa", "math"] = "auto"
+    # "gelu_tanh", cross_norm = false and sincos_order = "wh" are PixArt-alpha's own choices (its
+    # checkpoints and diffusers' PixArtTransformer2DModel): with them a PixArt-form DiT exports
+    # to diffusers (`difflab.interop.convert`)
+    mlp_act: Literal["gelu", "gelu_tanh"] = "gelu"
+    cross_norm: bool = True  # LayerNorm before cross-attention
+    sincos_order: Literal["hw", "wh"] = "hw"  # which half of the sin-cos channels is the row
 
     def __post_init__(self) -> None:
         check_minimums(self, {"in_channels": 1, "patch_size": 1, "hidden_size": 1, "depth": 1,
@@ -75,6 +83,8 @@ class DiTConfig:
         check_choice("modulation", self.modulation, ("adaln_zero", "adaln_single"))
         check_choice("pos_embed", self.pos_embed, ("sincos", "learned", "rope"))
         check_choice("attention", self.attention, ATTENTION_BACKENDS)
+        check_choice("mlp_act", self.mlp_act, MLP_ACTIVATIONS)
+        check_choice("sincos_order", self.sincos_order, SINCOS_ORDERS)
         check_divisible("input_size", self.input_size, "patch_size", self.patch_size)
         check_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)
         check_divisible("hidden_size", self.hidden_size, "4 (sin-cos halves)", 4)
@@ -131,10 +141,10 @@ class DiTBlock(nn.Module):
         self.attn = SelfAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.kv_compress, cfg.attention)
         self.cross = None
         if cfg.context_dim:
-            self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
+            self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if cfg.cross_norm else nn.Identity()
             self.cross = CrossAttention(dim, dim, cfg.num_heads, cfg.qk_norm, cfg.attention)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=cfg.mlp_act)
         if self.single:  # PixArt: a learned per-block table added to the global t0
             self.scale_shift_table = nn.Parameter(torch.zeros(6, dim))
         else:
@@ -192,7 +202,8 @@ class DiT(nn.Module):
         self.y_embedder = nn.Embedding(cfg.num_classes + 1, dim) if cfg.num_classes else None
         self.pooled_embedder = PooledEmbedder(cfg.pooled_dim, dim) if cfg.pooled_dim else None
         # PixArt's caption projection: text states -> model width, shared by every block
-        self.context_embedder = Mlp(cfg.context_dim, dim, dim) if cfg.context_dim else None
+        self.context_embedder = (Mlp(cfg.context_dim, dim, dim, act=cfg.mlp_act)
+                                 if cfg.context_dim else None)
         self.single = cfg.modulation == "adaln_single"
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) if self.single else None
         if cfg.pos_embed == "learned":
@@ -221,7 +232,8 @@ class DiT(nn.Module):
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.weight, std=0.02)
         if cfg.pos_embed == "learned":
-            self.pos_embed.data.copy_(sincos_pos_embed_2d(dim, cfg.grid, cfg.grid)[None])
+            self.pos_embed.data.copy_(
+                sincos_pos_embed_2d(dim, cfg.grid, cfg.grid, cfg.sincos_order)[None])
         if self.single:
             nn.init.normal_(self.t_block[1].weight, std=0.02)
         for block in [*self.mixer, *self.blocks]:
@@ -275,7 +287,8 @@ class DiT(nn.Module):
         _, _, H, W = x.shape
         gh, gw = H // cfg.patch_size, W // cfg.patch_size
         table = self.pos_embed if cfg.pos_embed == "learned" else None
-        h = add_positions(self.x_embedder(x), cfg.pos_embed, table, cfg.grid, gh, gw)  # (B, N, D)
+        h = add_positions(self.x_embedder(x), cfg.pos_embed, table, cfg.grid, gh, gw,
+                          cfg.sincos_order)  # (B, N, D)
         c, ctx, mask = self._conditioning(t, context, context_mask, pooled, y, x.shape[0])
         block_c = self.t_block(c).unflatten(1, (6, -1)) if self.single else c
         rope = self._rope(gh, gw, x.device)

@@ -71,11 +71,11 @@ def global_condition(t_embedder: nn.Module, pooled_embedder: nn.Module | None, t
 
 
 def add_positions(h: torch.Tensor, kind: str, table: torch.Tensor | None, grid: int,
-                  gh: int, gw: int) -> torch.Tensor:
+                  gh: int, gw: int, order: str = "hw") -> torch.Tensor:
     """Tokens h (B, N, D) of a gh x gw patch grid plus their position embedding: fixed
     sin-cos at any grid, a learned `table` (1, grid*grid, D) at its own grid, none for "rope"."""
     if kind == "sincos":
-        return h + sincos_pos_embed_2d(h.shape[-1], gh, gw).to(h)
+        return h + sincos_pos_embed_2d(h.shape[-1], gh, gw, order).to(h)
     if kind == "learned":
         if (gh, gw) != (grid, grid):
             raise ValueError(f"learned positions fit a {grid}x{grid} token grid, got {gh}x{gw}")
@@ -83,8 +83,15 @@ def add_positions(h: torch.Tensor, kind: str, table: torch.Tensor | None, grid: 
     return h
 
 
-def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Fixed 2-D sin-cos position embedding (N, dim): half rows, half columns (MAE, 2022)."""
+SINCOS_ORDERS = ("hw", "wh")
+
+
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, order: str = "hw") -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding (N, dim) (MAE, 2022): the first half of the channels
+    encodes the row and the second the column ("hw"), or the reverse ("wh": MAE's code, and so
+    the DiT, PixArt and SD3 checkpoints)."""
+    if order not in SINCOS_ORDERS:
+        raise ValueError(f"unknown sin-cos order {order!r}; valid: {SINCOS_ORDERS}")
     if dim % 4:
         raise ValueError(f"sincos position embedding needs dim divisible by 4, got {dim}")
     rows, cols = torch.meshgrid(
@@ -97,7 +104,8 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
         out = pos.reshape(-1, 1) * omega[None]  # (N, dim/4)
         return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
-    return torch.cat([embed_1d(rows), embed_1d(cols)], dim=1).float()  # (N, dim)
+    halves = [embed_1d(rows), embed_1d(cols)]
+    return torch.cat(halves if order == "hw" else halves[::-1], dim=1).float()  # (N, dim)
 
 
 def grid_positions(grid_h: int, grid_w: int, stride: int = 1) -> torch.Tensor:
@@ -206,17 +214,25 @@ def make_norm(kind: NormKind, dim: int, affine: bool = True, eps: float = 1e-6) 
     raise ValueError(f"unknown norm {kind!r}; valid: layernorm, rmsnorm")
 
 
-class Mlp(nn.Module):
-    """Two linear layers with a GELU between them, as in ViT/DiT blocks ("GELUs", 2016)."""
+MLP_ACTIVATIONS = ("gelu", "gelu_tanh")
 
-    def __init__(self, dim: int, hidden: int, out: int | None = None) -> None:
+
+class Mlp(nn.Module):
+    """Two linear layers with a GELU between them, as in ViT/DiT blocks ("GELUs", 2016);
+    `act="gelu_tanh"` is the tanh approximation the PixArt and SD3 checkpoints were trained with."""
+
+    def __init__(self, dim: int, hidden: int, out: int | None = None, act: str = "gelu") -> None:
         super().__init__()
+        if act not in MLP_ACTIVATIONS:
+            raise ValueError(f"unknown MLP activation {act!r}; valid: {MLP_ACTIVATIONS}")
+        self.approximate = "tanh" if act == "gelu_tanh" else "none"
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, out or dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # exact (erf) GELU: on CPU it is ~4x faster than the tanh form in bf16, ~2x in fp32
-        return self.fc2(F.gelu(self.fc1(x)))
+        # exact (erf) GELU by default: on CPU it is ~4x faster than the tanh form in bf16, ~2x
+        # in fp32
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

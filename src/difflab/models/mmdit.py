@@ -24,6 +24,7 @@ from difflab.models.base import (
 )
 from difflab.models.layers import (
     ATTENTION_BACKENDS,
+    MLP_ACTIVATIONS,
     Mlp,
     PatchEmbed,
     PooledEmbedder,
@@ -61,12 +62,14 @@ class MMDiTConfig:
     qk_norm: bool = True  # RMSNorm on q and k, which SD3 found stabilises training
     drop_last_context: bool = True  # the last block computes no text output (SD3)
     attention: Literal["auto", "sdpa", "math"] = "auto"
+    mlp_act: Literal["gelu", "gelu_tanh"] = "gelu"  # SD3's checkpoints: "gelu_tanh"
 
     def __post_init__(self) -> None:
         check_minimums(self, {"in_channels": 1, "patch_size": 1, "hidden_size": 1, "depth": 1,
                               "num_heads": 1, "pooled_dim": 0}, positive=("mlp_ratio",))
         check_choice("pos_embed", self.pos_embed, ("sincos", "learned"))
         check_choice("attention", self.attention, ATTENTION_BACKENDS)
+        check_choice("mlp_act", self.mlp_act, MLP_ACTIVATIONS)
         check_divisible("input_size", self.input_size, "patch_size", self.patch_size)
         check_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)
         check_divisible("hidden_size", self.hidden_size, "4 (sin-cos halves)", 4)
@@ -106,7 +109,7 @@ class Stream(nn.Module):
         if not pre_only:
             self.proj = nn.Linear(dim, dim)
             self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-            self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+            self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=cfg.mlp_act)
 
     def pre(self, h: torch.Tensor, c: torch.Tensor):
         """(q, k, v) each (B, H, L, Dh) from the modulated stream (q None when pre_only),

@@ -82,10 +82,15 @@ def write_manifest(folder: str | Path, kind: str, config: dict[str, Any], *,
 
 def read_manifest(folder: str | Path) -> Manifest:
     """The manifest of an artefact folder; an older checkpoint folder without one (it has
-    config.json beside model.safetensors) reads as a checkpoint with no hashes to check."""
+    config.json beside model.safetensors) reads as a checkpoint with no hashes to check, and a
+    diffusers pipeline folder as kind "diffusers" (`difflab.interop.folders`)."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
+        from difflab.interop.folders import KIND, is_diffusers_folder
+
+        if is_diffusers_folder(folder):  # written by diffusers: nothing to hash-check
+            return Manifest(kind=KIND, config={}, files={})
         legacy = folder / "config.json"
         if legacy.is_file() and (folder / "model.safetensors").is_file():
             return Manifest(kind="checkpoint", config=_json(legacy), files={})

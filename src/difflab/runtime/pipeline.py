@@ -9,6 +9,7 @@ sampler draw come from one generator per sample (`BatchNoise`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ class Pipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.net.parameters()).device
+        # a network quantized throughout keeps its weights as buffers (codes and scales)
+        tensors = itertools.chain(self.net.parameters(), self.net.buffers())
+        return next(tensors, torch.empty(0)).device
 
     def condition(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         """The network's conditioning kwargs for `prompts` (text states, class labels or none)."""

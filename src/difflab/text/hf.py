@@ -44,7 +44,10 @@ class HFTextEncoder(TextEncoder):
     """Last hidden states of a local transformers encoder, frozen, with a masked-mean pooled
     vector (the sentence-transformers pooling of all-MiniLM-L6-v2)."""
 
-    def __init__(self, path: str | Path, max_length: int = 32, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, max_length: int = 32, name: str | None = None,
+                 tokenizer: str | Path | None = None) -> None:
+        """`tokenizer`: its own folder where it is not beside the model (diffusers' layout
+        keeps text_encoder/ and tokenizer/ apart)."""
         super().__init__()
         from transformers import AutoConfig, AutoTokenizer
 
@@ -54,7 +57,7 @@ class HFTextEncoder(TextEncoder):
         if max_length < 2:
             raise ConfigError(f"max_length must be >= 2; got {max_length}")
         config = AutoConfig.from_pretrained(path, local_files_only=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or path, local_files_only=True)
         self.model = _model_class(config.model_type).from_pretrained(path, local_files_only=True)
         self.model.eval().requires_grad_(False)
         text_cfg = getattr(config, "text_config", config)
