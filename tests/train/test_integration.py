@@ -60,3 +60,52 @@ def test_demo_reuses_only_a_run_of_the_same_settings(tmp_path):
     assert train_or_resume(CONFIGS / "tiny.toml", out, [*quick, "run.log_every=5"]) == 0.0
     with pytest.raises(ConfigError, match=r"schedule.batch_size: checkpoint 4 vs config 8"):
         train_or_resume(CONFIGS / "tiny.toml", out, [*quick, "schedule.batch_size=8"])
+
+
+LEARNED = ["text.encoder=learned", "text.options.dim=32", "text.options.heads=2",
+           "text.options.depth=1", "model.overrides.context_dim=32", "schedule.steps=3",
+           "schedule.batch_size=4", "run.ckpt_every=3", "data.options.length=16",
+           "run.precision=fp32"]
+
+
+def test_learned_text_encoder_trains_with_the_model_and_loads(tmp_path):
+    from difflab.runtime import load
+    from difflab.text.learned import LearnedTextEncoder
+
+    init = LearnedTextEncoder(max_length=16, dim=32, heads=2, depth=1)  # the run's seeded init
+    run = train(str(CONFIGS / "tiny.toml"), LEARNED, resume=False, out=str(tmp_path / "l"))
+    pipe = load(run)
+    enc = pipe.net.text_encoder  # saved and loaded with the network (EMA weights)
+    assert pipe.conditioner.encoder is enc
+    moved = {k: float((v - init.state_dict()[k]).abs().max()) for k, v in enc.state_dict().items()}
+    assert moved["embed.weight"] > 0 and moved["blocks.layers.0.linear1.weight"] > 0
+    # the prompt reaches the image through the learned states
+    a = pipe.generate(["a red circle"], [0])
+    assert (a == pipe.generate(["a red circle"], [0])).all()
+    assert not (a == pipe.generate(["three blue squares"], [0])).all()
+
+
+def test_learned_encoder_gets_gradients_inside_the_training_forward():
+    from difflab.train.parts import build_parts
+    from difflab.train.trainer import _TrainForward
+
+    parts = build_parts(load_train_config(CONFIGS / "tiny.toml", LEARNED))
+    enc = parts.net.text_encoder
+    assert parts.text_encoder is enc
+    with torch.no_grad():  # DiT's zero-initialised (adaLN-zero) layers would stop every gradient
+        for p in parts.net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
+    ids, mask = enc.tokenizer(["a red circle", ""])
+    out = _TrainForward(parts.net)(torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.7]),
+                                   {"token_ids": ids, "token_mask": mask})
+    out.square().mean().backward()
+    assert enc.embed.weight.grad is not None and enc.embed.weight.grad.abs().sum() > 0
+
+
+def test_text_width_that_does_not_fit_the_model_is_one_clear_error(tmp_path):
+    from difflab.config import ConfigError
+
+    wrong = [o for o in LEARNED if not o.startswith("model.overrides.context_dim")]
+    with pytest.raises(ConfigError, match="context_dim is 384; set text.options.dim = 384"):
+        train(str(CONFIGS / "tiny.toml"), wrong, resume=False, out=str(tmp_path / "w"))

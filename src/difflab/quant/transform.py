@@ -40,9 +40,12 @@ def select_layers(model: nn.Module, include: Iterable[str] = ("*",),
     """Linear/Conv2d modules whose `named_modules()` name matches an include pattern and no
     exclude pattern (fnmatch, or "re:<regex>" for a full-match regex)."""
     include, exclude = list(include), list(exclude)
+    # a trainable text encoder inside the network (`text_encoder.*`) is not the denoiser: its
+    # attention reads its projection weights directly, so it stays in float
     chosen = {
         name: m for name, m in model.named_modules()
-        if isinstance(m, QUANTIZABLE) and any(_match(name, p) for p in include)
+        if isinstance(m, QUANTIZABLE) and not name.startswith("text_encoder.")
+        and any(_match(name, p) for p in include)
         and not any(_match(name, p) for p in exclude)
     }
     if not chosen:

@@ -101,16 +101,38 @@ def build_process(process: ProcessSection) -> Any:
 
 
 def build_text(text: TextSection) -> Any | None:
-    """A frozen text encoder (its embeddings are cached) or None for label/unconditional models."""
+    """The text encoder (frozen, or trainable like "learned") or None for label/unconditional
+    models."""
     if text.encoder == "none":
         return None
     from difflab.text.base import build_text_encoder
 
-    encoder = build_text_encoder(text.encoder, max_length=text.max_length, **text.options)
+    return build_text_encoder(text.encoder, max_length=text.max_length, **text.options)
+
+
+TEXT_MODULE = "text_encoder"  # where a trainable encoder lives inside the network
+
+
+def attach_text(net: nn.Module, encoder: Any | None) -> Any | None:
+    """Make a trainable encoder the network's submodule `text_encoder`, so that it is optimised,
+    averaged (EMA), saved and loaded with the network; return the encoder the model conditions
+    on (the network's own copy when it has one, else `encoder`)."""
+    want = getattr(getattr(net, "config", None), "context_dim", 0)
+    width = getattr(encoder, "dim", want)
+    if encoder is not None and want and width != want:
+        raise ConfigError(f"text encoder {getattr(encoder, 'name', '?')!r} gives {width}-wide "
+                          f"token states but the model's context_dim is {want}; set "
+                          f"text.options.dim = {want} or model.overrides.context_dim = {width}")
     if getattr(encoder, "trainable", False):
-        raise ConfigError(f"text.encoder = {text.encoder!r} is trainable; embeddings are cached, "
-                          "so only frozen encoders are supported (e.g. 'minilm')")
-    return encoder
+        net.add_module(TEXT_MODULE, encoder)
+    return getattr(net, TEXT_MODULE, None) or encoder
+
+
+def build_model(spec: Any) -> tuple[nn.Module, Any | None]:
+    """(network, text encoder) of a stored model, the encoder attached where it is trainable:
+    what every loader builds before reading the weights. `spec`: a ModelSpec or a TrainConfig."""
+    net = build_network(spec.model)
+    return net, attach_text(net, build_text(spec.text))
 
 
 # data set name -> function of its options giving the class names of its labels 0..K-1

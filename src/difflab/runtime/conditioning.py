@@ -30,14 +30,21 @@ def check_prompts(prompts: Sequence[str]) -> None:
 
 
 class TextConditioner:
-    """Text states from a frozen encoder, each distinct prompt encoded once (EmbeddingCache)."""
+    """Text states from the model's encoder: a frozen one encodes each distinct prompt once
+    (EmbeddingCache); a trainable one (part of the network, e.g. "learned") on every call, so
+    that its current weights are the ones used."""
 
     def __init__(self, encoder: Any) -> None:
-        self.cache = EmbeddingCache(encoder)
+        self.encoder = encoder
+        self.cache = None if getattr(encoder, "trainable", False) else EmbeddingCache(encoder)
 
     def kwargs(self, prompts: Sequence[str], device: torch.device) -> dict[str, Tensor]:
         check_prompts(prompts)
-        return self.cache.encode(list(prompts), device).network_kwargs()
+        if self.cache is not None:
+            return self.cache.encode(list(prompts), device).network_kwargs()
+        with torch.no_grad():
+            encoding = self.encoder.encode(list(prompts)).network_kwargs()
+        return {k: v.to(device) for k, v in encoding.items()}
 
     def null(self, negative: str, n: int, device: torch.device) -> dict[str, Tensor]:
         """The negative prompt ("" = the empty prompt the model learned by dropout)."""
@@ -47,7 +54,7 @@ class TextConditioner:
         return list(CALIBRATION_PROMPTS)
 
     def describe(self) -> str:
-        name = getattr(self.cache.encoder, "name", type(self.cache.encoder).__name__)
+        name = getattr(self.encoder, "name", type(self.encoder).__name__)
         return f"text ({name})"
 
 

@@ -10,8 +10,9 @@ from torch import nn
 from difflab.io import load_tensors
 from difflab.runtime.artefacts import MANIFEST, Manifest, load_weights, register_artefact, verify
 from difflab.runtime.build import (
+    TEXT_MODULE,
     ModelSpec,
-    build_network,
+    build_model,
     build_process,
     build_text,
     class_names,
@@ -29,7 +30,8 @@ def assemble(net: nn.Module, spec: ModelSpec, folder: Path, manifest: Manifest, 
     net_cfg = net.config
     num_classes = getattr(net_cfg, "num_classes", 0)
     names = class_names(spec.data, num_classes) if num_classes else ()
-    conditioner = make_conditioner(build_text(spec.text), names)
+    text = getattr(net, TEXT_MODULE, None) or build_text(spec.text)  # a learned one is the net's
+    conditioner = make_conditioner(text, names)
     shape = (net_cfg.in_channels, net_cfg.input_size, net_cfg.input_size)
     return Pipeline(net.to(device).eval(), build_process(spec.process), conditioner, shape,
                     source=str(folder), config=manifest.config, kind=manifest.kind,
@@ -41,6 +43,6 @@ def load_checkpoint(folder: Path, manifest: Manifest, device: str) -> Pipeline:
     """A training checkpoint's EMA network (model.safetensors) built from its stored config."""
     verify(folder, manifest, (WEIGHTS,))
     spec = spec_of(manifest.config, str(folder / MANIFEST))
-    net = build_network(spec.model)
+    net, _ = build_model(spec)
     load_weights(net, load_tensors(folder / WEIGHTS), folder / WEIGHTS)
     return assemble(net, spec, folder, manifest, device)

@@ -33,7 +33,7 @@ from difflab.runtime.artefacts import (
     verify,
     write_manifest,
 )
-from difflab.runtime.build import build_network, spec_of
+from difflab.runtime.build import build_model, spec_of
 from difflab.runtime.loaders import assemble
 from difflab.runtime.pipeline import Pipeline, SampleConfig, calibration_run
 
@@ -97,7 +97,7 @@ def load_quantized_artefact(folder: Path, manifest: Manifest, device: str) -> Pi
     load the saved codes and scales (no calibration run)."""
     verify(folder, manifest, (WEIGHTS_FILE, CONFIG_FILE))
     spec = spec_of(manifest.config, str(folder / MANIFEST))
-    net = build_network(spec.model)
+    net, _ = build_model(spec)
     handle = load_quantized(net, folder)
     return assemble(net, spec, folder, manifest, device,
                     labels={"quantization": execution_label(handle)})

@@ -96,7 +96,11 @@ class LearnedTextEncoder(TextEncoder):
         if isinstance(prompts, str):
             raise TypeError("encode takes a list of prompts, not a single string")
         ids, mask = self.tokenizer(list(prompts))
-        ids, mask = ids.to(self.pos.device), mask.to(self.pos.device)
+        return self.encode_ids(ids.to(self.pos.device), mask.to(self.pos.device))
+
+    def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> TextEncoding:
+        """`encode` from the tokenizer's ids (B, T) and mask (B, T): what training calls inside
+        the network's forward, so that gradients (and DDP's reduction) reach the encoder."""
         x = self.embed(ids) + self.pos  # (B, T, D)
         x = self.norm(self.blocks(x, src_key_padding_mask=~mask))
         x = x * mask.unsqueeze(-1)  # zero at padding

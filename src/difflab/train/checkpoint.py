@@ -36,7 +36,7 @@ from difflab.config import (
 )
 from difflab.io import atomic_write, load_tensors, save_tensors, write_json
 from difflab.runtime.artefacts import load_weights, write_manifest
-from difflab.runtime.build import build_network
+from difflab.runtime.build import build_model
 from difflab.train.config import TrainConfig
 
 FORMAT_VERSION = 1
@@ -281,7 +281,7 @@ def load_checkpoint(path: str | Path, build: Callable[[TrainConfig], nn.Module] 
     """Validate a checkpoint (or run) folder and build its model with the EMA weights loaded."""
     folder = resolve(path)
     config, state, tensors = read_state(folder)
-    model = build(config) if build is not None else build_network(config.model)
+    model = build(config) if build is not None else build_model(config)[0]
     ema = load_tensors(folder / "model.safetensors")
     load_weights(model, ema, folder / "model.safetensors")
     raw = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}

@@ -13,7 +13,7 @@ from torch import nn
 
 from difflab.config import ConfigError
 from difflab.data.sets import DATASETS
-from difflab.runtime.build import build_network, build_process, build_text
+from difflab.runtime.build import TEXT_MODULE, attach_text, build_network, build_process, build_text
 from difflab.train.config import TrainConfig
 
 
@@ -33,7 +33,7 @@ def build_parts(cfg: TrainConfig) -> Parts:
     """Everything `run_training` needs, built from the config alone."""
     net = build_network(cfg.model, seed=cfg.run.seed)
     dataset = DATASETS.get(cfg.data.name)(dict(cfg.data.options))
-    text = build_text(cfg.text)
+    text = attach_text(net, build_text(cfg.text))
     num_classes = getattr(getattr(net, "config", None), "num_classes", 0)
     process = build_process(cfg.process)
     parts = Parts(net=net, process=process, dataset=dataset, text_encoder=text,
@@ -63,7 +63,8 @@ def _grid_writer(cfg: TrainConfig, process: Any, text: Any | None, dataset: Any,
     config = SampleConfig(steps=cfg.run.sample_steps, precision="fp32", batch_size=len(prompts))
 
     def write(net: nn.Module, step: int) -> Path:
-        pipe = Pipeline(net, process, conditioner, shape)
+        own = getattr(net, TEXT_MODULE, None)  # a trainable encoder: the EMA copy's own
+        pipe = Pipeline(net, process, make_conditioner(own, names) if own else conditioner, shape)
         images = pipe.generate(prompts, list(range(len(prompts))), config)
         path = Path(cfg.run.out_dir) / "samples" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

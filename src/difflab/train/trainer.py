@@ -76,6 +76,10 @@ class _TrainForward(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor],
                 mask_ratio: float = 0.0, generator: torch.Generator | None = None) -> Any:
+        if "token_ids" in cond:  # a trainable text encoder, part of the network
+            cond = dict(cond)
+            ids, mask = cond.pop("token_ids"), cond.pop("token_mask")
+            cond.update(self.net.text_encoder.encode_ids(ids, mask).network_kwargs())
         if mask_ratio > 0:
             return self.net.forward_masked(x, t, **cond, mask_ratio=mask_ratio,
                                            generator=generator)
@@ -112,7 +116,8 @@ class Trainer:
         self.autocast_dtype = self.precision.autocast_dtype
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.text = EmbeddingCache(parts.text_encoder) if parts.text_encoder is not None else None
+        enc = parts.text_encoder
+        self.text = enc if enc is None or getattr(enc, "trainable", False) else EmbeddingCache(enc)
         self.step, self.lr_scale, self.rollbacks, self.bad_streak = 0, 1.0, 0, 0
         self.loss_tail: list[list[float]] = []
 

@@ -208,10 +208,9 @@ def install_tokens(pipe: Any, tokens: dict[str, Tensor]) -> None:
 
     if not tokens:
         return
-    cache = pipe.conditioner.cache
     for token, vector in tokens.items():
-        add_token(cache.encoder, token, vector=vector)
-    cache.entries.clear()
+        add_token(pipe.conditioner.encoder, token, vector=vector)
+    pipe.conditioner.cache.entries.clear()
 
 
 def parse_adapter(spec: str) -> tuple[str, float]:

@@ -154,7 +154,7 @@ def _textual(pipe: Any, cfg: TuneConfig) -> Adaptation:
     (2022): one new token embedding in front of the frozen text encoder; the network is frozen."""
     from difflab.text.hf import HFTextEncoder, add_token
 
-    encoder = pipe.conditioner.cache.encoder
+    encoder = pipe.conditioner.encoder
     if not isinstance(encoder, HFTextEncoder):
         raise ConfigError("Textual Inversion needs a transformers text encoder (e.g. minilm)")
     token = cfg.pseudo_word
