@@ -36,7 +36,7 @@ def brightness(images, spec):
 
 def test_smc_with_a_constant_potential_is_plain_sampling(tiny_pipeline):
     pipe = tiny_pipeline
-    out = search_smc(pipe, SPEC.text, SPEC, 7, CONFIG, SMCConfig(particles=3), constant)
+    out, = search_smc(pipe, [SPEC.text], [SPEC], [7], CONFIG, SMCConfig(particles=3), constant)
     plain = pipe.sample([SPEC.text] * 3, candidate_seeds(7, 3), CONFIG)
     assert out.resamples == 0
     np.testing.assert_array_equal(out.image, to_uint8(plain[0])[0])  # candidate 0: seed 7
@@ -46,8 +46,8 @@ def test_smc_with_a_constant_potential_is_plain_sampling(tiny_pipeline):
 
 def test_smc_resamples_towards_the_potential_and_repeats_per_seed(tiny_pipeline):
     opts = SMCConfig(particles=4, lam=50.0)
-    a = search_smc(tiny_pipeline, SPEC.text, SPEC, 3, CONFIG, opts, brightness)
-    b = search_smc(tiny_pipeline, SPEC.text, SPEC, 3, CONFIG, opts, brightness)
+    a, = search_smc(tiny_pipeline, [SPEC.text], [SPEC], [3], CONFIG, opts, brightness)
+    b, = search_smc(tiny_pipeline, [SPEC.text], [SPEC], [3], CONFIG, opts, brightness)
     assert a.resamples > 0
     np.testing.assert_array_equal(a.image, b.image)
     assert a.rewards == b.rewards and a.nfe == 4 * CONFIG.nfe
@@ -55,8 +55,8 @@ def test_smc_resamples_towards_the_potential_and_repeats_per_seed(tiny_pipeline)
 
 
 def test_bestof_picks_the_maximum(tiny_pipeline):
-    out = search_bestof(tiny_pipeline, SPEC.text, SPEC, 5, CONFIG, BestOfConfig(n=4),
-                        brightness)
+    out, = search_bestof(tiny_pipeline, [SPEC.text], [SPEC], [5], CONFIG, BestOfConfig(n=4),
+                         brightness)
     plain = tiny_pipeline.sample([SPEC.text] * 4, candidate_seeds(5, 4), CONFIG)
     r = brightness(plain, SPEC)
     assert out.rewards == pytest.approx(r.tolist())
@@ -69,6 +69,17 @@ def test_systematic_resampling_keeps_uniform_weights_and_drops_zero_weights():
     assert systematic_resample(torch.full((8,), 1 / 8), g).tolist() == list(range(8))
     idx = systematic_resample(torch.tensor([0.0, 0.5, 0.0, 0.5]), g)
     assert sorted(idx.tolist()) == [1, 1, 3, 3]
+
+
+def test_a_prompt_searched_in_a_batch_matches_it_searched_alone(tiny_pipeline):
+    other = PromptSpec("a blue square", "single", (ObjectSpec("square", "blue"),))
+    opts = SMCConfig(particles=3, lam=50.0)
+    both = search_smc(tiny_pipeline, [other.text, SPEC.text], [other, SPEC], [1, 3], CONFIG,
+                      opts, brightness)
+    alone, = search_smc(tiny_pipeline, [SPEC.text], [SPEC], [3], CONFIG, opts, brightness)
+    assert both[1].rewards == pytest.approx(alone.rewards, abs=1e-4)
+    assert both[1].resamples == alone.resamples
+    assert np.abs(both[1].image.astype(int) - alone.image).max() <= 1
 
 
 def test_search_parses_template_prompts(tiny_pipeline):
@@ -90,5 +101,5 @@ def test_bad_search_specs_are_config_errors(text, message):
 
 def test_smc_refuses_multistep_samplers(tiny_pipeline):
     with pytest.raises(ConfigError, match="one-step samplers"):
-        search_smc(tiny_pipeline, SPEC.text, SPEC, 0, SampleConfig(sampler="dpmpp_2m", steps=3),
-                   SMCConfig(particles=2), constant)
+        search_smc(tiny_pipeline, [SPEC.text], [SPEC], [0],
+                   SampleConfig(sampler="dpmpp_2m", steps=3), SMCConfig(particles=2), constant)

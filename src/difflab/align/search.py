@@ -127,16 +127,36 @@ def _autocast(pipe: Any, config: Any) -> Any:
             else contextlib.nullcontext())
 
 
+def _rows(prompts: Sequence[str], seeds: Sequence[int], n: int) -> tuple[list[str], list[int]]:
+    """Prompt p's candidate k sits at row p * n + k."""
+    return ([p for p in prompts for _ in range(n)],
+            [s for seed in seeds for s in candidate_seeds(seed, n)])
+
+
+def _pick(x: Tensor, final: np.ndarray, n: int, **info: Any) -> list[SearchResult]:
+    """Each prompt's highest-reward candidate (the first on ties)."""
+    out = []
+    for p in range(len(final) // n):
+        r = final[p * n:(p + 1) * n]
+        best = int(np.argmax(r))
+        out.append(SearchResult(to_uint8(x[p * n + best])[0], float(r[best]), r.tolist(),
+                                **{k: v[p] if isinstance(v, list) else v
+                                   for k, v in info.items()}))
+    return out
+
+
 @SEARCHES.register("bestof")
 @torch.no_grad()
-def search_bestof(pipe: Any, prompt: str, spec: PromptSpec, seed: int, config: Any,
-                  opts: BestOfConfig, reward: Reward) -> SearchResult:
+def search_bestof(pipe: Any, prompts: Sequence[str], specs: Sequence[PromptSpec],
+                  seeds: Sequence[int], config: Any, opts: BestOfConfig,
+                  reward: Reward) -> list[SearchResult]:
     """Best-of-N: the highest-reward of N independent samples (rejection sampling by score)."""
-    x = pipe.sample([prompt] * opts.n, candidate_seeds(seed, opts.n), config)
-    r = np.asarray(reward(x, spec), np.float64)
-    best = int(np.argmax(r))
-    return SearchResult(to_uint8(x[best])[0], float(r[best]), r.tolist(), opts.n * config.nfe,
-                        opts.n)
+    n = opts.n
+    rows, row_seeds = _rows(prompts, seeds, n)
+    x = pipe.sample(rows, row_seeds, config)
+    final = np.concatenate([np.asarray(reward(x[p * n:(p + 1) * n], spec), np.float64)
+                            for p, spec in enumerate(specs)])
+    return _pick(x, final, n, nfe=n * config.nfe, reward_calls=n)
 
 
 def systematic_resample(weights: Tensor, generator: torch.Generator) -> Tensor:
@@ -152,25 +172,28 @@ def systematic_resample(weights: Tensor, generator: torch.Generator) -> Tensor:
 
 @SEARCHES.register("smc")
 @torch.no_grad()
-def search_smc(pipe: Any, prompt: str, spec: PromptSpec, seed: int, config: Any,
-               opts: SMCConfig, reward: Reward) -> SearchResult:
-    """Feynman-Kac steering (Singhal et al., 2025) with the difference potential."""
+def search_smc(pipe: Any, prompts: Sequence[str], specs: Sequence[PromptSpec],
+               seeds: Sequence[int], config: Any, opts: SMCConfig,
+               reward: Reward) -> list[SearchResult]:
+    """Feynman-Kac steering (Singhal et al., 2025) with the difference potential; the prompts'
+    particle sets run as one batch and resample within themselves."""
     if config.sampler not in SMC_SAMPLERS:
         raise ConfigError(f"smc steps one-step samplers only ({', '.join(SMC_SAMPLERS)}); got "
                           f"{config.sampler!r}")
     if config.bottleneck:
         raise ConfigError("smc does not run with Bottleneck Sampling; drop --bottleneck")
-    k = opts.particles
-    seeds = candidate_seeds(seed, k)
-    model, cond = pipe.denoiser([prompt] * k, config)
+    k, n_prompts = opts.particles, len(prompts)
+    rows, row_seeds = _rows(prompts, seeds, k)
+    model, cond = pipe.denoiser(rows, config)
     sigmas = pipe.sigmas(config).to(pipe.device)
     # the same initial noise and per-particle sampler noise as Pipeline.sample
-    x = initial_noise(pipe.image_shape, seeds, device=pipe.device) * sigmas[0]
-    noise = BatchNoise([s + 1_000_003 for s in seeds])
+    x = initial_noise(pipe.image_shape, row_seeds, device=pipe.device) * sigmas[0]
+    noise = BatchNoise([s + 1_000_003 for s in row_seeds])
     sampler = get_sampler(config.sampler)
-    resampler = torch.Generator().manual_seed(seed)
-    log_w, r_prev = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
-    n, calls, resamples, trace = len(sigmas) - 1, 0, 0, []
+    resamplers = [torch.Generator().manual_seed(seed) for seed in seeds]
+    log_w = torch.zeros(n_prompts, k, dtype=torch.float64)
+    r_prev = torch.zeros(n_prompts, k, dtype=torch.float64)
+    n, calls, resamples, traces = len(sigmas) - 1, 0, [0] * n_prompts, []
     seen: dict[str, Tensor] = {}
     with _autocast(pipe, config):
         for i in range(n):
@@ -178,22 +201,29 @@ def search_smc(pipe: Any, prompt: str, spec: PromptSpec, seed: int, config: Any,
                         callback=seen.update, **config.sampler_options)
             if i == n - 1 or (i + 1) % opts.interval:
                 continue
-            r = torch.as_tensor(reward(seen["denoised"].float(), spec), dtype=torch.float64)
+            x0 = seen["denoised"].float()
+            r = torch.stack([torch.as_tensor(reward(x0[p * k:(p + 1) * k], spec),
+                                             dtype=torch.float64)
+                             for p, spec in enumerate(specs)])  # (P, K)
             calls += k
-            trace.append(float(r.mean()))
+            traces.append(r.mean(1).tolist())
             log_w += opts.lam * (r - r_prev)  # the difference potential of the x0 prediction
             r_prev = r
-            if torch.all(log_w == log_w[0]):  # equal weights: resampling would change nothing
-                continue
-            idx = systematic_resample(torch.softmax(log_w, 0), resampler)
-            x, r_prev = x[idx], r_prev[idx]
-            log_w = torch.zeros(k, dtype=torch.float64)
-            resamples += 1
+            idx = torch.arange(n_prompts * k)
+            for p in range(n_prompts):
+                if torch.all(log_w[p] == log_w[p, 0]):  # equal weights: nothing would change
+                    continue
+                local = systematic_resample(torch.softmax(log_w[p], 0), resamplers[p])
+                idx[p * k:(p + 1) * k] = p * k + local
+                r_prev[p], log_w[p] = r_prev[p, local], 0.0
+                resamples[p] += 1
+            x = x[idx]
     x = x.float()
-    final = np.asarray(reward(x, spec), np.float64)
-    best = int(np.argmax(final))
-    return SearchResult(to_uint8(x[best])[0], float(final[best]), final.tolist(),
-                        k * config.nfe, calls + k, resamples, trace)
+    final = np.concatenate([np.asarray(reward(x[p * k:(p + 1) * k], spec), np.float64)
+                            for p, spec in enumerate(specs)])
+    trace = [[t[p] for t in traces] for p in range(n_prompts)]
+    return _pick(x, final, k, nfe=k * config.nfe, reward_calls=calls + k, resamples=resamples,
+                 trace=trace)
 
 
 def search(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], config: Any, name: str,
@@ -209,13 +239,16 @@ def search(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], config: Any,
     specs = [parse_prompt(p) for p in prompts] if specs is None else list(specs)
     method = SEARCHES.get(name)
     reward = reward or evaluator_potential
-    items = range(len(prompts))
+    chunk = max(1, config.batch_size // opts.n)  # prompts per batch of candidates
+    items = range(0, len(prompts), chunk)
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, desc=name, unit="prompt")
-    results = [method(pipe, prompts[i], specs[i], seeds[i], config, opts, reward)
-               for i in items]
+        items = tqdm(items, desc=name, unit="batch")
+    results = []
+    for i in items:
+        sl = slice(i, i + chunk)
+        results += method(pipe, prompts[sl], specs[sl], seeds[sl], config, opts, reward)
     images = np.stack([r.image for r in results]) if results else np.zeros(
         (0, *pipe.image_shape[1:], 3), np.uint8)
     return images, results
