@@ -24,6 +24,7 @@ from difflab.demo import DEMO_SAMPLING
 from difflab.eval.commands import checkpoint_identity
 from difflab.eval.provenance import provenance
 from difflab.eval.stats import mcnemar_exact, wilson_interval
+from difflab.evaluate import score_images
 from difflab.io import write_json
 from difflab.runtime import load
 from difflab.runtime.artefacts import resolve
@@ -63,14 +64,17 @@ def main(argv: list[str]) -> None:
                      progress=True)
     timing["bestof"] = time.perf_counter() - t
     rewards = np.array([r.rewards for r in best])  # (P, N); column 0 is the plain sample
+    candidates = np.stack([r.candidates for r in best])  # (P, N, H, W, 3)
+    chosen = {}
     for m in sorted({1, 2, args.n} | {2 ** j for j in range(args.n.bit_length())}):
         if m > args.n:
             continue
-        top = rewards[:, :m].max(1)
+        top = rewards[:, :m].argmax(1)
         name = "plain" if m == 1 else f"bestof{m}"
+        chosen[name] = candidates[np.arange(len(top)), top]
         runs[name] = {"nfe_per_image": m * config.nfe, "reward_calls_per_image": m,
-                      "passed": [int(r == 1.0) for r in top],
-                      "reward": [float(r) for r in top]}
+                      "passed": [int(r == 1.0) for r in rewards[np.arange(len(top)), top]],
+                      "reward": [float(r) for r in rewards[np.arange(len(top)), top]]}
     potentials = [("evaluator", float(lam), None) for lam in args.lams.split(",")]
     if args.reward_net:
         from difflab.align.rewardnet import load_reward_net
@@ -87,15 +91,17 @@ def main(argv: list[str]) -> None:
         # the chosen particle is scored by the evaluator whatever steered it
         from difflab.align.rewards import evaluator_reward
 
-        final = evaluator_reward(np.stack([r.image for r in res]), specs)
+        chosen[name] = np.stack([r.image for r in res])
+        final = evaluator_reward(chosen[name], specs)
         runs[name] = {"nfe_per_image": res[0].nfe, "potential": kind, "lam": lam,
                       "reward_calls_per_image": float(np.mean([r.reward_calls for r in res])),
                       "resamples_per_image": float(np.mean([r.resamples for r in res])),
                       "passed": [int(r == 1.0) for r in final],
                       "reward": [float(r) for r in final],
                       "mean_trace": np.mean([r.trace for r in res], 0).round(4).tolist()}
-    for run in runs.values():
+    for name, run in runs.items():
         run["accuracy"] = accuracy(run["passed"], cats)
+        _, run["fd"], run["fd_floor"] = score_images(chosen[name], specs, seeds)
         run["mean_reward"] = float(np.mean(run["reward"]))
     plain = runs["plain"]["passed"]
     tests = {}
@@ -118,6 +124,7 @@ def main(argv: list[str]) -> None:
     for name, run in runs.items():
         a = run["accuracy"]
         print(f"{name:<22} nfe {run['nfe_per_image']:>4}  reward {run['mean_reward']:.3f}  "
+              f"FD {run['fd']:.1f}  "
               + "  ".join(f"{c} {100 * v['accuracy']:.1f}%" for c, v in a.items()))
     for name, t in tests.items():
         print(f"{name}: only first {t['only_a']}, only second {t['only_b']}, p {t['p_value']:.3g}")

@@ -102,6 +102,7 @@ class SearchResult:
     reward_calls: int  # images the reward scored
     resamples: int = 0
     trace: list[float] = field(default_factory=list)  # SMC: mean particle reward per step
+    candidates: np.ndarray | None = None  # (K, H, W, 3) uint8: every final candidate
 
 
 _CONFIGS = {"bestof": BestOfConfig, "smc": SMCConfig}
@@ -135,11 +136,12 @@ def _rows(prompts: Sequence[str], seeds: Sequence[int], n: int) -> tuple[list[st
 
 def _pick(x: Tensor, final: np.ndarray, n: int, **info: Any) -> list[SearchResult]:
     """Each prompt's highest-reward candidate (the first on ties)."""
-    out = []
+    out, images = [], to_uint8(x)
     for p in range(len(final) // n):
         r = final[p * n:(p + 1) * n]
         best = int(np.argmax(r))
-        out.append(SearchResult(to_uint8(x[p * n + best])[0], float(r[best]), r.tolist(),
+        out.append(SearchResult(images[p * n + best], float(r[best]), r.tolist(),
+                                candidates=images[p * n:(p + 1) * n],
                                 **{k: v[p] if isinstance(v, list) else v
                                    for k, v in info.items()}))
     return out
