@@ -49,6 +49,7 @@ _ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 
 def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
+    from difflab.align.commands import align_command
     from difflab.data.commands import data_app
     from difflab.edit.commands import edit_command, restore_command
     from difflab.eval.commands import bench
@@ -64,6 +65,7 @@ def _add_subcommands() -> None:
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
+    app.command("align")(align_command)
     app.command("restore")(restore_command)
     app.command("edit")(edit_command)
     app.command("serve")(serve_command)
@@ -121,6 +123,9 @@ def sample(
                                       "adapters join a quantized folder's low-rank branch)"),
     combine: str = typer.Option("sum", help="how several adapters combine: sum (task "
                                 "arithmetic) or ties (TIES merging)"),
+    search: str = typer.Option("", help="inference-time search scored by the shapes evaluator: "
+                               "bestof:n=8 or smc:particles=8[,lam=10,interval=1] (prompts in "
+                               "the suite templates)"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
@@ -144,6 +149,7 @@ def sample(
         from difflab.quant.config import QUANTIZERS
 
         QUANTIZERS.get(quant)  # an unknown recipe fails before the model loads
+    searching = _check_search(search, prompt, config, accel) if search else None
     adapters = []
     if adapter:
         from difflab.tune.adapters import COMBINES, parse_adapter
@@ -170,7 +176,9 @@ def sample(
         typer.echo(f"{label}: {value}")
     prompts = [p for p in prompt for _ in range(n)]
     seeds = [seed + i for i in range(len(prompts))]
-    if spec is not None:
+    if searching is not None:
+        images = _search_images(pipe, prompts, seeds, config, search, *searching)
+    elif spec is not None:
         with apply_accel(pipe.net, *spec) as handle:
             images = pipe.generate(prompts, seeds, config, progress=True)
         typer.echo(f"accel {accel}: {handle.stats}")
@@ -180,6 +188,39 @@ def sample(
     atomic_write(out, lambda p: grid.save(p, format=fmt))
     typer.echo(f"wrote {out} ({len(images)} images, {config.sampler} x{config.steps}, "
                f"cfg {config.cfg})")
+
+
+def _check_search(search: str, prompts: list[str], config, accel: str) -> tuple:
+    """(name, options) of a --search spec, checked with the prompts before any model loads."""
+    from difflab.align.rewards import parse_prompt
+    from difflab.align.search import SMC_SAMPLERS, parse_search
+
+    name, opts = parse_search(search)
+    if accel:
+        raise ConfigError("--search does not combine with --accel; drop one")
+    if config.bottleneck:
+        raise ConfigError("--search does not combine with --bottleneck; drop one")
+    if name == "smc" and config.sampler not in SMC_SAMPLERS:
+        raise ConfigError(f"--search smc steps one-step samplers only ({', '.join(SMC_SAMPLERS)})"
+                          f"; got --sampler {config.sampler}")
+    for p in prompts:
+        parse_prompt(p)
+    return name, opts
+
+
+def _search_images(pipe, prompts: list[str], seeds: list[int], config, text: str, name: str,
+                   opts):
+    """Images chosen by the search, with one line on their rewards and cost."""
+    from difflab.align.search import search
+
+    images, results = search(pipe, prompts, seeds, config, name, opts, progress=True)
+    passed = sum(r.reward == 1.0 for r in results)
+    mean = sum(r.reward for r in results) / len(results)
+    typer.echo(f"search {text}: mean evaluator reward {mean:.3f}, {passed}/{len(results)} "
+               f"images pass; {results[0].nfe} model evaluations and "
+               f"{sum(r.reward_calls for r in results) / len(results):.0f} reward calls per "
+               "image")
+    return images
 
 
 @app.command("eval")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from difflab.config import ConfigError
 from difflab.eval.stats import (
     format_accuracy,
@@ -311,6 +313,121 @@ def interop_agreement_table() -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def _overall4(passed: list[int], cats: list[str]) -> tuple[int, int]:
+    """Passes and images over the four template categories the alignment work targets."""
+    keep = [p for p, c in zip(passed, cats, strict=True)
+            if c in ("single", "binding", "counting", "spatial")]
+    return sum(keep), len(keep)
+
+
+def _cat_acc(passed: list[int], cats: list[str], cat: str) -> str:
+    f = [p for p, c in zip(passed, cats, strict=True) if c == cat]
+    return format_accuracy(sum(f), len(f))
+
+
+def _guard(fd: float, fd_ref: float, single: float, single_ref: float) -> tuple[str, str]:
+    """(single-object change, verdict) by the hacking rule: FD up > 20% or single down > 2 pts."""
+    change = 100 * (single - single_ref)
+    hacking = fd / fd_ref - 1 > 0.20 or change < -2.0
+    return f"{change:+.1f}", "hacking" if hacking else "ok"
+
+
+def align_methods_table(search_path: str, tune_path: str) -> str:
+    """Alignment methods side by side: compute, accuracy per category and overall on the test
+    split, FD, single-object change and the hacking verdict."""
+    search, tune = _load(search_path), _load(tune_path)
+    head = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
+            "| FD | single-object change | guard |\n|---|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    cats, runs = search["categories"], search["runs"]
+    plain = runs["plain"]
+    single_of = lambda r, c: float(np.mean([p for p, k in zip(r, c, strict=True)  # noqa: E731
+                                            if k == "single"]))
+    for name, r in sorted(runs.items(), key=lambda item: item[0] != "plain"):
+        extra = r["nfe_per_image"] - plain["nfe_per_image"]
+        compute = "-" if name == "plain" else f"+{extra} model evaluations"
+        k, n = _overall4(r["passed"], cats)
+        change, verdict = _guard(r["fd"], plain["fd"], single_of(r["passed"], cats),
+                                 single_of(plain["passed"], cats))
+        label = {"plain": "plain sampling (base)"}.get(name, name)
+        rows.append(f"| {label} | {compute} | "
+                    + " | ".join(_cat_acc(r["passed"], cats, c)
+                                 for c in ("binding", "counting", "spatial"))
+                    + f" | {format_accuracy(k, n)} | {r['fd']:.1f} | "
+                    + ("-" if name == "plain" else change) + " | "
+                    + ("-" if name == "plain" else verdict) + " |")
+    models = tune["models"]
+    base_name = next(name for name, m in models.items() if "guard" not in m)  # the reference
+    base = models[base_name]
+    for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
+        c = m["categories"]
+        k, n = _overall4(m["passed"], c)
+        if name == base_name:
+            compute, change, verdict = "-", "-", "-"
+        else:
+            meta = m["adapter_manifest"]["metrics"]
+            compute = f"{meta['seconds'] / 60:.0f} min tuning, no extra at sampling"
+            change = f"{100 * m['guard']['single_change']:+.1f}"
+            verdict = "hacking" if m["guard"]["hacking"] else "ok"
+        label = (f"{base_name} (base)" if name == base_name
+                 else m["adapter_manifest"]["config"].get("align", {}).get("method", name))
+        rows.append(f"| {label} | {compute} | "
+                    + " | ".join(_cat_acc(m["passed"], c, x)
+                                 for x in ("binding", "counting", "spatial"))
+                    + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} |")
+    sp = search["provenance"]["config"]
+    per = sp["per_suite"] or "all"
+    note = (f"\nSearch rows: {len(search['prompts'])} test-split prompts ({per}"
+            f" per suite of {sp['suites']}), one image each, the evaluator as reward and SMC "
+            "potential ('_net': the reward net as potential); "
+            f"tuning rows: the test split's 'all' suite ({base['n_images']} images, overall "
+            "here over its four template categories, FD over all of them). Sampling: Euler "
+            "ancestral, 20 steps, CFG 3 (one model evaluation per step). Guard: FD up by more "
+            "than 20% or single-object accuracy down by more than 2 points against the row's "
+            "own baseline.\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def align_search_table(path: str) -> str:
+    """Search at equal model evaluations: reward, accuracy, FD, paired tests against plain."""
+    data = _load(path)
+    cats, runs, tests = data["categories"], data["runs"], data["paired_tests"]
+    rows = ["| search | model evaluations / image | reward calls / image | mean reward | "
+            "overall | FD | vs plain (only this, only plain, p) |", "|---|---|---|---|---|---|---|"]
+    for name, r in sorted(runs.items(), key=lambda item: item[0] != "plain"):
+        k, n = _overall4(r["passed"], cats)
+        t = tests.get(f"{name} vs plain")
+        vs = "-" if t is None else f"{t['only_a']}, {t['only_b']}, p {format_p(t['p_value'])}"
+        rows.append(f"| {name} | {r['nfe_per_image']} | {r['reward_calls_per_image']:g} | "
+                    f"{r['mean_reward']:.3f} | {format_accuracy(k, n)} | {r['fd']:.1f} | {vs} |")
+    between = [f"{name}: only SMC {t['only_a']}, only best-of {t['only_b']}, p "
+               f"{format_p(t['p_value'])}" for name, t in tests.items() if " vs bestof" in name]
+    return "\n".join(rows) + "\n\nSMC against best-of-N at equal evaluations: " + \
+        "; ".join(between) + f". Split: {data['provenance']['split']}.\n"
+
+
+def align_rewardnet_table(path: str) -> str:
+    """The reward net's agreement with the evaluator on held-out images, per requirement."""
+    data = _load(path)
+    held = data["heldout"]
+    sets = ("all", "generated_own_spec", "rendered_own_spec", "near_miss_specs")
+    rows = ["| requirement | " + " | ".join(s.replace("_", " ") for s in sets) + " |",
+            "|---" * (len(sets) + 1) + "|"]
+    for req in ("objects", "colors", "count", "relation", "passed"):
+        cells = []
+        for s in sets:
+            a = held[s].get(req)
+            cells.append("-" if a is None else format_accuracy(round(a["agreement"] * a["n"]),
+                                                                 a["n"]))
+        rows.append(f"| {req} | " + " | ".join(cells) + " |")
+    pearson = [held[s]["reward_pearson"] for s in sets]
+    rows.append("| reward (Pearson r) | " + " | ".join(
+        "- (evaluator reward constant)" if r != r else f"{r:.3f}" for r in pearson) + " |")
+    return "\n".join(rows) + (f"\n\n{data['parameters']:,} parameters, trained on "
+                              f"{data['train_rows']:,} (image, spec) rows; held out: "
+                              f"{data['heldout_rows']:,} rows from other dev seeds.\n")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -321,10 +438,14 @@ TABLES: dict[str, Callable[[], str]] = {
     "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
     "interop": interop_table,
     "interop_agreement": interop_agreement_table,
+    "align_methods": lambda: align_methods_table("benchmarks/results/align/search-test.json",
+                                                 "benchmarks/results/align/dpo-test.json"),
+    "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
+    "align_rewardnet": lambda: align_rewardnet_table("benchmarks/results/align/rewardnet.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
-                          "docs/diffusers.md")
+                          "docs/diffusers.md", "docs/alignment.md")
 
 
 def regenerate(text: str) -> str:

@@ -57,8 +57,10 @@ def base_reference(source: str | Path) -> dict[str, str]:
 
 
 def save_adapter(result: Any, out: str | Path, base: dict[str, str],
-                 metrics: dict[str, Any] | None = None) -> Manifest:
-    """Write a tuning result as an adapter folder (a new folder, renamed into place)."""
+                 metrics: dict[str, Any] | None = None,
+                 sections: dict[str, Any] | None = None) -> Manifest:
+    """Write a tuning result as an adapter folder (a new folder, renamed into place);
+    `sections` are config sections stored beside "tune" (e.g. the alignment run's)."""
     with new_folder(out) as tmp:
         cfg, delta = result.config, result.delta
         if cfg.method in PEFT_METHODS:
@@ -72,7 +74,8 @@ def save_adapter(result: Any, out: str | Path, base: dict[str, str],
             save_tensors(tmp / TOKENS_FILE, delta.tokens)
         info = {"trainable": result.trainable, "seconds": round(result.seconds, 2),
                 "final_loss": result.losses[-1] if result.losses else None, **(metrics or {})}
-        manifest = write_manifest(tmp, KIND, {"tune": asdict(cfg)}, base=base, metrics=info)
+        manifest = write_manifest(tmp, KIND, {"tune": asdict(cfg), **(sections or {})},
+                                  base=base, metrics=info)
     return manifest
 
 

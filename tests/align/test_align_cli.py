@@ -1,0 +1,48 @@
+"""`difflab sample --search` and `difflab align` as a user runs them: a search writes its grid
+and says what it cost; bad input is one `error:` line and exit status 2, before any model
+work."""
+
+from __future__ import annotations
+
+import pytest
+
+from difflab import cli
+
+
+def difflab(capsys, *args: str) -> tuple[int, str]:
+    code = cli.run([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_sample_with_bestof_search(tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    code, text = difflab(capsys, "sample", "shapes-base", "-p", "two red circles", "--n", "1",
+                         "--steps", "2", "--search", "bestof:n=2", "--out", grid)
+    assert code == 0, text
+    assert "search bestof:n=2: mean evaluator reward" in text
+    assert "4 model evaluations" in text and grid.is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "beam"], "unknown search"),
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "smc:particles=0"],
+     "particles"),
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "smc", "--sampler", "heun"],
+     "one-step samplers"),
+    (["sample", "shapes-base", "-p", "a cat", "--search", "bestof"], "evaluator can score"),
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "bestof", "--accel",
+      "deepcache"], "does not combine"),
+    (["align", "shapes-base", "--method", "ddpo", "--out", "x"], "unknown alignment method"),
+    (["align", "shapes-base", "--suite", "heldout", "--out", "x"], "cannot be tuned on"),
+    (["align", "shapes-base", "--images", "1", "--out", "x"], "images"),
+    (["align", "shapes-base", "--budget-minutes", "0", "--out", "x"], "budget_minutes"),
+    (["align", "no-such-model", "--out", "x"], "no-such-model"),
+])
+def test_bad_input_is_one_error_line(args, message, capsys, tmp_path):
+    args = [str(tmp_path / a) if a == "x" else a for a in args]
+    code, text = difflab(capsys, *args, *([] if "--out" in args else
+                                          ["--out", tmp_path / "g.png"]))
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert code == 2, text
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], text
