@@ -50,6 +50,7 @@ _ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
     from difflab.data.commands import data_app
+    from difflab.distill.commands import distill_command
     from difflab.edit.commands import edit_command, restore_command
     from difflab.eval.commands import bench
     from difflab.serve.commands import serve_command
@@ -64,6 +65,7 @@ def _add_subcommands() -> None:
     app.command("restore")(restore_command)
     app.command("edit")(edit_command)
     app.command("serve")(serve_command)
+    app.command("distill")(distill_command)
 
 
 @app.command()
@@ -103,9 +105,12 @@ def sample(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable): text, a "
                                      "class name or index for a class model, '' unconditional"),
     n: int = typer.Option(8, help="images per prompt"),
-    sampler: str = typer.Option("euler", help="sampler name (see `difflab samplers`)"),
-    steps: int = typer.Option(20, help="sampling steps"),
-    cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
+    sampler: str = typer.Option(None, help="sampler name (see `difflab samplers`; default: "
+                                "the artefact's own, e.g. a student's, else euler)"),
+    steps: int = typer.Option(None, help="sampling steps (default: the artefact's own, else "
+                              "20)"),
+    cfg: float = typer.Option(None, help="classifier-free guidance scale (default: the "
+                              "artefact's own, else 1)"),
     seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
     precision: str = typer.Option("auto", help="auto (bf16 where native, else fp32), fp32, "
                                   "bf16 or fp16 (CUDA)"),
@@ -125,7 +130,10 @@ def sample(
     from difflab.io import atomic_write
     from difflab.runtime import load, quantize_pipeline
 
-    config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
+    # checked now with the stock defaults; the artefact's own defaults fill in after loading
+    config = _sample_config(sampler or "euler", 20 if steps is None else steps,
+                            1.0 if cfg is None else cfg, precision=precision,
+                            bottleneck=bottleneck)
     for p in prompt:
         check_prompt("--prompt", p, allow_empty=True)  # '': an unconditional model's prompt
     check_int("--n", n, 1)
@@ -149,6 +157,11 @@ def sample(
         if combine not in COMBINES:
             raise ConfigError(f"--combine {combine!r}; valid: {', '.join(COMBINES)}")
     pipe = load(checkpoint)
+    if pipe.sample_defaults:
+        from dataclasses import replace
+
+        own = pipe.default_config(sampler=sampler, steps=steps, cfg=cfg)
+        config = replace(config, sampler=own.sampler, steps=own.steps, cfg=own.cfg)
     if adapters and pipe.kind == "quantized":
         from difflab.tune.adapters import join_adapters
 
