@@ -114,8 +114,8 @@ def distill_command(
                                   "checkpoint folder"),
     method: str = typer.Option("lcm", help=", ".join(METHODS)),
     steps: int = typer.Option(4, help="the student's sampling steps"),
-    budget_minutes: float = typer.Option(15.0, help="wall-clock minutes for the training "
-                                         "phases together"),
+    budget_minutes: float = typer.Option(15.0, help="wall-clock minutes for the whole "
+                                         "run (training phases share what pairs leave)"),
     iterations: int = typer.Option(0, help="iterations per training phase (0: until the "
                                    "phase's share of the budget)"),
     batch_size: int = typer.Option(32, help="images per iteration"),

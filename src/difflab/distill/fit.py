@@ -2,8 +2,9 @@
 
 A run is a list of phases (`plan`): progressive distillation has one round per halving,
 consistency distillation one phase, Reflow a pair-generation phase, a retraining phase and (for
-one step) a one-step phase. Training phases share the time budget equally (each takes its
-share of what is left when it starts) and stop early at `iterations` when that is set. The
+one step) a one-step phase. The time budget covers the whole run; training phases share what
+is left of it equally (each takes its share when it starts; Reflow's pairs are generated in
+full first) and stop early at `iterations` when that is set. The
 state (phase, iteration, elapsed time, weights, optimiser, pairs) is written atomically to
 `<out>.work/` every `ckpt_every` iterations and at each phase end, so a killed run resumed with
 the same settings loses at most one checkpoint interval. Every draw (images, noise, levels)
@@ -40,7 +41,7 @@ class DistillConfig:
 
     method: str = "lcm"
     steps: int = 4  # the student's sampling steps
-    budget_minutes: float = 15.0  # wall-clock budget of the training phases together
+    budget_minutes: float = 15.0  # wall-clock budget of the whole run (pair generation too)
     iterations: int = 0  # per training phase; 0 = until the phase's share of the budget
     batch_size: int = 32
     lr: float = 3e-4
