@@ -135,7 +135,7 @@ def main(argv: list[str]) -> int:
                           "distill_minutes": round(manifest.metrics["seconds"] / 60, 1),
                           "teacher_evaluations": manifest.metrics["teacher_evaluations"],
                           "phases": manifest.metrics["phases"],
-                          "date": manifest.provenance.get("date", "")}
+                          "provenance": manifest.provenance}
         for n in steps:
             config = pipe.default_config(steps=n, precision="fp32")
             row = run_point(pipe, f"{name} x{n}", config, specs, seeds, reference,

@@ -131,7 +131,7 @@ def sample(
     from difflab.runtime import load, quantize_pipeline
 
     # checked now with the stock defaults; the artefact's own defaults fill in after loading
-    config = _sample_config(sampler or "euler", 20 if steps is None else steps,
+    config = _sample_config("euler" if sampler is None else sampler, 20 if steps is None else steps,
                             1.0 if cfg is None else cfg, precision=precision,
                             bottleneck=bottleneck)
     for p in prompt:
