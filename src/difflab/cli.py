@@ -88,6 +88,17 @@ def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
                         precision=precision, bottleneck=stages)
 
 
+def _own_defaults(pipe, config, sampler: str | None, steps: int | None, cfg: float | None):
+    """`config` with the options not given taken from the artefact's own defaults (a student's
+    sampler and steps), where it has them."""
+    if not pipe.sample_defaults:
+        return config
+    from dataclasses import replace
+
+    own = pipe.default_config(sampler=sampler, steps=steps, cfg=cfg)
+    return replace(config, sampler=own.sampler, steps=own.steps, cfg=own.cfg)
+
+
 def _output_folder(path: str, what: str) -> Path:
     """An output folder path that is not an existing file."""
     p = Path(path)
@@ -157,11 +168,7 @@ def sample(
         if combine not in COMBINES:
             raise ConfigError(f"--combine {combine!r}; valid: {', '.join(COMBINES)}")
     pipe = load(checkpoint)
-    if pipe.sample_defaults:
-        from dataclasses import replace
-
-        own = pipe.default_config(sampler=sampler, steps=steps, cfg=cfg)
-        config = replace(config, sampler=own.sampler, steps=own.steps, cfg=own.cfg)
+    config = _own_defaults(pipe, config, sampler, steps, cfg)
     if adapters and pipe.kind == "quantized":
         from difflab.tune.adapters import join_adapters
 
@@ -199,9 +206,12 @@ def eval_command(
                               "heldout, all, reworded (test split only), or novel-shape, "
                               "novel-color, novel-both (novel concepts, extended evaluator)"),
     seeds: int = typer.Option(1, help="images (seeds) per prompt"),
-    sampler: str = typer.Option("euler", help="sampler name"),
-    steps: int = typer.Option(20, help="sampling steps"),
-    cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
+    sampler: str = typer.Option(None, help="sampler name (default: the artefact's own, e.g. "
+                                "a student's, else euler)"),
+    steps: int = typer.Option(None, help="sampling steps (default: the artefact's own, else "
+                              "20)"),
+    cfg: float = typer.Option(None, help="classifier-free guidance scale (default: the "
+                              "artefact's own, else 1)"),
     out: str = typer.Option("", help="optional folder for images, grid and metrics.json"),
     split: str = typer.Option("dev", help="dev (choose settings here) or test (report only)"),
 ) -> None:
@@ -210,13 +220,15 @@ def eval_command(
     from difflab.evaluate import evaluate_suite, suite_provenance, write_suite_outputs
     from difflab.runtime import load
 
-    config = _sample_config(sampler, steps, cfg)
+    config = _sample_config("euler" if sampler is None else sampler,
+                            20 if steps is None else steps, 1.0 if cfg is None else cfg)
     check_split(split, suite)
     check_int("--seeds", seeds, 1)
     check_images("--seeds x suite prompts (images)", seeds * len(load_suite(suite)))
     if out:
         _output_folder(out, "--out")
     pipe = load(checkpoint)
+    config = _own_defaults(pipe, config, sampler, steps, cfg)
     result = evaluate_suite(pipe, suite, config, seeds, split=split)
     typer.echo(result.table())
     if out:

@@ -68,6 +68,15 @@ def test_difflab_sample_uses_the_students_sampler_and_steps(progressive, tmp_pat
     assert "euler x2, cfg 1.0" in capsys.readouterr().out  # a checkpoint: the stock defaults
 
 
+def test_difflab_eval_uses_the_students_sampler_and_steps(progressive, tmp_path):
+    import json
+
+    out = tmp_path / "eval"
+    assert cli(["eval", str(progressive), "--suite", "heldout", "--out", str(out)]) == 0
+    used = json.loads((out / "metrics.json").read_text())["sample_config"]
+    assert (used["sampler"], used["steps"], used["cfg"]) == ("euler", 2, 1.0)
+
+
 def test_a_damaged_student_is_refused(progressive, tmp_path):
     import shutil
 
