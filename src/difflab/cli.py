@@ -51,6 +51,7 @@ def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
     from difflab.align.commands import align_command
     from difflab.data.commands import data_app
+    from difflab.distill.commands import distill_command
     from difflab.edit.commands import edit_command, restore_command
     from difflab.eval.commands import bench
     from difflab.interop.commands import diffusers_app
@@ -69,6 +70,7 @@ def _add_subcommands() -> None:
     app.command("restore")(restore_command)
     app.command("edit")(edit_command)
     app.command("serve")(serve_command)
+    app.command("distill")(distill_command)
 
 
 @app.command()
@@ -91,6 +93,17 @@ def _sample_config(sampler: str, steps: int, cfg: float, batch_size: int = 32,
                         precision=precision, bottleneck=stages)
 
 
+def _own_defaults(pipe, config, sampler: str | None, steps: int | None, cfg: float | None):
+    """`config` with the options not given taken from the artefact's own defaults (a student's
+    sampler and steps), where it has them."""
+    if not pipe.sample_defaults:
+        return config
+    from dataclasses import replace
+
+    own = pipe.default_config(sampler=sampler, steps=steps, cfg=cfg)
+    return replace(config, sampler=own.sampler, steps=own.steps, cfg=own.cfg)
+
+
 def _output_folder(path: str, what: str) -> Path:
     """An output folder path that is not an existing file."""
     p = Path(path)
@@ -108,9 +121,12 @@ def sample(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable): text, a "
                                      "class name or index for a class model, '' unconditional"),
     n: int = typer.Option(8, help="images per prompt"),
-    sampler: str = typer.Option("euler", help="sampler name (see `difflab samplers`)"),
-    steps: int = typer.Option(20, help="sampling steps"),
-    cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
+    sampler: str = typer.Option(None, help="sampler name (see `difflab samplers`; default: "
+                                "the artefact's own, e.g. a student's, else euler)"),
+    steps: int = typer.Option(None, help="sampling steps (default: the artefact's own, else "
+                              "20)"),
+    cfg: float = typer.Option(None, help="classifier-free guidance scale (default: the "
+                              "artefact's own, else 1)"),
     seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
     precision: str = typer.Option("auto", help="auto (bf16 where native, else fp32), fp32, "
                                   "bf16 or fp16 (CUDA)"),
@@ -133,7 +149,10 @@ def sample(
     from difflab.io import atomic_write
     from difflab.runtime import load, quantize_pipeline
 
-    config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
+    # checked now with the stock defaults; the artefact's own defaults fill in after loading
+    config = _sample_config("euler" if sampler is None else sampler, 20 if steps is None else steps,
+                            1.0 if cfg is None else cfg, precision=precision,
+                            bottleneck=bottleneck)
     for p in prompt:
         check_prompt("--prompt", p, allow_empty=True)  # '': an unconditional model's prompt
     check_int("--n", n, 1)
@@ -158,6 +177,7 @@ def sample(
         if combine not in COMBINES:
             raise ConfigError(f"--combine {combine!r}; valid: {', '.join(COMBINES)}")
     pipe = load(checkpoint)
+    config = _own_defaults(pipe, config, sampler, steps, cfg)
     if adapters and pipe.kind == "quantized":
         from difflab.tune.adapters import join_adapters
 
@@ -230,9 +250,12 @@ def eval_command(
                               "heldout, all, reworded (test split only), or novel-shape, "
                               "novel-color, novel-both (novel concepts, extended evaluator)"),
     seeds: int = typer.Option(1, help="images (seeds) per prompt"),
-    sampler: str = typer.Option("euler", help="sampler name"),
-    steps: int = typer.Option(20, help="sampling steps"),
-    cfg: float = typer.Option(1.0, help="classifier-free guidance scale"),
+    sampler: str = typer.Option(None, help="sampler name (default: the artefact's own, e.g. "
+                                "a student's, else euler)"),
+    steps: int = typer.Option(None, help="sampling steps (default: the artefact's own, else "
+                              "20)"),
+    cfg: float = typer.Option(None, help="classifier-free guidance scale (default: the "
+                              "artefact's own, else 1)"),
     out: str = typer.Option("", help="optional folder for images, grid and metrics.json"),
     split: str = typer.Option("dev", help="dev (choose settings here) or test (report only)"),
 ) -> None:
@@ -241,13 +264,15 @@ def eval_command(
     from difflab.evaluate import evaluate_suite, suite_provenance, write_suite_outputs
     from difflab.runtime import load
 
-    config = _sample_config(sampler, steps, cfg)
+    config = _sample_config("euler" if sampler is None else sampler,
+                            20 if steps is None else steps, 1.0 if cfg is None else cfg)
     check_split(split, suite)
     check_int("--seeds", seeds, 1)
     check_images("--seeds x suite prompts (images)", seeds * len(load_suite(suite)))
     if out:
         _output_folder(out, "--out")
     pipe = load(checkpoint)
+    config = _own_defaults(pipe, config, sampler, steps, cfg)
     result = evaluate_suite(pipe, suite, config, seeds, split=split)
     typer.echo(result.table())
     if out:

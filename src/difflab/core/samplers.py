@@ -165,6 +165,23 @@ def sample_euler_ancestral(
                        eta=eta)
 
 
+@register_sampler("lcm")
+def sample_lcm(
+        model: Model, x: Tensor, sigmas: Tensor, *, extra_args: dict | None = None,
+        callback: Callback | None = None, noise: NoiseFn | None = None) -> Tensor:
+    """Multistep consistency sampling: jump to x0, re-noise to the next level ("Consistency
+    Models", 2023, Alg. 1; "Latent Consistency Models", 2023, Alg. 3)."""
+    sigmas, extra, noise_fn = _prepare(x, sigmas, extra_args, noise)
+    n = len(sigmas) - 1
+    for i in range(n):
+        denoised = _denoise(model, x, sigmas[i], i, n, extra)
+        _report(callback, i, x, sigmas[i], sigmas[i + 1], denoised)
+        x = denoised
+        if sigmas[i + 1] > 0:  # fresh noise at the next level: x = alpha' x0 + sigma' z
+            x = model.alpha(sigmas[i + 1]) * denoised + sigmas[i + 1] * noise_fn(x)
+    return x
+
+
 def _log_snr(model: Model, sigma: Tensor) -> Tensor:
     """lambda = log(alpha / sigma); -inf where alpha = 0 (flow at t = 1), +inf at sigma = 0."""
     return model.alpha(sigma).log() - sigma.log()

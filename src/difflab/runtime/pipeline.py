@@ -105,6 +105,9 @@ class Pipeline:
         self.config = config or {}  # the stored config that made it (sections as dicts)
         self.kind = kind  # the artefact kind it was loaded from
         self.labels = dict(labels or {})  # e.g. {"quantization": "... (simulated)"}
+        # SampleConfig fields this artefact samples with unless told otherwise (a distilled
+        # student's own sampler and steps); {} = SampleConfig's defaults
+        self.sample_defaults: dict[str, Any] = {}
 
     def describe(self) -> str:
         """What this pipeline is, one fact per line: source, network, conditioning, labels."""
@@ -119,6 +122,12 @@ class Pipeline:
                 "image": "x".join(map(str, self.image_shape)), **self.labels}
         width = max(map(len, rows))
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items())
+
+    def default_config(self, **given: Any) -> SampleConfig:
+        """A SampleConfig from the fields `given` (None = not given), then this artefact's
+        `sample_defaults`, then SampleConfig's own defaults."""
+        fields = {**self.sample_defaults, **{k: v for k, v in given.items() if v is not None}}
+        return sample_config(fields)
 
     @property
     def device(self) -> torch.device:
