@@ -49,6 +49,7 @@ _ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 
 def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
+    from difflab.control.commands import control_app
     from difflab.data.commands import data_app
     from difflab.edit.commands import edit_command, restore_command
     from difflab.eval.commands import bench
@@ -58,6 +59,7 @@ def _add_subcommands() -> None:
 
     app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
     app.add_typer(accel_app, name="accel", help="Training-free acceleration: list, calibrate.")
+    app.add_typer(control_app, name="control", help="Layout control: train a ControlNet.")
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
@@ -100,7 +102,7 @@ def _output_folder(path: str, what: str) -> Path:
 def sample(
     checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder (any "
                                      "artefact), or a shipped model's name"),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable): text, a "
+    prompt: list[str] = typer.Option([], "--prompt", "-p", help="prompt (repeatable): text, a "
                                      "class name or index for a class model, '' unconditional"),
     n: int = typer.Option(8, help="images per prompt"),
     sampler: str = typer.Option("euler", help="sampler name (see `difflab samplers`)"),
@@ -118,6 +120,16 @@ def sample(
                                       "adapters join a quantized folder's low-rank branch)"),
     combine: str = typer.Option("sum", help="how several adapters combine: sum (task "
                                 "arithmetic) or ties (TIES merging)"),
+    layout: str = typer.Option("", help="layout.json (prompt, phrases and boxes): sample its "
+                               "prompt with --box-guidance, --attend-excite or --control"),
+    box_guidance: bool = typer.Option(False, "--box-guidance", help="steer the layout's phrases "
+                                      "into their boxes (cross-attention guidance)"),
+    attend_excite: bool = typer.Option(False, "--attend-excite", help="Attend-and-Excite on the "
+                                       "layout's phrases"),
+    guidance_scale: float = typer.Option(0.0, help="latent step of --box-guidance / "
+                                         "--attend-excite (0: the method's default)"),
+    control: str = typer.Option("", help="control folder (`difflab control train`) that "
+                                "conditions on --layout"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
@@ -126,6 +138,14 @@ def sample(
     from difflab.runtime import load, quantize_pipeline
 
     config = _sample_config(sampler, steps, cfg, precision=precision, bottleneck=bottleneck)
+    if layout or box_guidance or attend_excite or control:
+        from difflab.control.commands import sample_with_layout
+
+        sample_with_layout(checkpoint, prompt, n, config, seed, layout, box_guidance,
+                           attend_excite, guidance_scale, control, out)
+        return
+    if not prompt:
+        raise ConfigError("give --prompt (repeatable), or --layout layout.json")
     for p in prompt:
         check_prompt("--prompt", p, allow_empty=True)  # '': an unconditional model's prompt
     check_int("--n", n, 1)
