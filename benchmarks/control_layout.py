@@ -106,13 +106,20 @@ def main() -> None:
     first = next(iter(results))
     for r in results.values():
         r["extra_seconds_per_image"] = r["seconds_per_image"] - results[first]["seconds_per_image"]
+    from difflab.runtime.artefacts import sha256_file
+    from difflab.tune.adapters import base_reference
+
+    controls = {o["dir"]: sha256_file(Path(o["dir"]) / "controlnet.safetensors")
+                for name, o in methods if name == "controlnet"}
     out = {"suite": args.suite, "n_images": len(rows), "seeds_per_prompt": args.seeds,
+           "control_weights_sha256": controls,
            "sampling": {"sampler": "euler", "steps": args.steps, "cfg": args.cfg,
                         "precision": "fp32"},
            "machine_note": "shared CPU (other jobs running); times are medians of per-batch "
                            "seconds per image, methods interleaved batch by batch",
            "methods": results,
-           "provenance": provenance(args.split, args.base, config={"methods": args.method},
+           "provenance": provenance(args.split, args.base, base_reference(args.base)["sha256"],
+                                    config={"methods": args.method},
                                     machine=run_record())}
     write_json(args.out, out)
     for m, r in results.items():

@@ -52,7 +52,7 @@ def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed
     [--control DIR]`: n images of the layout's prompt, its boxes drawn over them."""
     import numpy as np
 
-    from difflab.control.guidance import DEFAULT_SCALES, GuidanceConfig
+    from difflab.control.guidance import DEFAULTS, GuidanceConfig
     from difflab.control.layout import draw_boxes, read_layout
     from difflab.control.sampling import generate_controlled
     from difflab.data.grid import make_grid
@@ -70,8 +70,11 @@ def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed
     check_seed("--seed", seed, n)
     fmt = image_format("--out", out)
     method = "box" if box_guidance else "attend-excite" if attend_excite else ""
-    guidance = (GuidanceConfig(method=method, scale=scale or DEFAULT_SCALES[method])
-                if method else None)
+    guidance = None
+    if method:
+        default_scale, iterations = DEFAULTS[method]
+        guidance = GuidanceConfig(method=method, scale=scale or default_scale,
+                                  iterations=iterations)
     if control and not Path(control).is_dir():
         raise ConfigError(f"--control {control!r} is not a folder")
     pipe = load(checkpoint)
