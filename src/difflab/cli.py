@@ -50,6 +50,7 @@ _ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
     from difflab.align.commands import align_command
+    from difflab.control.commands import control_app
     from difflab.data.commands import data_app
     from difflab.distill.commands import distill_command
     from difflab.edit.commands import edit_command, restore_command
@@ -63,6 +64,7 @@ def _add_subcommands() -> None:
     app.add_typer(accel_app, name="accel", help="Training-free acceleration: list, calibrate.")
     app.add_typer(diffusers_app, name="diffusers",
                   help="diffusers folders: export a native checkpoint, import one.")
+    app.add_typer(control_app, name="control", help="Layout control: train a ControlNet.")
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
@@ -118,7 +120,7 @@ def _output_folder(path: str, what: str) -> Path:
 def sample(
     checkpoint: str = typer.Argument(..., help="run, checkpoint or quantized folder (any "
                                      "artefact), or a shipped model's name"),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt (repeatable): text, a "
+    prompt: list[str] = typer.Option([], "--prompt", "-p", help="prompt (repeatable): text, a "
                                      "class name or index for a class model, '' unconditional"),
     n: int = typer.Option(8, help="images per prompt"),
     sampler: str = typer.Option(None, help="sampler name (see `difflab samplers`; default: "
@@ -142,6 +144,16 @@ def sample(
     search: str = typer.Option("", help="inference-time search scored by the shapes evaluator: "
                                "bestof:n=8 or smc:particles=8[,lam=10,interval=1] (prompts in "
                                "the suite templates)"),
+    layout: str = typer.Option("", help="layout.json (prompt, phrases and boxes): sample its "
+                               "prompt with --box-guidance, --attend-excite or --control"),
+    box_guidance: bool = typer.Option(False, "--box-guidance", help="steer the layout's phrases "
+                                      "into their boxes (cross-attention guidance)"),
+    attend_excite: bool = typer.Option(False, "--attend-excite", help="Attend-and-Excite on the "
+                                       "layout's phrases"),
+    guidance_scale: float = typer.Option(0.0, help="latent step of --box-guidance / "
+                                         "--attend-excite (0: the method's default)"),
+    control: str = typer.Option("", help="control folder (`difflab control train`) that "
+                                "conditions on --layout"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
@@ -153,6 +165,18 @@ def sample(
     config = _sample_config("euler" if sampler is None else sampler, 20 if steps is None else steps,
                             1.0 if cfg is None else cfg, precision=precision,
                             bottleneck=bottleneck)
+    if layout or box_guidance or attend_excite or control:
+        ignored = [name for name, value in (("--search", search), ("--adapter", adapter),
+                                            ("--quant", quant), ("--accel", accel)) if value]
+        if ignored:
+            raise ConfigError(f"--layout sampling takes no {', '.join(ignored)}")
+        from difflab.control.commands import sample_with_layout
+
+        sample_with_layout(checkpoint, prompt, n, config, seed, layout, box_guidance,
+                           attend_excite, guidance_scale, control, out)
+        return
+    if not prompt:
+        raise ConfigError("give --prompt (repeatable), or --layout layout.json")
     for p in prompt:
         check_prompt("--prompt", p, allow_empty=True)  # '': an unconditional model's prompt
     check_int("--n", n, 1)

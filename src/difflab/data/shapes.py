@@ -32,6 +32,7 @@ __all__ = [
     "Scene",
     "SceneObject",
     "load_suite",
+    "object_masks",
     "place_objects",
     "relation_holds",
     "render",
@@ -76,6 +77,11 @@ class Scene:
 
     size: int
     objects: tuple[SceneObject, ...]
+
+    def boxes(self, normalized: bool = False) -> list[tuple[float, float, float, float]]:
+        """Each object's (x0, y0, x1, y1) box in pixels, or as fractions of the side."""
+        k = 1.0 / self.size if normalized else 1.0
+        return [tuple(v * k for v in o.bbox) for o in self.objects]
 
     def count(self, shape: str | None = None, color: str | None = None) -> int:
         """How many objects match `shape` and `color` (None matches any)."""
@@ -221,6 +227,19 @@ def render(scene: Scene, size: int | None = None) -> np.ndarray:
         win = img[y0:y1, x0:x1]
         win += alpha * (np.asarray(ALL_COLORS[o.color], np.float32) - win)
     return np.rint(img).astype(np.uint8)
+
+
+def object_masks(scene: Scene, size: int | None = None) -> np.ndarray:
+    """Each object's pixel mask (N, H, W) bool at `size` (default the scene's): the pixels it
+    covers at least half of, as `render` draws it (objects never overlap)."""
+    size = check_image_size(scene.size if size is None else size)
+    k = size / scene.size
+    centres = np.arange(size, dtype=np.float32) + 0.5
+    masks = np.zeros((len(scene.objects), size, size), bool)
+    for i, o in enumerate(scene.objects):
+        px, py = (centres - o.x * k)[None, :], (centres - o.y * k)[:, None]
+        masks[i] = np.clip(0.5 - _SDFS[o.shape](px, py, o.side * k / 2), 0.0, 1.0) >= 0.5
+    return masks
 
 
 # ----------------------------------------------------------------------------- placement

@@ -1,4 +1,5 @@
-"""Fixed, versioned prompt suites with seeds, GenEval-style (single, binding, counting, spatial).
+"""Fixed, versioned prompt suites with seeds, GenEval-style (single, binding, counting, spatial),
+and the `layout` suite: spatial prompts that each come with one requested box per object.
 
 "GenEval: An Object-Focused Framework for Evaluating Text-to-Image Alignment" (2023).
 Suites are built by pure enumeration (no RNG), so their content cannot drift between
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 
 from difflab.config import ConfigError
-from difflab.data.captions import a_noun, counted, relation_text
+from difflab.data.captions import a_noun, counted, noun, relation_text
 from difflab.data.world import (
     COLORS,
     HELDOUT_PAIRS,
@@ -20,28 +22,31 @@ from difflab.data.world import (
     NOVEL_SHAPES,
     RELATIONS,
     SHAPES,
+    SIZES,
     ObjectSpec,
     PromptSpec,
 )
 from difflab.registry import UnknownNameError
 
-__all__ = ["HELDOUT_PAIRS", "NOVEL_SUITES", "SEED_STRIDE", "SPLITS", "SUITES", "SUITE_SIZES",
-           "SUITE_VERSION",
-           "TEST_FIRST_IMAGE", "TEST_ONLY_SUITES", "check_split", "expand_suite", "load_suite",
+__all__ = ["HELDOUT_PAIRS", "LayoutPrompt", "NOVEL_SUITES", "SEED_STRIDE", "SPLITS", "SUITES",
+           "SUITE_SIZES", "SUITE_VERSION",
+           "TEST_FIRST_IMAGE", "TEST_ONLY_SUITES", "check_split", "expand_suite", "load_layouts",
+           "load_suite",
            "suite_seeds"]
 
 # Version 2 added the `reworded` suite; version 3 added the novel-concept suites (novel-shape,
-# novel-color, novel-both). The template suites are unchanged since version 1.
-SUITE_VERSION = 3
+# novel-color, novel-both); version 4 added the `layout` suite. The template suites are unchanged
+# since version 1.
+SUITE_VERSION = 4
 SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout", "all",
-                           "reworded", "novel-shape", "novel-color", "novel-both")
+                           "reworded", "novel-shape", "novel-color", "novel-both", "layout")
 # The template suites that "all" joins ("reworded" is a test-split suite of its own).
 TEMPLATE_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial", "heldout")
 # Concepts the base model never saw (data.world NOVEL_SHAPES, NOVEL_COLORS), for scoring
 # personalisation; scored with the evaluator's "extended" vocabulary, never part of "all".
 NOVEL_SUITES: tuple[str, ...] = ("novel-shape", "novel-color", "novel-both")
 _SEED_BASE = {"single": 1000, "binding": 2000, "counting": 3000, "spatial": 4000, "heldout": 5000,
-              "novel-shape": 6000, "novel-color": 7000, "novel-both": 8000}
+              "novel-shape": 6000, "novel-color": 7000, "novel-both": 8000, "layout": 9000}
 
 # Training pairs in a fixed order (shape-major): 6 shapes x 8 colours - 6 held out = 42.
 TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(
@@ -180,6 +185,60 @@ def _novel_both() -> list[PromptSpec]:
     return out
 
 
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) as fractions of the side, y down
+
+
+@dataclass(frozen=True)
+class LayoutPrompt:
+    """A prompt with one requested box per object (spec.objects order) and its phrase."""
+
+    spec: PromptSpec
+    phrases: tuple[str, ...]  # "red circle": words of spec.text naming each object
+    boxes: tuple[Box, ...]
+
+
+def _square(cx: float, cy: float, side: float) -> Box:
+    return (round(cx - side / 2, 4), round(cy - side / 2, 4),
+            round(cx + side / 2, 4), round(cy + side / 2, 4))
+
+
+def _layout_boxes(i: int, relation: str) -> tuple[Box, Box]:
+    """Boxes for layout prompt `i`: the first object's box stands in `relation` to the second's
+    (centres 0.46 apart along the relation's axis, at most 0.1 across it); sides are the world's
+    medium or large sizes, cycled by index, so every box lies inside the image with a margin."""
+    sides = (SIZES["medium"], SIZES["large"])
+    side_a, side_b = sides[i % 2], sides[(i // 2) % 2]
+    across = (0.35, 0.5, 0.65)[(i // 4) % 3]
+    shift = (-0.05, 0.0, 0.05)[(i // 12) % 3]  # the second object's offset across the axis
+    near, far = 0.27, 0.73
+    first, second = (near, far) if relation in ("left of", "above") else (far, near)
+    if relation in ("left of", "right of"):
+        return _square(first, across, side_a), _square(second, across + shift, side_b)
+    return _square(across, first, side_a), _square(across + shift, second, side_b)
+
+
+def _layout_prompts(n: int = 64) -> list[tuple[PromptSpec, tuple[str, ...], tuple[Box, ...]]]:
+    pairs = _spread(_two_object_pool(), n, offset=29)
+    out = []
+    for i, (a, b) in enumerate(pairs):
+        rel = RELATIONS[(i + i // 4) % len(RELATIONS)]
+        spec = PromptSpec(relation_text(a, b, rel), "layout", (ObjectSpec(*a), ObjectSpec(*b)),
+                          rel)
+        out.append((spec, (noun(*a), noun(*b)), _layout_boxes(i, rel)))
+    return out
+
+
+def _layout() -> list[PromptSpec]:
+    return [spec for spec, _, _ in _layout_prompts()]
+
+
+def load_layouts() -> list[LayoutPrompt]:
+    """The `layout` suite with its boxes and phrases, each prompt with its fixed seed."""
+    specs = _suite("layout")
+    return [LayoutPrompt(spec, phrases, boxes)
+            for spec, (_, phrases, boxes) in zip(specs, _layout_prompts(), strict=True)]
+
+
 _BUILDERS = {
     "single": _single,
     "binding": _binding,
@@ -189,6 +248,7 @@ _BUILDERS = {
     "novel-shape": _novel_shape,
     "novel-color": _novel_color,
     "novel-both": _novel_both,
+    "layout": _layout,
 }
 
 
@@ -217,9 +277,9 @@ SUITE_SIZES: dict[str, int] = {name: len(_suite(name)) for name in SUITES}
 
 
 # Image k of a suite prompt uses seed spec.seed + k * SEED_STRIDE. Template prompt seeds lie in
-# [1000, 6000), novel-concept ones in [6000, 9000), and the stride exceeds their spread, so no
-# two such prompts share a seed (a reworded prompt shares its template prompt's seeds on
-# purpose: same scene, other words).
+# [1000, 6000), novel-concept ones in [6000, 9000), layout ones in [9000, 9064), and the stride
+# exceeds their spread, so no two such prompts share a seed (a reworded prompt shares its
+# template prompt's seeds on purpose: same scene, other words).
 SEED_STRIDE = 100_003
 
 # Splits. `dev`: images k < TEST_FIRST_IMAGE of the template suites, where recipes, samplers

@@ -472,3 +472,72 @@ def validate(size: int = 32, n_seeds: int = 2, suite: str = "all", noise: float 
     return {"size": size, "n_seeds": n_seeds, "suite": suite, "noise": noise, "blur": blur,
             "vocabulary": vocabulary, "table": table}
 
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes (0 when either is empty)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def requested_mask(shape: str, box: Sequence[float], size: int) -> np.ndarray:
+    """The (size, size) bool mask of `shape` drawn in pixel box `box` as the world draws it:
+    centred, with the side of the box's shorter edge (the world's objects are square-boxed)."""
+    x0, y0, x1, y1 = box
+    r = min(x1 - x0, y1 - y0) / 2
+    c = np.arange(size, dtype=np.float32) + 0.5
+    sdf = shape_sdf(shape, (c - (x0 + x1) / 2)[None, :], (c - (y0 + y1) / 2)[:, None], r)
+    return np.clip(0.5 - sdf, 0.0, 1.0) >= 0.5
+
+
+def detected_mask(image: np.ndarray, det: Detection, tol: float = 60.0,
+                  vocabulary: str = "world") -> np.ndarray:
+    """The pixel mask (H, W) bool of detection `det`: the component of its colour that
+    overlaps its box most."""
+    vocab = get_vocabulary(vocabulary)
+    label, _, _ = _segment(to_uint8_images(image)[0], tol, vocab.lines)
+    lab, n = ndimage.label(label == vocab.colors.index(det.color), structure=np.ones((3, 3)))
+    x0, y0, x1, y1 = (int(np.floor(det.bbox[0])), int(np.floor(det.bbox[1])),
+                      int(np.ceil(det.bbox[2])), int(np.ceil(det.bbox[3])))
+    window = lab[max(y0, 0):y1, max(x0, 0):x1]
+    ids, counts = np.unique(window[window > 0], return_counts=True)
+    return lab == ids[counts.argmax()] if ids.size else np.zeros(label.shape, bool)
+
+
+@dataclass(frozen=True)
+class ObjectPlacement:
+    """How well one requested object landed in its box: box and mask IoU (0 when absent)."""
+
+    shape: str
+    color: str
+    box: tuple[float, float, float, float]  # requested, pixels
+    found: bool
+    box_iou: float
+    mask_iou: float
+
+
+def score_layout(image: np.ndarray, objects: Sequence[tuple[str, str]],
+                 boxes: Sequence[Sequence[float]], tol: float = 60.0) -> list[ObjectPlacement]:
+    """Per requested (shape, colour) object and its pixel box: the matching detection with the
+    highest box IoU, its box IoU and the IoU of its pixel mask with the requested mask."""
+    img = to_uint8_images(image)[0]
+    dets = detect(img, tol)
+    out = []
+    for (shape, color), box in zip(objects, boxes, strict=True):
+        cands = [d for d in dets if d.shape == shape and d.color == color]
+        best = max(cands, key=lambda d: box_iou(d.bbox, box), default=None)
+        if best is None:
+            out.append(ObjectPlacement(shape, color, tuple(box), False, 0.0, 0.0))
+            continue
+        want, got = requested_mask(shape, box, img.shape[0]), detected_mask(img, best, tol)
+        union = (want | got).sum()
+        mask_iou = float((want & got).sum() / union) if union else 0.0
+        out.append(ObjectPlacement(shape, color, tuple(box), True, box_iou(best.bbox, box),
+                                   mask_iou))
+    return out

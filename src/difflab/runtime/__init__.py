@@ -5,8 +5,8 @@ quantized folder or a shipped model's name. Nothing here imports `difflab.train`
 `difflab.runtime.machine` chooses precision, int8 kernels and threads by capability.
 """
 
-from difflab.interop import folders as _diffusers_folders  # noqa: F401, E402  ("diffusers")
 from difflab.distill import student as _student  # noqa: F401, E402  (registers "student")
+from difflab.interop import folders as _diffusers_folders  # noqa: F401, E402  ("diffusers")
 from difflab.runtime import loaders, quantized  # noqa: F401  (register the built-in kinds)
 from difflab.runtime.artefacts import (
     ARTEFACTS,

@@ -1,0 +1,184 @@
+"""Layout control side by side with the plain base: accuracy, box/mask IoU and time per image.
+
+Every method samples the same prompts with the same seeds (euler, fp32), batch by batch in
+turn (so timings are interleaved on the same machine); accuracy is the shapes evaluator's
+verdict (the relation included) with a Wilson interval, paired against the base by McNemar's
+exact test; on the `layout` suite each requested object's box IoU and mask IoU are measured.
+
+    python benchmarks/control_layout.py --suite layout --split dev --limit 16 \
+        --method base --method box:scale=0.1 --out runs/control-dev.json
+    python benchmarks/control_layout.py --suite layout --split test --method base \
+        --method controlnet:dir=runs/controlnet --out benchmarks/results/control/layout-test.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from difflab.control.guidance import GuidanceConfig
+from difflab.control.layout import Layout
+from difflab.control.sampling import generate_controlled
+from difflab.data.captions import noun
+from difflab.data.grid import make_grid
+from difflab.data.suites import check_split, load_layouts, load_suite, suite_seeds
+from difflab.eval.provenance import provenance
+from difflab.eval.shapeeval import score, score_layout
+from difflab.eval.stats import mcnemar_exact, wilson_interval
+from difflab.io import atomic_write, write_json
+from difflab.runtime import SampleConfig, load
+from difflab.runtime.machine import run_record
+
+
+def suite_layouts(suite: str) -> tuple[list, list[Layout]]:
+    """(specs, layouts): the layout suite's boxes, or whole-image boxes for another suite."""
+    if suite == "layout":
+        lps = load_layouts()
+        return [lp.spec for lp in lps], [Layout(lp.spec.text, lp.phrases, lp.boxes)
+                                         for lp in lps]
+    specs = load_suite(suite)
+    return specs, [Layout(s.text, tuple(noun(o.shape, o.color) for o in s.objects),
+                          tuple((0.0, 0.0, 1.0, 1.0) for _ in s.objects)) for s in specs]
+
+
+def parse_method(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    opts = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+    return name, opts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", default="shapes-base")
+    ap.add_argument("--suite", default="layout")
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--seeds", type=int, default=1, help="images per prompt")
+    ap.add_argument("--limit", type=int, default=0, help="first N prompts only (0: all)")
+    ap.add_argument("--method", action="append", required=True,
+                    help="base | box:scale=..,fraction=.. | attend-excite:.. | controlnet:dir=..")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=3.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--grid", default="", help="PNG of the first 8 prompts, boxes drawn")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    check_split(args.split, args.suite)
+    pipe = load(args.base)
+    specs, layouts = suite_layouts(args.suite)
+    if args.limit:
+        specs, layouts = specs[: args.limit], layouts[: args.limit]
+    rows = [(s, lay, seed) for k in range(args.seeds) for s, lay in zip(specs, layouts,
+                                                                        strict=True)
+            for seed in [suite_seeds(s, 1, k, args.split)[0]]]
+    config = SampleConfig(steps=args.steps, cfg=args.cfg, precision="fp32",
+                          batch_size=args.batch)
+    methods = [parse_method(m) for m in args.method]
+    runners = {}
+    for text, (name, opts) in zip(args.method, methods, strict=True):
+        runners[text] = _runner(pipe, name, opts, config)
+    images = {m: [] for m in runners}
+    seconds = {m: [] for m in runners}
+    for i in range(0, len(rows), args.batch):
+        chunk = rows[i: i + args.batch]
+        for m, run in runners.items():  # interleaved: every method on this batch in turn
+            t0 = time.perf_counter()
+            images[m].append(run([r[1] for r in chunk], [r[2] for r in chunk]))
+            seconds[m].append((time.perf_counter() - t0) / len(chunk))
+        print(f"{i + len(chunk)}/{len(rows)} images per method", flush=True)
+    results = {}
+    base_flags = None
+    for m in runners:
+        imgs = np.concatenate(images[m])
+        results[m] = _score(imgs, rows, args.suite == "layout")
+        results[m]["seconds_per_image"] = float(np.median(seconds[m]))
+        if base_flags is None:
+            base_flags = results[m]["passed"]
+        else:
+            test = mcnemar_exact(base_flags, results[m]["passed"])
+            results[m]["vs_first"] = {"p": test.p_value, "only_first": test.only_a,
+                                      "only_this": test.only_b}
+        if args.grid:
+            _save_grid(imgs[:8], [r[1] for r in rows[:8]],
+                       Path(args.grid).with_suffix(f".{_slug(m)}.png"))
+    first = next(iter(results))
+    for r in results.values():
+        r["extra_seconds_per_image"] = r["seconds_per_image"] - results[first]["seconds_per_image"]
+    from difflab.runtime.artefacts import sha256_file
+    from difflab.tune.adapters import base_reference
+
+    controls = {o["dir"]: sha256_file(Path(o["dir"]) / "controlnet.safetensors")
+                for name, o in methods if name == "controlnet"}
+    out = {"suite": args.suite, "n_images": len(rows), "seeds_per_prompt": args.seeds,
+           "control_weights_sha256": controls,
+           "sampling": {"sampler": "euler", "steps": args.steps, "cfg": args.cfg,
+                        "precision": "fp32"},
+           "machine_note": "shared CPU (other jobs running); times are medians of per-batch "
+                           "seconds per image, methods interleaved batch by batch",
+           "methods": results,
+           "provenance": provenance(args.split, args.base, base_reference(args.base)["sha256"],
+                                    config={"methods": args.method},
+                                    machine=run_record())}
+    write_json(args.out, out)
+    for m, r in results.items():
+        print(f"{m:40s} acc {r['accuracy']:.3f} {r['interval']} box {r.get('box_iou', 0):.3f} "
+              f"mask {r.get('mask_iou', 0):.3f} s/img {r['seconds_per_image']:.3f}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def _runner(pipe, name: str, opts: dict, config: SampleConfig):
+    if name == "base":
+        return lambda lays, seeds: generate_controlled(pipe, lays, seeds, config)
+    if name == "controlnet":
+        from difflab.control.controlnet import apply_controlnet
+        from difflab.control.train import load_control
+
+        net = load_control(opts["dir"], pipe)
+
+        def run(lays, seeds):
+            with apply_controlnet(pipe.net, net) as handle:
+                return generate_controlled(pipe, lays, seeds, config, control=handle)
+        return run
+    guidance = GuidanceConfig(method=name, scale=float(opts.get("scale", 0.5)),
+                              fraction=float(opts.get("fraction", 0.5)),
+                              iterations=int(opts.get("iterations", 1)))
+    return lambda lays, seeds: generate_controlled(pipe, lays, seeds, config, guidance)
+
+
+def _score(imgs: np.ndarray, rows: list, layout: bool) -> dict:
+    flags, boxes, masks, rel = [], [], [], []
+    for img, (spec, lay, _) in zip(imgs, rows, strict=True):
+        verdict = score(img, spec)
+        flags.append(bool(verdict.passed))
+        if verdict.relation is not None:
+            rel.append(bool(verdict.relation))
+        if layout:
+            objects = [(o.shape, o.color) for o in spec.objects]
+            for p in score_layout(img, objects, lay.pixel_boxes(img.shape[0])):
+                boxes.append(p.box_iou)
+                masks.append(p.mask_iou)
+    k, n = sum(flags), len(flags)
+    out = {"accuracy": k / n, "n": n, "interval": list(wilson_interval(k, n)),
+           "passed": flags, "relation": float(np.mean(rel)) if rel else None}
+    if layout:
+        out |= {"box_iou": float(np.mean(boxes)), "mask_iou": float(np.mean(masks)),
+                "objects_box_iou_ge_0.5": float(np.mean(np.array(boxes) >= 0.5))}
+    return out
+
+
+def _save_grid(imgs: np.ndarray, layouts: list[Layout], path: Path) -> None:
+    from difflab.control.layout import draw_boxes
+
+    drawn = np.stack([draw_boxes(img, lay.pixel_boxes(img.shape[0]), scale=4)
+                      for img, lay in zip(imgs, layouts, strict=True)])
+    grid = make_grid(drawn, ncol=len(drawn))
+    atomic_write(path, lambda p: grid.save(p, format="PNG"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""`difflab control train`: train a control adapter on a frozen base, write its folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from difflab.config import ConfigError
+from difflab.control.train import METHODS
+
+control_app = typer.Typer(no_args_is_help=True)
+
+
+@control_app.command("train")
+def train_command(
+    base: str = typer.Argument(..., help="base model: a shipped name (shapes-base), run or "
+                               "checkpoint folder"),
+    method: str = typer.Option("controlnet", help=", ".join(METHODS)),
+    steps: int = typer.Option(1500, help="optimisation steps (at most)"),
+    batch_size: int = typer.Option(16, help="scenes per step"),
+    lr: float = typer.Option(1e-3, help="learning rate"),
+    max_minutes: float = typer.Option(20.0, help="stop after this much wall time"),
+    seed: int = typer.Option(0, help="seed of the scene draws and initialisation"),
+    out: str = typer.Option(..., help="new control folder"),
+) -> None:
+    """Train a ControlNet on BASE with the shapes world's layouts: `difflab control train
+    shapes-base --method controlnet --out runs/controlnet`."""
+    from difflab.control.controlnet import parameter_count
+    from difflab.control.train import ControlTrainConfig, save_control, train_controlnet
+    from difflab.runtime import load
+    from difflab.tune.adapters import base_reference
+
+    cfg = ControlTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr,
+                             max_seconds=max_minutes * 60, seed=seed)
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
+    reference = base_reference(base)
+    pipe = load(base)
+    net, metrics = train_controlnet(pipe, cfg)
+    metrics |= {"parameters": parameter_count(net), "base_parameters": parameter_count(pipe.net)}
+    save_control(net, out, reference, cfg, metrics)
+    typer.echo(f"wrote {out} ({metrics['steps_done']} steps in {metrics['seconds']} s, "
+               f"{metrics['parameters']:,} parameters = "
+               f"{metrics['parameters'] / metrics['base_parameters']:.0%} of the base)")
+
+
+def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed: int,
+                       layout: str, box_guidance: bool, attend_excite: bool, scale: float,
+                       control: str, out: str) -> None:
+    """`difflab sample BASE --layout layout.json [--box-guidance | --attend-excite]
+    [--control DIR]`: n images of the layout's prompt, its boxes drawn over them."""
+    import numpy as np
+
+    from difflab.control.guidance import DEFAULTS, GuidanceConfig
+    from difflab.control.layout import draw_boxes, read_layout
+    from difflab.control.sampling import generate_controlled
+    from difflab.data.grid import make_grid
+    from difflab.io import atomic_write
+    from difflab.limits import check_images, check_int, check_seed, image_format
+    from difflab.runtime import load
+
+    if not layout:
+        raise ConfigError("--box-guidance, --attend-excite and --control need --layout "
+                          "layout.json (the prompt's phrases and boxes)")
+    if box_guidance and attend_excite:
+        raise ConfigError("choose one of --box-guidance and --attend-excite")
+    check_int("--n", n, 1)
+    check_images("--n (images)", n)
+    check_seed("--seed", seed, n)
+    fmt = image_format("--out", out)
+    method = "box" if box_guidance else "attend-excite" if attend_excite else ""
+    guidance = None
+    if method:
+        default_scale, iterations = DEFAULTS[method]
+        guidance = GuidanceConfig(method=method, scale=scale or default_scale,
+                                  iterations=iterations)
+    if control and not Path(control).is_dir():
+        raise ConfigError(f"--control {control!r} is not a folder")
+    pipe = load(checkpoint)
+    lay = read_layout(layout, pipe.image_shape[-1])
+    if prompts and prompts != [lay.prompt]:
+        raise ConfigError(f"--prompt differs from the layout's prompt {lay.prompt!r}; give one")
+    seeds = [seed + i for i in range(n)]
+    if control:
+        from difflab.control.controlnet import apply_controlnet
+        from difflab.control.train import load_control
+
+        net = load_control(control, pipe)
+        with apply_controlnet(pipe.net, net) as handle:
+            images = generate_controlled(pipe, [lay] * n, seeds, config, guidance, handle)
+    else:
+        images = generate_controlled(pipe, [lay] * n, seeds, config, guidance)
+    boxes = lay.pixel_boxes(images.shape[1])
+    drawn = np.stack([draw_boxes(img, boxes) for img in images])
+    grid = make_grid(drawn, labels=[lay.prompt] * n, ncol=n, scale=1)
+    atomic_write(out, lambda p: grid.save(p, format=fmt))
+    what = ", ".join(x for x in (method and f"{method} x{guidance.scale:g}",
+                                 control and f"control {control}") if x) or "plain"
+    typer.echo(f"wrote {out} ({n} images of {lay.prompt!r}, {len(boxes)} boxes, {what}, "
+               f"{config.sampler} x{config.steps}, cfg {config.cfg})")

@@ -1,0 +1,100 @@
+"""Sampling under control on the shipped base, and the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from difflab import cli
+from difflab.control.controlnet import ControlNet, apply_controlnet
+from difflab.control.guidance import GuidanceConfig
+from difflab.control.layout import Layout
+from difflab.control.sampling import generate_controlled
+from difflab.runtime import SampleConfig, load
+
+PROMPT = "a red circle to the left of a blue square"
+LAYOUT = {"prompt": PROMPT, "objects": [{"phrase": "red circle", "box": [0.05, 0.3, 0.45, 0.7]},
+                                        {"phrase": "blue square", "box": [0.55, 0.3, 0.95, 0.7]}]}
+CONFIG = SampleConfig(steps=2, cfg=2.0, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load("shapes-base")
+
+
+def test_controlled_sampling_is_the_base_when_nothing_controls_it(pipe):
+    lay = Layout(PROMPT, ("red circle", "blue square"), ((0.05, 0.3, 0.45, 0.7),
+                                                        (0.55, 0.3, 0.95, 0.7)))
+    base = pipe.generate([PROMPT] * 2, [0, 1], CONFIG)
+    assert np.array_equal(generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG), base)
+    with apply_controlnet(pipe.net, ControlNet(pipe.net)) as handle:  # zero-initialised
+        assert np.array_equal(generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG,
+                                                  control=handle), base)
+    assert np.array_equal(pipe.generate([PROMPT] * 2, [0, 1], CONFIG), base)  # removed
+    for method in ("box", "attend-excite"):
+        guided = generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG,
+                                     GuidanceConfig(method, scale=0.5, fraction=1.0))
+        assert guided.shape == base.shape and not np.array_equal(guided, base)
+
+
+def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr("sys.argv", ["difflab", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_train_a_controlnet_then_sample_with_a_layout(tmp_path, capsys, monkeypatch):
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps(LAYOUT))
+    out = tmp_path / "cn"
+    code, text = difflab(capsys, monkeypatch, "control", "train", "shapes-base", "--steps", "2",
+                         "--batch-size", "2", "--out", out)
+    assert code == 0, text
+    manifest = json.loads((out / "difflab.json").read_text())
+    assert manifest["kind"] == "control" and manifest["metrics"]["steps_done"] == 2
+    grid = tmp_path / "grid.png"
+    for flags in (["--control", str(out)], ["--box-guidance"], ["--attend-excite"]):
+        code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", layout,
+                             "--n", "1", "--steps", "2", *flags, "--out", grid)
+        assert code == 0, text
+        assert "2 boxes" in text and grid.is_file()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"objects": [{"phrase": "green ring", "box": [0, 0, 0.5, 0.5]}]}, "not in the prompt"),
+    ({"objects": [{"phrase": "red circle", "box": [0, 0, 1.5, 0.5]}]}, "out of range"),
+    ({"objects": [{"phrase": "red circle", "box": [0, 0, 0.5, 0.5]}] * 5}, "at most 4"),
+])
+def test_a_bad_layout_is_one_error_line(tmp_path, capsys, monkeypatch, change, message):
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps({**LAYOUT, **change}))
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", layout,
+                         "--box-guidance", "--out", tmp_path / "g.png")
+    assert code == 2 and message in text
+    assert len([line for line in text.splitlines() if line.startswith("error")]) == 1
+
+
+def test_guidance_without_a_layout_is_refused(tmp_path, capsys, monkeypatch):
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "-p", PROMPT,
+                         "--box-guidance", "--out", tmp_path / "g.png")
+    assert code == 2 and "need --layout" in text
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--out",
+                         tmp_path / "g.png")
+    assert code == 2 and "--prompt" in text
+
+
+def test_layout_sampling_refuses_options_it_would_ignore(tmp_path, capsys, monkeypatch):
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps(LAYOUT))
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", layout,
+                         "--box-guidance", "--search", "bestof:n=2", "--quant", "w8a8",
+                         "--out", tmp_path / "g.png")
+    assert code == 2 and "takes no --search, --quant" in text
