@@ -48,7 +48,7 @@ class PipelineEvaluator:
         # paired metrics compare to the reference; accuracy and FD come along for the report
         self.metrics = tuple(dict.fromkeys(metrics))
         self.specs, self.prompts, self.seeds, self.split = specs, prompts, seeds, split
-        self.store = store or EvaluationStore(None)
+        self.store = store if store is not None else EvaluationStore(None)
         self.batch_size, self.timing_images = batch_size, timing_images
         self.timing_repeats, self.precision = timing_repeats, precision
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
