@@ -28,6 +28,19 @@ class Candidate:
     accel: str = ""
     quant: str = ""
 
+    def __post_init__(self) -> None:
+        from difflab.core.samplers import get_sampler
+        from difflab.limits import check_float, check_int
+
+        get_sampler(self.sampler)  # raises with the valid names
+        check_int("steps", self.steps, 1)
+        check_float("cfg", self.cfg, 0.0)
+        check_float("shift", self.shift, 0.0)
+        if self.interval and (len(self.interval) != 2 or not 0 <= self.interval[0]
+                              <= self.interval[1]):
+            raise ConfigError(f"guidance interval must be (lo, hi) with 0 <= lo <= hi, got "
+                              f"{self.interval}")
+
     def key(self) -> str:
         """Canonical text of the configuration (what the evaluation cache is keyed by)."""
         return json.dumps(asdict(self), sort_keys=True)
