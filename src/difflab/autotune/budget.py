@@ -144,8 +144,9 @@ def parse_budget(text: str) -> Budget:
             raise ConfigError(f"budget part {part!r}: only accuracy has per-category values")
         relative = bool(unit) or raw[0] in "+-"
         if unit and raw[0] not in "+-":
+            sign = "-" if op == ">=" else "+"
             raise ConfigError(f"budget part {part!r}: a {unit} bound is relative to the "
-                              f"reference; give its sign (e.g. {metric}{op}-{raw}{unit})")
+                              f"reference; give its sign (e.g. {metric}{op}{sign}{raw}{unit})")
         if unit == "%" and abs(float(raw)) >= 100 and raw[0] == "-":
             raise ConfigError(f"budget part {part!r}: -100% or less leaves nothing")
         constraints.append(Constraint(metric, op, float(raw), unit, relative))
