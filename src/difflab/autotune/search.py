@@ -5,9 +5,10 @@ Talwalkar, 2016).
 Why successive halving: a configuration's quality on a handful of prompts already separates the
 hopeless (few steps with a coarse cache: PSNR far below the budget) from the plausible, and
 scoring is the cost, so cheap rungs of few prompts prune most configurations and only the
-survivors pay for the whole calibration split. Each rung gets an equal share of the time
-budget; the survivors of the last rung are then timed interleaved with the reference in one
-process, and the fastest that meets the budget on the whole calibration split wins.
+survivors pay for the whole calibration split. Half the survivors of a rung are the fastest
+that meet the budget there, half those that meet it most safely. Each rung gets an equal share
+of the time budget; the survivors of the last rung are then timed interleaved with the
+reference in one process, and the fastest that meets the budget on the whole calibration split wins.
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ def rank(evaluations: Sequence[Evaluation], budget: Budget,
     return ok + rest
 
 
+def promote(evaluations: Sequence[Evaluation], budget: Budget, reference: Mapping[str, float],
+            keep: int) -> list[Candidate]:
+    """The `keep` configurations that go on: half the fastest that meet the budget on this
+    rung, half those that meet it most safely (largest slack). A small rung's quality is noisy:
+    ranking by speed alone promotes the cheapest configurations that passed by luck."""
+    fast = [e.candidate for e in rank(evaluations, budget, reference)[:math.ceil(keep / 2)]]
+    safe = sorted(evaluations, key=lambda e: (-budget.slack(e.quality, reference),
+                                              e.seconds_per_image, e.candidate.key()))
+    out = list(fast)
+    for e in safe:
+        if len(out) >= keep:
+            break
+        if e.candidate not in out:
+            out.append(e.candidate)
+    return out
+
+
 def rung_sizes(full: int, rungs: int, eta: int) -> list[int]:
     """Images per rung: full / eta^(R-1), ..., full / eta, full (each at least 2)."""
     if rungs < 1 or eta < 2:
@@ -130,7 +148,7 @@ def successive_halving(
         evaluations.append(done)
         if r + 1 < len(sizes):
             keep = max(min_keep, math.ceil(len(done) / eta))
-            pool = [e.candidate for e in rank(done, budget, refs[str(n)])[:keep]]
+            pool = promote(done, budget, refs[str(n)], keep)
     if not evaluations:
         raise ConfigError("no configuration could be evaluated: "
                           + "; ".join(f"{f['label']}: {f['error']}" for f in failures[:3]))

@@ -345,7 +345,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
     "diffusers_caches": lambda: diffusers_caches_table("benchmarks/results/interop/caches.json"),
-    "autotune": lambda: autotune_table("benchmarks/results/autotune/shapes-base/frontier.json"),
+    "autotune": lambda: autotune_table("benchmarks/results/autotune/psnr-budget/frontier.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
