@@ -346,6 +346,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
     "diffusers_caches": lambda: diffusers_caches_table("benchmarks/results/interop/caches.json"),
     "autotune": lambda: autotune_table("benchmarks/results/autotune/psnr-budget/frontier.json"),
+    "autotune_issue": lambda: autotune_table(
+        "benchmarks/results/autotune/issue-budget/frontier.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
