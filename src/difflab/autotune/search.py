@@ -13,6 +13,7 @@ reference in one process, and the fastest that meets the budget on the whole cal
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -89,15 +90,16 @@ def promote(evaluations: Sequence[Evaluation], budget: Budget, reference: Mappin
     """The `keep` configurations that go on: half the fastest that meet the budget on this
     rung, half those that meet it most safely (largest slack). A small rung's quality is noisy:
     ranking by speed alone promotes the cheapest configurations that passed by luck."""
-    fast = [e.candidate for e in rank(evaluations, budget, reference)[:math.ceil(keep / 2)]]
-    safe = sorted(evaluations, key=lambda e: (-budget.slack(e.quality, reference),
-                                              e.seconds_per_image, e.candidate.key()))
-    out = list(fast)
-    for e in safe:
+    fast = [e.candidate for e in rank(evaluations, budget, reference)]
+    safe = [e.candidate for e in sorted(evaluations, key=lambda e: (
+        -budget.slack(e.quality, reference), e.seconds_per_image, e.candidate.key()))]
+    out: list[Candidate] = []
+    # alternate, so that a rung cut short by the time budget has scored both kinds
+    for c in itertools.chain.from_iterable(zip(fast, safe, strict=True)):
         if len(out) >= keep:
             break
-        if e.candidate not in out:
-            out.append(e.candidate)
+        if c not in out:
+            out.append(c)
     return out
 
 
