@@ -50,6 +50,7 @@ _ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
     from difflab.align.commands import align_command
+    from difflab.autotune.commands import accelerate_command
     from difflab.control.commands import control_app
     from difflab.data.commands import data_app
     from difflab.distill.commands import distill_command
@@ -73,6 +74,7 @@ def _add_subcommands() -> None:
     app.command("edit")(edit_command)
     app.command("serve")(serve_command)
     app.command("distill")(distill_command)
+    app.command("accelerate")(accelerate_command)
 
 
 @app.command()
@@ -136,6 +138,9 @@ def sample(
     accel: str = typer.Option("", help="acceleration hook, NAME[:k=v,...]"),
     bottleneck: str = typer.Option("", help="Bottleneck Sampling: 'default' (1 -> 0.5 -> 1) "
                                    "or scales=[..],fractions=[..],shifts=[..]"),
+    plan: str = typer.Option("", help="plan file FILE[:NAME] (e.g. `difflab accelerate`'s "
+                             "plan.json): its sampler, steps, guidance, cache and quantization "
+                             "replace the options above"),
     adapter: list[str] = typer.Option([], "--adapter", help="adapter folder, DIR[:weight] "
                                       "(repeatable: merged into the base together; LoRA "
                                       "adapters join a quantized folder's low-rank branch)"),
@@ -183,6 +188,19 @@ def sample(
     check_images("--n x prompts (images)", n * len(prompt))
     check_seed("--seed", seed, n * len(prompt))
     fmt = image_format("--out", out)
+    chosen = None
+    if plan:
+        from difflab.runtime.plan import load_plan
+
+        chosen = load_plan(plan)
+        if accel or quant or bottleneck:
+            raise ConfigError("--plan sets the acceleration; drop --accel, --quant and "
+                              "--bottleneck, or drop --plan")
+        config = chosen.sample_config(config)
+        accel, quant = chosen.accel, chosen.quant
+        mismatch = chosen.machine_mismatch()
+        if mismatch:
+            typer.echo(f"warning: {mismatch}", err=True)
     spec = None
     if accel:
         from difflab.accel.api import apply_accel, parse_accel_spec

@@ -428,6 +428,60 @@ def align_rewardnet_table(path: str) -> str:
                               f"{data['heldout_rows']:,} rows from other dev seeds.\n")
 
 
+def _num(v: Any, spec: str = ".1f") -> str:
+    return str(v) if isinstance(v, str) else format(v, spec)
+
+
+def autotune_table(path: str) -> str:
+    """`difflab accelerate`: the winner and its test-split confirmation, the finalists (timed
+    interleaved with the reference) and the ablation of each of the winner's components."""
+    data = _load(path)
+    prov, conf, w = data["provenance"], data["confirmation"], data["winner"]
+    rungs = " -> ".join(f"{len(r['evaluations'])} x {r['images']}" for r in data["rungs"])
+    meets = {e["label"]: e["meets_budget"] for e in data["rungs"][-1]["evaluations"]}
+    rows = ["| configuration | speed-up [interval] | accuracy | FD | PSNR dB | meets budget "
+            "(calibration) | Pareto |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(data["finalists"], key=lambda r: r.get("time_ratio", 1e9)):
+        speed = (f"{r['speedup']:.2f}x [{r['speedup_interval'][0]:.2f}, "
+                 f"{r['speedup_interval'][1]:.2f}]" if "speedup" in r else "-")
+        q = r["quality"]
+        rows.append(f"| {r['label']} | {speed} | {100 * q['accuracy']:.1f}% | {q['fd']:.1f} | "
+                    f"{_num(q['psnr'])} | {'yes' if meets.get(r['label']) else 'no'} | "
+                    f"{'yes' if r['on_frontier'] else ''} |")
+    out = "\n".join(rows) + "\n"
+    if w is not None and conf is not None:
+        n = conf["images"]
+        wq, rq = conf["winner_quality"], conf["reference_quality"]
+        acc = conf["accuracy_interval"]
+        out += (f"\nWinner **{w['label']}**: {w['speedup']:.2f}x "
+                f"[{w['speedup_interval'][0]:.2f}, {w['speedup_interval'][1]:.2f}] against "
+                f"{data['reference']}. Test split ({n} images): the budget "
+                f"**{'held' if conf['held'] else 'did not hold'}**; accuracy "
+                f"{100 * wq['accuracy']:.1f}% [{100 * acc['winner'][0]:.1f}, "
+                f"{100 * acc['winner'][1]:.1f}] vs reference {100 * rq['accuracy']:.1f}% "
+                f"[{100 * acc['reference'][0]:.1f}, {100 * acc['reference'][1]:.1f}] "
+                f"(McNemar {format_p(conf['mcnemar']['p'])}), FD {wq['fd']:.1f} vs "
+                f"{rq['fd']:.1f}, PSNR {_num(wq['psnr'])} dB; margins: "
+                + ", ".join(f"{k} {v:+.3g}" for k, v in conf["margins"].items()) + ".\n")
+    if data["ablation"]:
+        out += ("\n| without | configuration | speed-up | accuracy | FD | PSNR dB | meets "
+                "budget |\n|---|---|---|---|---|---|---|\n")
+        for what, a in data["ablation"].items():
+            q = a.get("quality")
+            cells = (f"{100 * q['accuracy']:.1f}% | {q['fd']:.1f} | {_num(q['psnr'])} | "
+                     f"{'yes' if a['meets_budget'] else 'no'}") if q else "(the winner) | | |"
+            out += f"| {what} | {a['label']} | {a['speedup']:.2f}x | {cells} |\n"
+    mach, cfg = prov["machine"], prov["config"]
+    out += (f"\nSearch: successive halving, {rungs} configurations x calibration images "
+            f"({cfg['suite']} suite, dev split), {data['search_seconds'] / 60:.1f} min of a "
+            f"{cfg['minutes']:g}-min budget; {cfg['precision']}; timed on {mach.get('cpu', '?')} "
+            f"({mach.get('capability', '?')}), {mach.get('threads')} thread(s), load average "
+            f"{data['load_average']['start'][0]:.1f} at the start and "
+            f"{data['load_average']['end'][0]:.1f} at the end (a shared CPU: speed-ups are "
+            f"ratios timed round-robin with the reference in one process).\n")
+    return out
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -442,10 +496,13 @@ TABLES: dict[str, Callable[[], str]] = {
                                                  "benchmarks/results/align/dpo-test.json"),
     "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
     "align_rewardnet": lambda: align_rewardnet_table("benchmarks/results/align/rewardnet.json"),
+    "autotune": lambda: autotune_table("benchmarks/results/autotune/psnr-budget/frontier.json"),
+    "autotune_issue": lambda: autotune_table(
+        "benchmarks/results/autotune/issue-budget/frontier.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
-                          "docs/diffusers.md", "docs/alignment.md")
+                          "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md")
 
 
 def regenerate(text: str) -> str:

@@ -19,9 +19,10 @@ from difflab.runtime.artefacts import (
     write_manifest,
 )
 from difflab.runtime.pipeline import Pipeline, SampleConfig, sample_config
+from difflab.runtime.plan import Plan, load_plan, read_plans, write_plans
 from difflab.runtime.quantized import quantize_pipeline
 from difflab.tune import adapters as _adapters  # noqa: F401, E402  (registers "adapter")
 
-__all__ = ["ARTEFACTS", "MANIFEST", "Manifest", "Pipeline", "SampleConfig", "export_model", "load",
-           "quantize_pipeline", "read_manifest", "register_artefact", "sample_config",
-           "write_manifest"]
+__all__ = ["ARTEFACTS", "MANIFEST", "Manifest", "Pipeline", "Plan", "SampleConfig", "export_model",
+           "load", "load_plan", "quantize_pipeline", "read_manifest", "read_plans",
+           "register_artefact", "sample_config", "write_manifest", "write_plans"]

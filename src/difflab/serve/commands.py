@@ -13,7 +13,8 @@ def serve_command(
     model: str = typer.Argument(..., help="a shipped model's name (shapes-base) or any "
                                 "artefact folder"),
     plan: str = typer.Option("", help="JSON file of acceleration plans requests may choose "
-                             'by name: {"NAME": {"accel": "deepcache:interval=2"}, ...}'),
+                             'by name: {"NAME": {"accel": "deepcache:interval=2"}, ...}; '
+                             "`difflab accelerate` writes one"),
     adapter: list[str] = typer.Option([], "--adapter", help="adapter folder, DIR[:weight] "
                                       "(repeatable; requests choose one by folder name)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback: only this "
@@ -53,6 +54,10 @@ def serve_command(
         raise ConfigError(f"--precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     plans = read_plans(plan)
     adapters = [parse_adapter(a) for a in adapter]
+    for p in plans.values():
+        mismatch = p.machine_mismatch()
+        if mismatch:
+            typer.echo(f"warning: {mismatch}", err=True)
     if not config.loopback and not config.api_key:
         typer.echo(f"warning: listening on {host} without --api-key: anyone who can reach "
                    "this port can use the server", err=True)

@@ -2,28 +2,20 @@
 
 Every value is checked when the config is built, before any model loads, so `difflab serve`
 with a bad option prints one `error:` line. A plan file names acceleration settings a request
-may pick by name; requests never name files.
+may pick by name (`difflab.runtime.plan`); requests never name files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-from difflab.config import ConfigError, from_dict, read_text_file
+from difflab.config import ConfigError
 from difflab.limits import check_float, check_int, get_limits
+from difflab.runtime.plan import NAME, NO_PLAN, Plan, check_name, read_plans
 
-if TYPE_CHECKING:
-    from torch import nn
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # plan and adapter names
-NO_PLAN = "none"
+__all__ = ["NAME", "NO_PLAN", "Plan", "ServeConfig", "check_name", "read_plans"]
 
 
 @dataclass(frozen=True)
@@ -83,76 +75,3 @@ class ServeConfig:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Acceleration a request can choose by name: a hook (`NAME[:k=v,...]`, as `--accel`) and/or
-    Bottleneck Sampling stages (BottleneckConfig fields)."""
-
-    name: str = NO_PLAN
-    accel: str = ""
-    bottleneck: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        check_name("plan", self.name)
-        if self.accel:
-            from difflab.accel.api import parse_accel_spec
-
-            parse_accel_spec(self.accel)  # unknown method or option raises now
-        if self.bottleneck:
-            from difflab.accel.bottleneck import BottleneckConfig
-
-            from_dict(BottleneckConfig, dict(self.bottleneck), where="bottleneck")
-
-    def describe(self) -> str:
-        parts = [self.accel] if self.accel else []
-        if self.bottleneck:
-            parts.append(f"bottleneck {json.dumps(self.bottleneck, sort_keys=True)}")
-        return self.description or (" + ".join(parts) if parts else "no acceleration")
-
-    @contextlib.contextmanager
-    def applied(self, net: nn.Module) -> Iterator[None]:
-        """The plan's hook attached to `net` for the block (removed after, bit for bit)."""
-        if not self.accel:
-            yield
-            return
-        from difflab.accel.api import apply_accel, parse_accel_spec
-
-        with apply_accel(net, *parse_accel_spec(self.accel)):
-            yield
-
-
-def check_name(what: str, name: Any) -> str:
-    """A plan or adapter name: letters, digits, '.', '_', '-' (never a path)."""
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(f"{what} name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    return name
-
-
-def read_plans(path: str | Path | None) -> dict[str, Plan]:
-    """The plans of a JSON file `{"NAME": {"accel": ..., "bottleneck": {...}}, ...}`, after the
-    built-in plan "none" (no acceleration)."""
-    plans = {NO_PLAN: Plan()}
-    if not path:
-        return plans
-    try:
-        data = json.loads(read_text_file(path, "plan file"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"plan file {path}: not JSON ({e})") from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"plan file {path} must hold an object of plans by name, e.g. "
-                          '{"deepcache-n2": {"accel": "deepcache:interval=2"}}')
-    for name, spec in data.items():
-        if name == NO_PLAN:
-            raise ConfigError(f"plan file {path}: {NO_PLAN!r} is the built-in plan without "
-                              "acceleration; choose another name")
-        if not isinstance(spec, dict):
-            raise ConfigError(f"plan file {path}: plan {name!r} must be an object")
-        unknown = sorted(set(spec) - {"accel", "bottleneck", "description"})
-        if unknown:
-            raise ConfigError(f"plan file {path}: plan {name!r} has unknown key {unknown[0]!r}; "
-                              "valid: accel, bottleneck, description")
-        plans[name] = from_dict(Plan, {"name": name, **spec})
-    return plans

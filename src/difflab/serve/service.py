@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class Catalog:
     plans: dict[str, Plan]
     sizes: tuple[int, ...]  # the model's own side first
     _sized: dict[tuple[str, int], Pipeline] = field(default_factory=dict)
+    # a plan with a quantization recipe samples with its own quantized copy of the base network
+    plan_nets: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base(self) -> Pipeline:
@@ -55,6 +58,18 @@ class Catalog:
                 pipe.net, pipe.process, pipe.conditioner, (pipe.image_shape[0], size, size),
                 source=pipe.source, config=pipe.config, kind=pipe.kind, labels=pipe.labels)
         return self._sized[adapter, size]
+
+    @contextlib.contextmanager
+    def planned(self, plan: str, pipe: Pipeline) -> Iterator[Pipeline]:
+        """`pipe` with plan `plan`'s network (quantized copy or its own) and hook, for the
+        block."""
+        net = self.plan_nets.get(plan, pipe.net)
+        original, pipe.net = pipe.net, net
+        try:
+            with self.plans[plan].applied(net):
+                yield pipe
+        finally:
+            pipe.net = original
 
 
 def load_catalog(model: str, adapters: Sequence[tuple[str, float]] = (),
@@ -81,11 +96,13 @@ def load_catalog(model: str, adapters: Sequence[tuple[str, float]] = (),
                       (own, *sorted(set(sizes) - {own})))
     prompt = catalog.base.conditioner.example_prompts()[0]
     for plan in catalog.plans.values():
-        config = SampleConfig(steps=6, precision=precision, bottleneck=plan.bottleneck)
+        if plan.quant:
+            catalog.plan_nets[plan.name] = plan.network(catalog.base)
+        config = plan.sample_config(SampleConfig(steps=6, precision=precision))
         for side in catalog.sizes:
             try:
-                with plan.applied(catalog.base.net):
-                    catalog.pipeline("", side).sample([prompt], [0], config)
+                with catalog.planned(plan.name, catalog.pipeline("", side)) as pipe:
+                    pipe.sample([prompt], [0], config)
             except ConfigError:
                 raise
             except Exception as e:  # the network refuses this plan or size
@@ -155,12 +172,18 @@ class Service:
             raise ConfigError(f"response_format 'png' returns one image; this request makes "
                               f"{images} (use b64_json)")
         plan = cat.plans[req.plan]
-        config = SampleConfig(sampler=req.sampler, steps=req.steps, cfg=req.guidance,
-                              negative_prompt=req.negative_prompt, precision=cfg.precision,
-                              batch_size=cfg.max_batch, bottleneck=plan.bottleneck)
+        if plan.name in cat.plan_nets and req.adapter:
+            raise ConfigError(f"plan {plan.name!r} samples a quantized copy of the base model; "
+                              "it cannot be combined with an adapter")
+        # a plan's own sampling settings (e.g. an autotuned sampler and steps) win over the
+        # request's: they are what the plan was measured with
+        config = plan.sample_config(SampleConfig(
+            sampler=req.sampler, steps=req.steps, cfg=req.guidance,
+            negative_prompt=req.negative_prompt, precision=cfg.precision,
+            batch_size=cfg.max_batch))
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
         check_seed("seed", seed, images)
-        settings = {"sampler": req.sampler, "steps": req.steps, "guidance": req.guidance,
+        settings = {"sampler": config.sampler, "steps": config.steps, "guidance": config.cfg,
                     "negative_prompt": req.negative_prompt, "size": size,
                     "adapter": req.adapter}
         key = (tuple(sorted(settings.items())), req.plan)
@@ -178,7 +201,7 @@ class Service:
         pipe = self.catalog.pipeline(settings["adapter"], settings["size"])
         prompts = [p for job in batch for p in job.prompts]
         seeds = [s for job in batch for s in job.seeds]
-        with self.catalog.plans[lead.context["plan"]].applied(pipe.net):
+        with self.catalog.planned(lead.context["plan"], pipe):
             x = pipe.sample(prompts, seeds, lead.config, callback=lambda info: step())
         pngs = [encode_png(image) for image in to_uint8(x)]
         out, start = [], 0
