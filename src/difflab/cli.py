@@ -50,6 +50,7 @@ _ABORTS = (*_parser_errors("Abort"), KeyboardInterrupt)
 def _add_subcommands() -> None:
     from difflab.accel.commands import accel_app
     from difflab.data.commands import data_app
+    from difflab.edit.commands import edit_command, restore_command
     from difflab.eval.commands import bench
     from difflab.serve.commands import serve_command
     from difflab.train.commands import train_command
@@ -60,6 +61,8 @@ def _add_subcommands() -> None:
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
+    app.command("edit")(edit_command)
+    app.command("restore")(restore_command)
     app.command("serve")(serve_command)
 
 
