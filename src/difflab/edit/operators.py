@@ -32,6 +32,7 @@ class LinearOperator(ABC):
 
     name: str = ""
     baselines: tuple[str, ...] = ()  # classical reconstructions to compare with (restore.py)
+    singular: float = 1.0  # the singular value of A where all are equal (Blur: per frequency)
 
     def __init__(self, shape: tuple[int, int, int]) -> None:
         self.shape = tuple(shape)  # (C, H, W) of the images it measures
@@ -48,10 +49,17 @@ class LinearOperator(ABC):
     def pinv(self, y: Tensor) -> Tensor:
         """The pseudo-inverse A⁺ y (the least-norm x with A x = y where y is in A's range)."""
 
-    def project(self, x: Tensor, y: Tensor, scale: float | Tensor = 1.0) -> Tensor:
-        """x - scale A⁺ (A x - y): with scale 1, A⁺ y + (I - A⁺ A) x, whose measurement is y
-        ("Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model", 2023)."""
-        return x - scale * self.pinv(self.A(x) - y)
+    def project(self, x: Tensor, y: Tensor, budget: float | None = None) -> Tensor:
+        """A⁺ y + (I - A⁺ A) x, whose measurement is y ("Zero-Shot Image Restoration Using
+        Denoising Diffusion Null-Space Model", 2023). With a noise `budget` b (the noise std
+        the step may add, per unit of measurement noise) each singular direction s is
+        corrected by lambda = min(1, b s), so that the noise A⁺ carries, std lambda / s,
+        stays within it (DDNM+, Eq. 19); operators with one singular value say it in
+        `singular`."""
+        correction = self.pinv(self.A(x) - y)
+        if budget is None:
+            return x - correction
+        return x - min(1.0, budget * self.singular) * correction
 
     def measure(self, x: Tensor, sigma_y: float = 0.0, seed: int = 0) -> Tensor:
         """y = A x + sigma_y n, with n standard normal drawn from `seed`."""
@@ -60,12 +68,6 @@ class LinearOperator(ABC):
             g = torch.Generator().manual_seed(seed)
             y = y + sigma_y * torch.randn(y.shape, generator=g).to(y)
         return y
-
-    def noise_gain(self) -> float:
-        """RMS of A⁺ n per unit of white measurement noise n (how much A⁺ amplifies noise)."""
-        g = torch.Generator().manual_seed(0)
-        n = torch.randn(self.A(torch.zeros(1, *self.shape)).shape, generator=g)
-        return float(self.pinv(n).pow(2).mean().sqrt() / n.pow(2).mean().sqrt())
 
     def describe(self) -> str:
         return self.name
@@ -113,6 +115,7 @@ class Downsample(LinearOperator):
             raise ConfigError(f"sr factor {factor} must be >= 2 and divide the image side "
                               f"{shape[1]}x{shape[2]}")
         self.factor = factor
+        self.singular = 1.0 / factor  # A A_T = I / f^2
         self.name = f"sr x{factor}"
 
     def A(self, x: Tensor) -> Tensor:
@@ -131,7 +134,7 @@ class Blur(LinearOperator):
 
     baselines = ("wiener",)
 
-    def __init__(self, shape: tuple[int, int, int], sigma: float, cutoff: float = 1e-3) -> None:
+    def __init__(self, shape: tuple[int, int, int], sigma: float, cutoff: float = 1e-6) -> None:
         super().__init__(shape)
         if not 0 < sigma <= 4:
             raise ConfigError(f"deblur sigma must be in (0, 4] px, got {sigma}")
@@ -156,6 +159,12 @@ class Blur(LinearOperator):
 
     def pinv(self, y: Tensor) -> Tensor:
         return self._filter(y, self.K_pinv)
+
+    def project(self, x: Tensor, y: Tensor, budget: float | None = None) -> Tensor:
+        if budget is None:
+            return super().project(x, y)
+        lam = torch.clamp(budget * self.K, max=1.0)  # per frequency: the singular values
+        return x - self._filter(self.A(x) - y, self.K_pinv * lam)
 
     def wiener(self, y: Tensor, reg: float) -> Tensor:
         """Wiener / Tikhonov deconvolution K / (K^2 + reg) (the classical baseline)."""

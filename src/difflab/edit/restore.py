@@ -48,25 +48,22 @@ def restore_ddnm(model, y: Tensor, op: LinearOperator, sigmas: Tensor, *,
                  sigma_y: float = 0.0, eta: float = 0.85) -> Tensor:
     """DDNM: at every step replace the range-space part of the denoised estimate by A⁺ y,
     D <- A⁺ y + (I - A⁺ A) D, then take a DDIM step with `eta`; with measurement noise (DDNM+)
-    the correction is scaled by lambda_t so that the noise it carries fits in the step's own
-    noise ("Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model", 2023)."""
+    each direction's correction is scaled so that the noise it carries fits in the step's own
+    ("Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model", 2023). The
+    step's fresh noise is not reduced by the correction's (a simplification of Eq. 19)."""
     extra, noise = extra_args or {}, noise or torch.randn_like
     shape = (y.shape[0], *op.shape)
     sigmas = sigmas.to(y.device, y.dtype)
     n = len(sigmas) - 1
     x = sigmas[0] * noise(y.new_zeros(shape))
-    gain = op.noise_gain() * sigma_y  # RMS of the noise A⁺ n adds to the estimate
     for i in range(n):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = _denoised(model, x, sigma, i, n, extra)
         c_down, c_up = _noise_split(model, sigma, sigma_next, eta)
-        lam, alpha_next = torch.ones(()), model.alpha(sigma_next)
-        if gain > 0 and sigma_next > 0:  # DDNM+ (Eq. 19): alpha' lam gain <= c_up
-            lam = torch.clamp(c_up / (alpha_next * gain), max=1.0)
-            c_up = (c_up**2 - (alpha_next * lam * gain) ** 2).clamp(min=0).sqrt()
-        elif gain > 0:
-            lam = torch.zeros(())  # the last step adds no noise budget: keep the estimate
-        denoised = op.project(denoised, y, lam.to(y))
+        alpha_next = model.alpha(sigma_next)
+        # DDNM+: the correction may add as much noise as the step's own, c_up (alpha' A⁺ n)
+        budget = float(c_up / (alpha_next * sigma_y)) if sigma_y > 0 else None
+        denoised = op.project(denoised, y, budget)
         eps = (x - model.alpha(sigma) * denoised) / sigma
         x = alpha_next * denoised + c_down * eps
         if sigma_next > 0 and eta > 0:

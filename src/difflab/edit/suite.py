@@ -209,17 +209,27 @@ def psnr_outside(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -
 
 def score_edits(images: np.ndarray, cases: Sequence[EditCase],
                 min_psnr: float = 30.0) -> list[dict]:
-    """Per case: the evaluator's verdict on the target spec, PSNR outside the edit box, and
-    `ok` = both (success and PSNR >= min_psnr)."""
+    """Per case: success (the evaluator passes the target spec; for a move, the object is also
+    found inside its new box), PSNR outside the edit box, and `ok` = success and PSNR >=
+    min_psnr."""
     if len(images) != len(cases):
         raise ConfigError(f"{len(images)} images for {len(cases)} edit cases")
     rows = []
     for img, case in zip(images, cases, strict=True):
-        passed = score(img, case.target_spec).passed
+        verdict = score(img, case.target_spec)
+        passed = verdict.passed and (case.kind != "move" or _moved_there(case, verdict))
         p = psnr_outside(img, render(case.source), case.box())
         rows.append({"index": case.index, "kind": case.kind, "success": bool(passed),
                      "psnr_outside": round(p, 3), "ok": bool(passed and p >= min_psnr)})
     return rows
+
+
+def _moved_there(case: EditCase, verdict) -> bool:
+    """Whether the moved object is detected with its centre inside its new box."""
+    o = case.target.objects[case.edited]
+    x0, y0, x1, y1 = o.bbox
+    return any(d.shape == o.shape and d.color == o.color and x0 <= d.center[0] <= x1
+               and y0 <= d.center[1] <= y1 for d in verdict.detections)
 
 
 def object_regions(case: EditCase, background: str = "") -> list[tuple[np.ndarray, str]]:
