@@ -82,6 +82,8 @@ def test_p2p_word_swap_changes_the_image_and_names_bad_prompt_pairs(base):
     # "cyan" is two word pieces: both take the one piece of "red" at half weight each
     assert swap.source_tokens == (2,) and swap.target_tokens == (2, 3)
     assert swap.mapping[:, 2].sum() == 1 and swap.mapping[4, 3] == 1  # "circle" stays aligned
+    swap = word_swap(tok, "a red circle", "an orange circle", 16)  # the article follows
+    assert swap.source_word == "red" and swap.target_word == "orange"
 
 
 def test_attention_hook_point_keeps_numerics_and_removal_is_exact(base):

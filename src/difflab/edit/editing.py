@@ -33,9 +33,9 @@ Cond = dict[str, Tensor]
 class EditConfig:
     """Sampling shared by every edit: DDIM steps, guidance, inversion and its options."""
 
-    steps: int = 10
+    steps: int = 20
     cfg: float = 3.0
-    inversion: str = "negative-prompt"
+    inversion: str = "null-text"
     inversion_options: dict[str, float] = field(default_factory=lambda: {"fixed_point_iters": 1})
     seed: int = 0  # image b's noise comes from seed + b
 
@@ -164,62 +164,112 @@ def edit_diffedit(pipe: Any, images: Tensor, sources: Sequence[str], targets: Se
     return edit_masked(pipe, images, sources, targets, config, masks=masks, strength=strength)
 
 
+@dataclass(frozen=True)
+class Region:
+    """Part of an image to regenerate: a mask (H, W) bool, its prompt, and optionally the
+    context (C, H, W) it is denoised in: outside the mask this region's denoising sees the
+    context's inverted latents instead of the source's (e.g. a blank background, so that an
+    object prompt can only draw inside the mask). A region with a lower `strength` than the
+    edit keeps its SDEdit start (the image, or the guide, noised) until its own first step."""
+
+    mask: Tensor
+    prompt: str
+    context: Tensor | None = None
+    strength: float | None = None  # a weaker start than the edit's: held on its noised start
+
+
 @EDITS.register("masked")
 @torch.no_grad()
 def edit_masked(pipe: Any, images: Tensor, sources: Sequence[str], targets: Sequence[str],
                 config: EditConfig, *, masks: Tensor | None = None, strength: float = 0.8,
-                regions: Sequence[Sequence[tuple[Tensor, str]]] | None = None) -> Tensor:
+                regions: Sequence[Sequence[Region]] | None = None, fresh: bool = False,
+                guides: Tensor | None = None) -> Tensor:
     """Regenerate inside a given mask under the target prompt, keeping the inverted source
     latents outside it at every step (DiffEdit's decoding, 2022; "Blended Latent Diffusion",
-    2023). `regions[b]` = [(mask (H, W), prompt), ...] gives image b several regions, each
-    denoised under its own prompt and fused by mask ("MultiDiffusion", 2023)."""
+    2023). `regions[b]` gives image b several `Region`s, each denoised under its own prompt
+    and fused by mask ("MultiDiffusion", 2023). With `fresh` the masked region starts from the
+    image noised with new seeded noise (SDEdit's start) instead of its inverted latents
+    (which, for a flat region, are far from Gaussian); `guides` (B, C, H, W) replace the image
+    there (SDEdit's guided synthesis: a pasted or painted layout, harmonised)."""
     b = len(images)
     regions = _regions(images, targets, masks, regions)
     model, sigmas, c_src, _, null = _setup(pipe, sources, targets, b, config)
-    first = start_index(config.steps, strength)
-    tail = sigmas[first:]
+    tail = sigmas[start_index(config.steps, strength):]
+    if any(r.strength is not None and r.strength > strength for rs in regions for r in rs):
+        raise ConfigError(f"a region's strength may not exceed the edit's ({strength})")
+    rows = [(j, r) for j, rs in enumerate(regions) for r in rs]  # (image, region) pairs
+    owner = [j for j, _ in rows]
+    m = torch.stack([r.mask for _, r in rows])[:, None].to(images.device)  # (R, 1, H, W)
+    cond = pipe.condition([r.prompt for _, r in rows])
     with torch.enable_grad():
         inversion = _invert(model, images, tail, c_src, null, config)
-    owner = [j for j, r in enumerate(regions) for _ in r]  # image of each (image, region) row
-    m = torch.stack([mask for r in regions for mask, _ in r]).float()[:, None].to(images)
-    prompts = [p for r in regions for _, p in r]
-    cond = pipe.condition(prompts)
-
-    def uncond(i: int) -> Cond | None:
-        return _rows(inversion.uncond(i), owner)
+        isolated = [k for k, (_, r) in enumerate(rows) if r.context is not None]
+        if isolated:  # the contexts' own latents, inverted under their regions' prompts
+            contexts = torch.stack([rows[k][1].context for k in isolated]).to(images)
+            ctx_null = _rows(null, [owner[k] for k in isolated])
+            context = _invert(model, contexts, tail, _rows(cond, isolated), ctx_null, config)
+    fused: list[Tensor] = []
+    start = images if guides is None else guides.to(images)
+    if start.shape != images.shape:
+        raise ConfigError(f"guides of shape {tuple(start.shape)} for images of shape "
+                          f"{tuple(images.shape)}")
+    noise = BatchNoise([config.seed + j for j in range(b)])(images)[owner]
+    first = start_index(config.steps, strength)
+    held = {k: start_index(config.steps, r.strength) - first for k, (_, r) in enumerate(rows)
+            if r.strength is not None}  # row -> tail index where it starts
 
     def fuse(i: int, x: Tensor) -> Tensor:
-        kept = inversion.latents[i + 1]  # (B, C, H, W): the source's own latents
-        out = kept.clone()
-        for row, j in enumerate(owner):  # later regions overwrite earlier ones where they meet
-            out[j] = torch.where(m[row] > 0, x[row], out[j])
-        return out[owner]
+        """The edited images at level i + 1 (source latents outside every mask, later regions
+        over earlier ones), then each row's input: the whole image, or for an isolated
+        region, its mask in its context."""
+        image = inversion.latents[i + 1].clone()
+        for row, j in enumerate(owner):
+            xr = x[row]
+            if held.get(row, 0) > i + 1:  # not started: the noised start at this level
+                xr = model.alpha(tail[i + 1]) * start[j] + tail[i + 1] * noise[row]
+            image[j] = torch.where(m[row], xr, image[j])
+        fused[:] = [image]
+        out = image[owner]
+        for n, k in enumerate(isolated):
+            out[k] = torch.where(m[k], image[owner[k]], context.latents[i + 1][n])
+        return out
 
-    x = denoise(model, inversion.noise[owner], tail, cond, config.cfg, uncond, after_step=fuse)
-    return x[[owner.index(j) for j in range(b)]]  # fused: the rows of one image are equal
+    x = inversion.noise[owner]
+    if isolated:
+        x[isolated] = context.noise
+    if fresh or guides is not None or held:
+        x = torch.where(m, model.alpha(tail[0]) * start[owner] + tail[0] * noise, x)
+    x = fuse(-1, x)
+    denoise(model, x, tail, cond, config.cfg, lambda i: _rows(inversion.uncond(i), owner),
+            after_step=fuse)
+    return fused[0]
 
 
 def _regions(images: Tensor, targets: Sequence[str], masks: Tensor | None,
-             regions: Sequence[Sequence[tuple[Tensor, str]]] | None
-             ) -> list[list[tuple[Tensor, str]]]:
-    """Per image, its [(mask (H, W) bool, prompt)] regions, checked against the images."""
+             regions: Sequence[Sequence[Region]] | None) -> list[list[Region]]:
+    """Per image, its regions (from `masks` with the target prompts when no regions are
+    given), checked against the images."""
     if (masks is None) == (regions is None):
         raise ConfigError("a masked edit needs masks (one per image) or regions, not both")
     if regions is None:
         masks = masks.reshape(len(masks), *masks.shape[-2:]) if masks.ndim == 4 else masks
         if len(masks) != len(images):
             raise ConfigError(f"{len(masks)} masks for {len(images)} images")
-        regions = [[(mk, t)] for mk, t in zip(masks, targets, strict=True)]
+        regions = [[Region(mk, t)] for mk, t in zip(masks, targets, strict=True)]
     if len(regions) != len(images) or any(len(r) == 0 for r in regions):
         raise ConfigError(f"{len(regions)} region lists for {len(images)} images; each image "
                           "needs at least one region")
     size = tuple(images.shape[-2:])
-    for r in regions:
-        for mk, _ in r:
-            if tuple(mk.shape) != size:
-                raise ConfigError(f"mask of shape {tuple(mk.shape)} does not match the "
+    for rs in regions:
+        for r in rs:
+            if tuple(r.mask.shape) != size:
+                raise ConfigError(f"mask of shape {tuple(r.mask.shape)} does not match the "
                                   f"{size[0]}x{size[1]} image")
-    return [[(mk.bool(), p) for mk, p in r] for r in regions]
+            if r.context is not None and tuple(r.context.shape) != tuple(images.shape[1:]):
+                raise ConfigError(f"region context of shape {tuple(r.context.shape)} does not "
+                                  f"match the images {tuple(images.shape[1:])}")
+    return [[Region(r.mask.bool(), r.prompt, r.context, r.strength) for r in rs]
+            for rs in regions]
 
 
 def run_edit(method: str, pipe: Any, images: Tensor, sources: Sequence[str],

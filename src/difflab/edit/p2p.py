@@ -73,15 +73,17 @@ def _words(tokenizer: Any, prompt: str, length: int) -> tuple[list[str], list[in
 
 
 def word_swap(tokenizer: Any, source: str, target: str, length: int) -> WordSwap:
-    """The token mapping of a one-word swap ("a red circle" -> "a blue circle"); a ConfigError
-    when the prompts differ in more than one word."""
+    """The token mapping of a one-word swap ("a red circle" -> "a blue circle"; the article may
+    follow it: "a red" -> "an orange"); a ConfigError when the prompts differ in more than
+    one word."""
     sw, s_ids = _words(tokenizer, source, length)
     tw, t_ids = _words(tokenizer, target, length)
+    same = [_article(w) for w in sw], [_article(w) for w in tw]  # "a red" -> "an orange"
     pre = 0
-    while pre < min(len(sw), len(tw)) and sw[pre] == tw[pre]:
+    while pre < min(len(sw), len(tw)) and same[0][pre] == same[1][pre]:
         pre += 1
     post = 0
-    while post < min(len(sw), len(tw)) - pre and sw[-1 - post] == tw[-1 - post]:
+    while post < min(len(sw), len(tw)) - pre and same[0][-1 - post] == same[1][-1 - post]:
         post += 1
     s_diff, t_diff = sw[pre:len(sw) - post], tw[pre:len(tw) - post]
     if len(s_diff) > 1 or len(t_diff) > 1 or len(s_diff) != len(t_diff):
@@ -117,6 +119,11 @@ def word_swap(tokenizer: Any, source: str, target: str, length: int) -> WordSwap
             mapping[t, s_index[lab]] = 1.0
     return WordSwap(mapping, s_swap, t_swap, s_diff[0] if s_diff else "",
                     t_diff[0] if t_diff else "")
+
+
+def _article(word: str) -> str:
+    """Words as compared for a swap: "a" and "an" are one word (they follow the next word)."""
+    return "a" if word == "an" else word
 
 
 def _mark_specials(labels: list[Any], ids: list[int | None]) -> list[Any]:

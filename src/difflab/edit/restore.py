@@ -34,38 +34,31 @@ def _denoised(model, x: Tensor, sigma: Tensor, i: int, n: int, extra: dict) -> T
         return model(x, sigma * x.new_ones(x.shape[0]), **extra)
 
 
-def _noise_split(model, sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:
-    """(c_down, c_up) of a DDIM eta step: x_next = alpha' D + c_down eps_hat + c_up z."""
-    alpha, alpha_next = model.alpha(sigma), model.alpha(sigma_next)
-    ratio = (sigma_next * alpha) / (sigma * alpha_next)
-    c_up = torch.minimum(sigma_next, eta * sigma_next * (1 - ratio**2).clamp(min=0).sqrt())
-    return (sigma_next**2 - c_up**2).clamp(min=0).sqrt(), c_up
-
-
 @RESTORERS.register("ddnm")
 def restore_ddnm(model, y: Tensor, op: LinearOperator, sigmas: Tensor, *,
                  extra_args: dict | None = None, noise: NoiseFn | None = None,
                  sigma_y: float = 0.0, eta: float = 0.85) -> Tensor:
     """DDNM: at every step replace the range-space part of the denoised estimate by A⁺ y,
-    D <- A⁺ y + (I - A⁺ A) D, then take a DDIM step with `eta`; with measurement noise (DDNM+)
-    each direction's correction is scaled so that the noise it carries fits in the step's own
+    D <- A⁺ y + (I - A⁺ A) D, then step to the next level with the network's own noise
+    estimate and fresh noise mixed by `eta`, x' = alpha' D + sigma' (sqrt(1 - eta^2) eps +
+    eta z), as the paper's code does; with measurement noise (DDNM+) each direction's
+    correction is scaled so that the noise it carries fits in the fresh noise's share
     ("Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model", 2023). The
-    step's fresh noise is not reduced by the correction's (a simplification of Eq. 19)."""
+    fresh noise is not reduced by the correction's (a simplification of Eq. 19)."""
     extra, noise = extra_args or {}, noise or torch.randn_like
-    shape = (y.shape[0], *op.shape)
     sigmas = sigmas.to(y.device, y.dtype)
     n = len(sigmas) - 1
-    x = sigmas[0] * noise(y.new_zeros(shape))
+    x = sigmas[0] * noise(y.new_zeros(y.shape[0], *op.shape))
     for i in range(n):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = _denoised(model, x, sigma, i, n, extra)
-        c_down, c_up = _noise_split(model, sigma, sigma_next, eta)
+        eps = (x - model.alpha(sigma) * denoised) / sigma  # the network's noise estimate
         alpha_next = model.alpha(sigma_next)
-        # DDNM+: the correction may add as much noise as the step's own, c_up (alpha' A⁺ n)
+        c_up = sigma_next * eta
+        # DDNM+: the correction may carry as much noise (alpha' A⁺ n) as the fresh noise adds
         budget = float(c_up / (alpha_next * sigma_y)) if sigma_y > 0 else None
         denoised = op.project(denoised, y, budget)
-        eps = (x - model.alpha(sigma) * denoised) / sigma
-        x = alpha_next * denoised + c_down * eps
+        x = alpha_next * denoised + sigma_next * (1 - eta**2) ** 0.5 * eps
         if sigma_next > 0 and eta > 0:
             x = x + c_up * noise(x)
     return x

@@ -232,6 +232,24 @@ def _moved_there(case: EditCase, verdict) -> bool:
                and y0 <= d.center[1] <= y1 for d in verdict.detections)
 
 
+def move_guide(case: EditCase) -> np.ndarray:
+    """For a move: the source render with the object's box copied, pixel for pixel, to its
+    new place (shifted by the whole-pixel offset), uint8 (H, W, 3) - the layout a user drags
+    into being; its old place still shows it (the edit's inpainting removes it)."""
+    if case.kind != "move":
+        raise ConfigError(f"a move guide is for move cases, not {case.kind}")
+    source = render(case.source)
+    guide = source.copy()
+    old, new = case.source.objects[case.edited], case.target.objects[case.edited]
+    dx, dy = round(new.x - old.x), round(new.y - old.y)
+    before, _ = case.boxes()
+    rows, cols = np.nonzero(before)
+    r, c = rows + dy, cols + dx
+    keep = (r >= 0) & (r < case.source.size) & (c >= 0) & (c < case.source.size)
+    guide[r[keep], c[keep]] = source[rows[keep], cols[keep]]
+    return guide
+
+
 def object_regions(case: EditCase, background: str = "") -> list[tuple[np.ndarray, str]]:
     """The regions an object edit regenerates, each with its prompt: the new object's box under
     the new object's words; for a move or a removal, the old box under `background`."""
