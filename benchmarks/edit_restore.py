@@ -122,7 +122,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--count", type=int, default=16)
     ap.add_argument("--problems", default="inpaint:0.7,sr2,sr4,deblur:1.0,cs:0.25")
     ap.add_argument("--noise", default="0,0.05", help="measurement noise levels sigma_y")
-    ap.add_argument("--method", action="append", required=True)
+    ap.add_argument("--method", action="append", default=[],
+                    help="a diffusion method (repeatable); none: the baselines alone")
     ap.add_argument("--baseline-options", action="append", default=[],
                     help="NAME:k=v,... for a classical baseline (e.g. tv:weight=0.02)")
     ap.add_argument("--batch", type=int, default=32)

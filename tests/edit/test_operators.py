@@ -134,8 +134,8 @@ def test_baselines():
     cs = make_operator("cs:0.3", SHAPE)
     y = cs.A(blocks)
     zero = restore("zero-fill", None, y, cs, None)
-    tv = baseline_tv(cs, y, iters=100)
-    objective = [0.5 * (cs.A(z) - y).pow(2).sum() + 0.02 * total_variation(z).sum()
+    tv = baseline_tv(cs, y, weight=0.01, iters=100)
+    objective = [0.5 * (cs.A(z) - y).pow(2).sum() + 0.01 * total_variation(z).sum()
                  for z in (zero, tv)]
     assert objective[1] < objective[0]
     assert (tv - blocks).norm() < 0.5 * (zero - blocks).norm()

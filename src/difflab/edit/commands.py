@@ -12,6 +12,7 @@ import torch
 import typer
 
 from difflab.config import ConfigError
+from difflab.edit.editing import EditConfig
 
 # The option a bare value sets: "sdedit:0.6" is sdedit with strength 0.6.
 PRIMARY_OPTION = {"sdedit": "strength", "diffedit": "strength", "masked": "strength",
@@ -104,16 +105,16 @@ def edit_command(
     method: str = typer.Option("p2p", help="p2p[:tau or k=v,...], sdedit:STRENGTH, "
                                "diffedit[:strength], masked[:strength] (needs --mask)"),
     mask: str = typer.Option("", help="masked: the region to change (bright pixels)"),
-    steps: int = typer.Option(10, help="DDIM steps"),
-    cfg: float = typer.Option(3.0, help="classifier-free guidance scale"),
-    inversion: str = typer.Option("negative-prompt", help="inversion for p2p, diffedit and "
-                                  "masked: negative-prompt, null-text or ddim"),
+    steps: int = typer.Option(EditConfig.steps, help="DDIM steps"),
+    cfg: float = typer.Option(EditConfig.cfg, help="classifier-free guidance scale"),
+    inversion: str = typer.Option(EditConfig.inversion, help="inversion for p2p, diffedit and "
+                                  "masked: null-text, negative-prompt (fast) or ddim"),
     seed: int = typer.Option(0, help="seed of the noise (sdedit, diffedit's mask)"),
     out: str = typer.Option(..., help="output image file"),
 ) -> None:
     """Edit an image: `difflab edit shapes-base --image in.png --from "a red circle" --to
     "a blue circle" --method p2p --out out.png`."""
-    from difflab.edit.editing import EditConfig, run_edit
+    from difflab.edit.editing import run_edit
     from difflab.limits import check_prompt, image_format
     from difflab.runtime import load
 
@@ -169,7 +170,7 @@ def restore_command(
                                  "noise) and report PSNR against it"),
     noise: float = typer.Option(0.0, help="--measure: measurement noise sigma_y (images in "
                                 "[-1, 1])"),
-    steps: int = typer.Option(20, help="sampling steps"),
+    steps: int = typer.Option(50, help="sampling steps"),
     prompt: str = typer.Option("", help="prompt for the prior ('' = unconditional)"),
     seed: int = typer.Option(0, help="seed of the sampler noise, random masks and CS matrix"),
     out: str = typer.Option(..., help="output image file"),
