@@ -27,16 +27,8 @@ import torch
 
 from difflab.accel.api import parse_options
 from difflab.data.grid import to_uint8
-from difflab.data.world import BACKGROUND
-from difflab.edit.editing import EditConfig, Region, run_edit
-from difflab.edit.suite import (
-    EDIT_KINDS,
-    edit_suite,
-    move_guide,
-    object_regions,
-    score_edits,
-    source_images,
-)
+from difflab.edit.editing import EditConfig, run_edit
+from difflab.edit.suite import EDIT_KINDS, edit_objects, edit_suite, score_edits, source_images
 from difflab.eval.provenance import provenance
 from difflab.eval.stats import wilson_interval
 from difflab.io import write_json
@@ -44,8 +36,6 @@ from difflab.runtime import load
 from difflab.runtime.artefacts import resolve, sha256_file
 
 INVERSION_OPTIONS = ("fixed_point_iters", "inner_steps", "lr", "tolerance")
-# the world's empty canvas in [-1, 1], (3, 1, 1)
-BLANK = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1) / 127.5 - 1
 
 
 def parse_method(spec: str) -> tuple[str, str, EditConfig, dict, tuple[str, ...]]:
@@ -67,39 +57,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def edit_batch(pipe, name: str, config: EditConfig, options: dict, cases, x) -> torch.Tensor:
-    src = [c.source_prompt for c in cases]
-    tgt = [c.target_prompt for c in cases]
     if name == "object":  # the world's boxes, each regenerated under its own words
-        background = str(options.get("background", ""))
-        words = str(options.get("words", "object"))  # the new object's words, or "caption"
-        blank = BLANK.expand(*x.shape[1:]) if options.get("isolate") else None
-        pasted = options.get("pasted_strength")  # a move's pasted object: harmonised only
-        regions = [[Region(torch.from_numpy(m), _prompt(c, p, background, words),
-                           None if p == background else blank,
-                           pasted if c.kind == "move" and p != background else None)
-                    for m, p in object_regions(c, background)] for c in cases]
-        rest = {k: v for k, v in options.items()
-                if k not in ("background", "words", "isolate", "paste", "pasted_strength")}
-        if options.get("paste"):  # a move starts from the object pasted at its new place
-            guides = [to_tensor(move_guide(c)[None])[0] if c.kind == "move" else x[i]
-                      for i, c in enumerate(cases)]
-            rest["guides"] = torch.stack(guides)
-        return run_edit("masked", pipe, x, src, tgt, config, regions=regions, **rest)
-    return run_edit(name, pipe, x, src, tgt, config, **options)
+        return edit_objects(pipe, cases, config, **options)
+    return run_edit(name, pipe, x, [c.source_prompt for c in cases],
+                    [c.target_prompt for c in cases], config, **options)
 
 
 def usable_cases(name: str, kinds: tuple[str, ...], cases) -> list[int]:
     """The cases a method runs on: its kinds, and for text methods the one-word swaps."""
     return [i for i, c in enumerate(cases)
             if c.kind in kinds and (name == "object" or c.one_word)]
-
-
-def _prompt(case, prompt: str, background: str, words: str) -> str:
-    """A region's prompt: "@target" stands for the target caption; words = "caption" puts the
-    whole target caption on the new object's region too."""
-    if prompt == background:
-        return case.target_prompt if background == "@target" else background
-    return case.target_prompt if words == "caption" else prompt
 
 
 def summarise(rows: list[dict], seconds: float) -> dict:

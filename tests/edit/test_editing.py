@@ -121,3 +121,32 @@ def test_masked_edit_checks_its_masks(base):
         run_edit("masked", base, x, prompts, prompts, config, tau=0.5)
     with pytest.raises(ConfigError, match="unknown edit method 'warp'"):
         run_edit("warp", base, x, prompts, prompts, config)
+
+
+def test_p2p_controller_injects_the_source_maps_and_reweights_the_swapped_word():
+    from difflab.core.context import StepContext, step_context
+    from difflab.edit.p2p import WordSwap, _Controller
+
+    swap = WordSwap(torch.eye(4), (1,), (1,))
+    probs = torch.rand(2, 2, 3, 4, generator=torch.Generator().manual_seed(0))  # [src; tgt]
+    reweight = _Controller({}, AttentionControlConfig(tau=0.5, reweight=2.0), [swap])
+    with step_context(StepContext(7, 10, 0.3)):  # past tau: the target keeps its own maps
+        out = reweight.post_forward(None, (), {}, probs)
+    assert torch.equal(out[0], probs[0])
+    torch.testing.assert_close(out[1, ..., 1], 2 * probs[1, ..., 1])
+    assert torch.equal(out[1, ..., [0, 2, 3]], probs[1, ..., [0, 2, 3]])
+    with step_context(StepContext(2, 10, 0.8)):  # before tau: the source's maps
+        out = reweight.post_forward(None, (), {}, probs)
+    torch.testing.assert_close(out[1, ..., 1], 2 * probs[0, ..., 1])
+    assert torch.equal(out[1, ..., 0], probs[0, ..., 0])
+
+
+def test_object_edits_change_only_their_boxes(base):
+    from difflab.edit.suite import edit_objects, source_images
+
+    cases = edit_suite("dev", 4)  # one of each kind
+    out = edit_objects(base, cases, EditConfig(steps=2, inversion="negative-prompt"))
+    src = torch.from_numpy(source_images(cases)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    boxes = torch.from_numpy(np.stack([c.box() for c in cases]))[:, None].expand_as(src)
+    assert torch.equal(out[~boxes], src[~boxes])
+    assert not torch.equal(out[boxes], src[boxes])

@@ -7,7 +7,7 @@ import torch
 
 from difflab.config import ConfigError
 from difflab.core.samplers import BatchNoise, sample_ddim
-from difflab.edit.operators import Inpaint, make_operator, random_pixel_mask
+from difflab.edit.operators import Inpaint, LinearOperator, make_operator, random_pixel_mask
 from difflab.edit.restore import (
     BASELINES,
     baseline_nearest,
@@ -142,3 +142,29 @@ def test_baselines():
     with pytest.raises(ConfigError, match="bicubic upsamples; it cannot solve"):
         restore("bicubic", None, y, cs, None)
     assert set(BASELINES.names()) == {"bicubic", "nearest", "tv", "wiener", "zero-fill"}
+
+
+class Colorize(LinearOperator):
+    """The docs' example of a new problem (docs/editing.md): grey = mean of the channels."""
+
+    singular = 3 ** -0.5
+
+    def A(self, x):
+        return x.mean(1, keepdim=True)
+
+    def A_T(self, y):
+        return y.expand(-1, 3, -1, -1) / 3
+
+    def pinv(self, y):
+        return y.expand(-1, 3, -1, -1)
+
+
+def test_a_new_problem_is_one_small_class(denoiser):
+    op = Colorize(SHAPE)
+    x = _rand(1, *SHAPE).float()
+    y = _rand(1, 1, 16, 16, seed=1).float()
+    torch.testing.assert_close((op.A(x) * y).sum(), (x * op.A_T(y)).sum(), atol=1e-5, rtol=1e-5)
+    model, cond = denoiser
+    with torch.no_grad():
+        out = restore("ddnm", model, op.A(x), op, torch.linspace(1, 0, 4), extra_args=cond)
+    torch.testing.assert_close(op.A(out), op.A(x), atol=1e-5, rtol=1e-5)

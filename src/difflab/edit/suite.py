@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from difflab.config import ConfigError
 from difflab.data.captions import a_noun
@@ -259,3 +261,39 @@ def object_regions(case: EditCase, background: str = "") -> list[tuple[np.ndarra
     if case.kind == "remove":
         return [(before, background)]
     return [(before & ~after, background), (after, case.target_object)]
+
+
+def edit_objects(pipe: Any, cases: Sequence[EditCase], config: Any, *, strength: float = 0.8,
+                 fresh: bool = True, isolate: bool = True, background: str = "@target",
+                 paste: bool = True, pasted_strength: float | None = 0.5) -> torch.Tensor:
+    """Edit each case's source from the world's boxes (`object_regions`): the new object's box
+    is regenerated under the object's words alone, in a blank context when `isolate` (outside
+    the box its denoising sees the empty canvas, so the object can only appear inside); an
+    emptied box under `background` ("@target": the caption of what remains); with `paste`, a
+    move starts from the object's pixels copied to the new box (`move_guide`), harmonised at
+    `pasted_strength`. Returns the edited images (N, C, H, W) in [-1, 1]."""
+    from difflab.data.world import BACKGROUND
+    from difflab.edit.editing import Region, run_edit
+
+    src = source_images(cases)
+    x = torch.from_numpy(src).permute(0, 3, 1, 2).float() / 127.5 - 1
+    blank = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1) / 127.5 - 1
+    regions = []
+    for c in cases:
+        rows = []
+        for mask, prompt in object_regions(c, background):
+            emptied = prompt == background
+            rows.append(Region(torch.from_numpy(mask),
+                               c.target_prompt if emptied and background == "@target" else prompt,
+                               None if emptied or not isolate else blank.expand(*x.shape[1:]),
+                               pasted_strength if paste and c.kind == "move" and not emptied
+                               else None))
+        regions.append(rows)
+    guides = None
+    if paste:
+        moved = [move_guide(c) if c.kind == "move" else img for c, img in zip(cases, src,
+                                                                             strict=True)]
+        guides = torch.from_numpy(np.stack(moved)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return run_edit("masked", pipe, x, [c.source_prompt for c in cases],
+                    [c.target_prompt for c in cases], config, regions=regions,
+                    strength=strength, fresh=fresh, guides=guides)
