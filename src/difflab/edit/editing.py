@@ -88,11 +88,12 @@ def edit_sdedit(pipe: Any, images: Tensor, sources: Sequence[str], targets: Sequ
 @EDITS.register("p2p")
 @torch.no_grad()
 def edit_p2p(pipe: Any, images: Tensor, sources: Sequence[str], targets: Sequence[str],
-             config: EditConfig, *, tau: float = 0.8, reweight: float = 1.0,
-             blend: float = 0.3) -> Tensor:
+             config: EditConfig, *, tau: float = 0.6, reweight: float = 1.0,
+             blend: float = 0.5) -> Tensor:
     """Invert the image, then denoise source and target together with the source's
     cross-attention maps injected into the target ("Prompt-to-Prompt Image Editing with Cross
-    Attention Control", 2022), blending locally where the swapped words attend."""
+    Attention Control", 2022), blending locally where the swapped words attend. tau 0.6 and
+    blend 0.5 edited more than 0.8 and 0.3 on the dev split (dev-edits.json)."""
     control = AttentionControlConfig(tau, reweight, blend)
     encoder = pipe.conditioner.cache.encoder if hasattr(pipe.conditioner, "cache") else None
     if getattr(encoder, "tokenizer", None) is None:

@@ -108,6 +108,7 @@ def _check(scale: float, null: Cond | None) -> None:
 
 
 @INVERSIONS.register("ddim")
+@torch.no_grad()
 def invert_ddim_guided(model: Denoiser, x0: Tensor, sigmas: Tensor, cond: Cond, scale: float,
                        null: Cond | None, *, fixed_point_iters: int = 0) -> Inversion:
     """DDIM inversion under guidance `scale` ("DDIM", 2021; fixed-point refinement: "On Exact
@@ -120,6 +121,7 @@ def invert_ddim_guided(model: Denoiser, x0: Tensor, sigmas: Tensor, cond: Cond, 
 
 
 @INVERSIONS.register("negative-prompt")
+@torch.no_grad()
 def invert_negative_prompt(model: Denoiser, x0: Tensor, sigmas: Tensor, cond: Cond,
                            scale: float, null: Cond | None, *,
                            fixed_point_iters: int = 0) -> Inversion:

@@ -33,9 +33,9 @@ class AttentionControlConfig:
     maps by `reweight`, and blend locally where the swapped words' normalised maps exceed
     `blend` (0: no local blend)."""
 
-    tau: float = 0.8
+    tau: float = 0.6
     reweight: float = 1.0
-    blend: float = 0.3
+    blend: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 <= self.tau <= 1:
