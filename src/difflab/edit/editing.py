@@ -134,10 +134,12 @@ def diffedit_mask(pipe: Any, images: Tensor, sources: Sequence[str], targets: Se
     ("DiffEdit: Diffusion-based semantic image editing with mask guidance", 2022)."""
     check_int("samples", samples, 1, 64)
     check_float("threshold", threshold, 0.0, 1.0)
-    model = pipe.process.denoiser(pipe.net)
-    sigma = torch.tensor(float(strength), device=pipe.device)
     if not 0 < strength <= 1:
         raise ConfigError(f"diffedit mask strength must be in (0, 1], got {strength}")
+    model = pipe.process.denoiser(pipe.net)
+    # the noise level `strength` of the way into a fine schedule (any process's sigmas)
+    sigma = pipe.process.default_schedule(100)[start_index(100, strength)].float()
+    sigma = sigma.to(pipe.device)
     b = len(images)
     c_src, c_tgt = pipe.condition(list(sources)), pipe.condition(list(targets))
     cond = {k: torch.cat([c_src[k], c_tgt[k]]) for k in c_src}
