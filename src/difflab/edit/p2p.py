@@ -3,7 +3,7 @@ injected into the target's denoising ("Prompt-to-Prompt Image Editing with Cross
 Control", 2022).
 
 The source and target run as one batch (rows [source; target]) from the same inverted noise.
-`apply_attention_control(net, config, swap)` hooks the `probs` hook point of every
+`apply_attention_control(net, config, swaps)` hooks the `probs` hook point of every
 cross-attention layer inside the network's declared blocks (`difflab.models.layers.
 CrossAttention.probs`): during the first `tau` of the steps the target rows' maps are replaced by
 the source rows' maps (mapped token by token: `WordSwap`), the swapped word's maps can be

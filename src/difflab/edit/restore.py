@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
@@ -227,10 +226,3 @@ def _check_keywords(what: str, fn: Callable, options: dict) -> None:
 def method_names() -> list[str]:
     """Every restoration method: diffusion restorers, then classical baselines."""
     return [*RESTORERS.names(), *BASELINES.names()]
-
-
-def to_numpy_images(x: Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
-    from difflab.data.grid import to_uint8
-
-    return to_uint8(x)
