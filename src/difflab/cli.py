@@ -64,8 +64,8 @@ def _add_subcommands() -> None:
     app.command("train")(train_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
-    app.command("restore")(restore_command)
     app.command("edit")(edit_command)
+    app.command("restore")(restore_command)
     app.command("serve")(serve_command)
 
 
