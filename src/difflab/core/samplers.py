@@ -124,7 +124,7 @@ def sample_heun(
     return x
 
 
-def _ddim_step(model: Model, x: Tensor, denoised: Tensor, sigma: Tensor, sigma_next: Tensor,
+def ddim_step(model: Model, x: Tensor, denoised: Tensor, sigma: Tensor, sigma_next: Tensor,
                eta: float, z: Tensor | None) -> Tensor:
     """x_next = alpha' D + c_down eps_hat + c_up z, with DDIM's eta noise (VE: k-diffusion's
     ancestral step), written for x = alpha x0 + sigma noise."""
@@ -150,7 +150,7 @@ def sample_ddim(
         denoised = _denoise(model, x, sigmas[i], i, n, extra)
         _report(callback, i, x, sigmas[i], sigmas[i + 1], denoised)
         z = noise_fn(x) if eta > 0 and sigmas[i + 1] > 0 else None
-        x = _ddim_step(model, x, denoised, sigmas[i], sigmas[i + 1], eta, z)
+        x = ddim_step(model, x, denoised, sigmas[i], sigmas[i + 1], eta, z)
     return x
 
 
@@ -274,10 +274,11 @@ def sample_lms(
 
 
 def invert_ddim(model: Model, x0: Tensor, sigmas: Tensor, extra_args: dict | None = None, *,
-                fixed_point_iters: int = 3) -> Tensor:
+                fixed_point_iters: int = 3, callback: Callback | None = None) -> Tensor:
     """Deterministic DDIM encode x0 -> noise at sigmas[0] ("DDIM", 2021, Sec. 4.3), refining
     each step by fixed-point iteration so that sampling with `sample_ddim` exactly undoes it
-    ("On Exact Inversion of DPM-Solvers", 2024)."""
+    ("On Exact Inversion of DPM-Solvers", 2024). `callback({"i", "x", "sigma"})` sees the
+    encoding reach each level sigmas[i], from sigmas[n - 1] up to sigmas[0]."""
     sigmas, extra, _ = _prepare(x0, sigmas, extra_args, None)
     n, x = len(sigmas) - 1, x0
     for i in reversed(range(n)):  # from sigmas[n] (= 0) up to sigmas[0]
@@ -286,8 +287,10 @@ def invert_ddim(model: Model, x0: Tensor, sigmas: Tensor, extra_args: dict | Non
         d = (x - _denoise(model, x, sigma_hi, i, n, extra)) / sigma_hi
         y = x + d * (sigma_hi - sigma_lo)
         for _ in range(fixed_point_iters):  # solve ddim_step(y) = x for y
-            x_back = _ddim_step(model, y, _denoise(model, y, sigma_hi, i, n, extra), sigma_hi,
+            x_back = ddim_step(model, y, _denoise(model, y, sigma_hi, i, n, extra), sigma_hi,
                                 sigma_lo, 0.0, None)
             y = y + (x - x_back)
         x = y
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigma_hi})
     return x

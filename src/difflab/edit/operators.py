@@ -1,159 +1,249 @@
-"""Linear measurement operators for inverse problems: y = A x + sigma_y * n on images (B, C, H, W).
+"""Linear measurement operators y = A x + n for inverse problems, with adjoint and pseudo-inverse.
 
-Each operator gives the forward map `A`, its adjoint `A_T` and a pseudo-inverse `A_pinv` with
-A A_pinv A = A, which is what the null-space method needs ("Zero-Shot Image Restoration Using
-Denoising Diffusion Null-Space Model", 2023, Sec. 3.1). A new problem is one small class.
+An operator acts on images x (B, C, H, W) in [-1, 1] and has `A(x)`, its adjoint `A_T(y)`
+(<A x, y> = <x, A_T y>) and the Moore-Penrose pseudo-inverse `pinv(y)` where it is known in
+closed form, so that `project(x, y) = A⁺ y + (I - A⁺ A) x` (DDNM's range-null-space step) is
+exact. A new problem is one small class registered under a name; `make_operator("sr4", shape)`
+builds one from the spec strings the command line and the benchmarks use:
+
+    inpaint[:missing fraction, 0.7]   sr2, sr4 (average pooling)
+    deblur[:sigma px, 2.0]            cs[:ratio, 0.25]
 """
 
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.config import ConfigError
+from difflab.registry import Registry
 
-PROBLEMS = ("inpaint", "sr2", "sr4", "deblur", "cs:RATIO")
+PROBLEMS: Registry = Registry("inverse problem")
+SPEC = re.compile(r"^(?P<name>[a-z]+?)(?P<factor>\d+)?(?::(?P<value>[0-9.eE+-]+))?$")
 
 
 class LinearOperator(ABC):
-    """A linear map on images (B, C, H, W) with its adjoint and a pseudo-inverse."""
+    """A linear measurement A on (B, C, H, W) images; subclasses give A, A_T and pinv."""
 
     name: str = ""
+    baselines: tuple[str, ...] = ()  # classical reconstructions to compare with (restore.py)
+    singular: float = 1.0  # the singular value of A where all are equal (Blur: per frequency)
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(shape)  # (C, H, W) of the images it measures
 
     @abstractmethod
     def A(self, x: Tensor) -> Tensor:
-        """The measurement of x."""
+        """The measurement of x (B, C, H, W)."""
 
     @abstractmethod
     def A_T(self, y: Tensor) -> Tensor:
-        """The adjoint: <A x, y> = <x, A_T y>."""
+        """The adjoint: <A x, y> = <x, A_T y> for every x, y."""
 
     @abstractmethod
-    def A_pinv(self, y: Tensor) -> Tensor:
-        """A pseudo-inverse: A A_pinv A = A."""
+    def pinv(self, y: Tensor) -> Tensor:
+        """The pseudo-inverse A⁺ y (the least-norm x with A x = y where y is in A's range)."""
+
+    def project(self, x: Tensor, y: Tensor, budget: float | None = None) -> Tensor:
+        """A⁺ y + (I - A⁺ A) x, whose measurement is y ("Zero-Shot Image Restoration Using
+        Denoising Diffusion Null-Space Model", 2023). With a noise `budget` b (the noise std
+        the step may add, per unit of measurement noise) each singular direction s is
+        corrected by lambda = min(1, b s), so that the noise A⁺ carries, std lambda / s,
+        stays within it (DDNM+, Eq. 19); operators with one singular value say it in
+        `singular`."""
+        correction = self.pinv(self.A(x) - y)
+        if budget is None:
+            return x - correction
+        return x - min(1.0, budget * self.singular) * correction
 
     def measure(self, x: Tensor, sigma_y: float = 0.0, seed: int = 0) -> Tensor:
-        """y = A x + sigma_y n, n standard normal drawn from `seed`."""
+        """y = A x + sigma_y n, with n standard normal drawn from `seed`."""
         y = self.A(x)
         if sigma_y > 0:
             g = torch.Generator().manual_seed(seed)
             y = y + sigma_y * torch.randn(y.shape, generator=g).to(y)
         return y
 
+    def describe(self) -> str:
+        return self.name
+
+    def check_measurement(self, y: Tensor) -> None:
+        """Raise a ConfigError unless y has the shape this operator's measurements have."""
+        want = tuple(self.A(torch.zeros(1, *self.shape)).shape[1:])
+        if tuple(y.shape[1:]) != want:
+            raise ConfigError(f"{self.name}: measurement of shape {tuple(y.shape[1:])}, but "
+                              f"this problem measures {want} from {self.shape} images")
+
 
 class Inpaint(LinearOperator):
-    """Keep the pixels where mask = 1 (mask (H, W) or (B, 1, H, W)); A = A_T = A_pinv."""
+    """Keep the pixels where `mask` (H, W) is True; y is the image with the rest zeroed."""
 
-    name = "inpaint"
+    baselines = ("nearest",)
 
-    def __init__(self, mask: Tensor) -> None:
-        self.mask = mask.float()
+    def __init__(self, shape: tuple[int, int, int], mask: Tensor) -> None:
+        super().__init__(shape)
+        if tuple(mask.shape) != tuple(shape[1:]):
+            raise ConfigError(f"inpainting mask of shape {tuple(mask.shape)} does not match "
+                              f"the {shape[1]}x{shape[2]} image")
+        self.mask = mask.bool()
+        self.name = f"inpaint ({100 * (1 - self.mask.float().mean()):.0f}% missing)"
 
     def A(self, x: Tensor) -> Tensor:
         return x * self.mask.to(x)
 
-    A_T = A_pinv = A
+    def A_T(self, y: Tensor) -> Tensor:
+        return y * self.mask.to(y)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        return y * self.mask.to(y)
 
 
-def box_mask(size: int, frac: float = 0.5) -> Tensor:
-    """(size, size) mask that hides a centred square of side frac * size (1 = observed)."""
-    mask = torch.ones(size, size)
-    side = round(frac * size)
-    lo = (size - side) // 2
-    mask[lo:lo + side, lo:lo + side] = 0
-    return mask
+class Downsample(LinearOperator):
+    """Super-resolution: A = f x f average pooling; A A_T = I / f^2, so A⁺ = f^2 A_T = nearest
+    upsampling."""
 
+    baselines = ("bicubic",)
 
-class SuperResolution(LinearOperator):
-    """Average-pool by `factor`; A A_T = I / factor^2, so A_pinv = factor^2 A_T (nearest)."""
-
-    def __init__(self, factor: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], factor: int) -> None:
+        super().__init__(shape)
+        if factor < 2 or shape[1] % factor or shape[2] % factor:
+            raise ConfigError(f"sr factor {factor} must be >= 2 and divide the image side "
+                              f"{shape[1]}x{shape[2]}")
         self.factor = factor
-        self.name = f"sr{factor}"
+        self.singular = 1.0 / factor  # A A_T = I / f^2
+        self.name = f"sr x{factor}"
 
     def A(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, self.factor)
 
     def A_T(self, y: Tensor) -> Tensor:
-        f = self.factor
-        return y.repeat_interleave(f, -2).repeat_interleave(f, -1) / f**2
+        return self.pinv(y) / self.factor**2
 
-    def A_pinv(self, y: Tensor) -> Tensor:
-        return self.A_T(y) * self.factor**2
+    def pinv(self, y: Tensor) -> Tensor:
+        return F.interpolate(y, scale_factor=self.factor, mode="nearest")
 
 
-class Deblur(LinearOperator):
-    """Circular Gaussian blur, diagonal in Fourier space; frequencies whose gain is below `tol`
-    are cut (part of A), so the pseudo-inverse divides only by gains >= tol."""
+class Blur(LinearOperator):
+    """Gaussian blur of `sigma` px with circular boundaries, diagonal in the 2-D DFT:
+    A = F⁻¹ diag(K) F; A⁺ inverts the frequencies where K > `cutoff` and zeroes the rest (the
+    pseudo-inverse of the blur with its smaller singular values counted as lost: inverting
+    them would amplify float32 rounding by over 1/cutoff)."""
 
-    def __init__(self, size: int, std: float = 1.5, tol: float = 1e-2) -> None:
-        self.name = "deblur"
-        f = torch.fft.fftfreq(size, dtype=torch.float64)  # cycles per pixel
-        g = torch.exp(-2 * (math.pi * std * f) ** 2)  # transform of a unit-sum Gaussian
-        gain = g[:, None] * g[None, :]  # (H, W), real and symmetric
-        self.gain = torch.where(gain >= tol, gain, torch.zeros_like(gain))
+    baselines = ("wiener",)
 
-    def _apply(self, x: Tensor, gain: Tensor) -> Tensor:
-        out = torch.fft.ifft2(torch.fft.fft2(x.double()) * gain.to(x.device)).real
-        return out.to(x.dtype)
+    def __init__(self, shape: tuple[int, int, int], sigma: float, cutoff: float = 1e-3) -> None:
+        super().__init__(shape)
+        if not 0 < sigma <= 4:
+            raise ConfigError(f"deblur sigma must be in (0, 4] px, got {sigma}")
+        _, h, w = shape
+        fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]  # cycles per pixel
+        fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
+        # the DFT of a sampled, wrapped Gaussian is (to double precision) a Gaussian in frequency
+        self.K = torch.exp(-2 * math.pi**2 * sigma**2 * (fx**2 + fy**2))  # (H, W//2+1), real
+        self.K_pinv = torch.where(self.K > cutoff, 1 / self.K, torch.zeros_like(self.K))
+        self.sigma = sigma
+        self.name = f"deblur (Gaussian sigma {sigma:g} px)"
+
+    def _filter(self, x: Tensor, k: Tensor) -> Tensor:
+        X = torch.fft.rfft2(x.double())
+        return torch.fft.irfft2(X * k, s=x.shape[-2:]).to(x.dtype)
 
     def A(self, x: Tensor) -> Tensor:
-        return self._apply(x, self.gain)
+        return self._filter(x, self.K)
 
-    A_T = A  # a real, symmetric transfer function: the blur is self-adjoint
+    def A_T(self, y: Tensor) -> Tensor:
+        return self._filter(y, self.K)  # a real, even kernel: the adjoint is the blur itself
 
-    def A_pinv(self, y: Tensor) -> Tensor:
-        inv = torch.where(self.gain > 0, 1 / self.gain.clamp(min=1e-30),
-                          torch.zeros_like(self.gain))
-        return self._apply(y, inv)
+    def pinv(self, y: Tensor) -> Tensor:
+        return self._filter(y, self.K_pinv)
+
+    def project(self, x: Tensor, y: Tensor, budget: float | None = None) -> Tensor:
+        if budget is None:
+            return super().project(x, y)
+        lam = torch.clamp(budget * self.K, max=1.0)  # per frequency: the singular values
+        return x - self._filter(self.A(x) - y, self.K_pinv * lam)
+
+    def wiener(self, y: Tensor, reg: float) -> Tensor:
+        """Wiener / Tikhonov deconvolution K / (K^2 + reg) (the classical baseline)."""
+        return self._filter(y, self.K / (self.K**2 + reg))
 
 
 class CompressedSensing(LinearOperator):
-    """m = ratio * n rows of a seeded random orthogonal matrix acting on the flattened image:
-    orthonormal rows, so A_pinv = A_T."""
+    """m = ratio x n random measurements of the flattened image (n = C H W): the rows of A
+    are orthonormal (a Gaussian matrix's QR), so A A_T = I and A⁺ = A_T."""
+
+    baselines = ("zero-fill", "tv")
 
     def __init__(self, shape: tuple[int, int, int], ratio: float, seed: int = 0) -> None:
-        if not 0 < ratio <= 1:
-            raise ConfigError(f"compressed-sensing ratio must be in (0, 1], got {ratio!r}")
+        super().__init__(shape)
         n = math.prod(shape)
-        g = torch.Generator().manual_seed(seed)
+        if not 0 < ratio < 1:
+            raise ConfigError(f"cs ratio must be in (0, 1), got {ratio}")
         m = max(1, round(ratio * n))
-        # orthonormal columns of a Gaussian (n, m) matrix: the rows of a Haar-random orthogonal
+        g = torch.Generator().manual_seed(seed)
         q, _ = torch.linalg.qr(torch.randn(n, m, generator=g, dtype=torch.float64))
-        self.matrix = q.T.float()  # (m, n)
-        self.shape = shape
-        self.name = f"cs:{ratio:g}"
+        self.phi = q.T.contiguous().float()  # (m, n), orthonormal rows
+        self.ratio = ratio
+        self.name = f"compressed sensing ({m} of {n} numbers, ratio {ratio:g})"
 
     def A(self, x: Tensor) -> Tensor:
-        return x.flatten(1) @ self.matrix.to(x).T  # (B, m)
+        return x.flatten(1) @ self.phi.to(x).T  # (B, m)
 
     def A_T(self, y: Tensor) -> Tensor:
-        return (y @ self.matrix.to(y)).reshape(-1, *self.shape)
+        return (y @ self.phi.to(y)).view(-1, *self.shape)
 
-    A_pinv = A_T
+    def pinv(self, y: Tensor) -> Tensor:
+        return self.A_T(y)
 
 
-def make_operator(problem: str, shape: tuple[int, int, int], seed: int = 0) -> LinearOperator:
-    """The operator named `problem` (inpaint, sr2, sr4, deblur, cs:RATIO) for images `shape`."""
-    size = shape[-1]
-    if problem == "inpaint":
-        return Inpaint(box_mask(size))
-    if problem in ("sr2", "sr4"):
-        factor = int(problem[2:])
-        if size % factor:
-            raise ConfigError(f"{problem} needs an image side divisible by {factor}, got {size}")
-        return SuperResolution(factor)
-    if problem == "deblur":
-        return Deblur(size)
-    if problem.startswith("cs:"):
-        try:
-            ratio = float(problem[3:])
-        except ValueError:
-            raise ConfigError(f"bad compressed-sensing ratio in {problem!r}; "
-                              "write e.g. cs:0.25") from None
-        return CompressedSensing(shape, ratio, seed)
-    raise ConfigError(f"unknown problem {problem!r}; valid: {', '.join(PROBLEMS)}")
+def random_pixel_mask(shape: tuple[int, int, int], missing: float, seed: int = 0) -> Tensor:
+    """(H, W) bool, True = known: each pixel missing with probability `missing`."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape[1:], generator=g) >= missing
+
+
+Builder = Callable[[tuple[int, int, int], "int | None", "float | None", int], LinearOperator]
+
+
+@PROBLEMS.register("inpaint")
+def _inpaint(shape, factor, value, seed) -> LinearOperator:
+    missing = 0.7 if value is None else value
+    if not 0 < missing < 1:
+        raise ConfigError(f"inpaint: the missing fraction must be in (0, 1), got {missing}")
+    return Inpaint(shape, random_pixel_mask(shape, missing, seed))
+
+
+@PROBLEMS.register("sr")
+def _sr(shape, factor, value, seed) -> LinearOperator:
+    return Downsample(shape, factor or 4)
+
+
+@PROBLEMS.register("deblur")
+def _deblur(shape, factor, value, seed) -> LinearOperator:
+    return Blur(shape, 2.0 if value is None else value)
+
+
+@PROBLEMS.register("cs")
+def _cs(shape, factor, value, seed) -> LinearOperator:
+    return CompressedSensing(shape, 0.25 if value is None else value, seed)
+
+
+def make_operator(spec: str, shape: tuple[int, int, int], seed: int = 0) -> LinearOperator:
+    """The operator a spec names: inpaint[:missing], sr2, sr4, deblur[:sigma], cs[:ratio]."""
+    m = SPEC.match(spec.strip())
+    if m is None:
+        raise ConfigError(f"problem {spec!r} is not NAME[FACTOR][:VALUE]; valid names: "
+                          f"{', '.join(PROBLEMS.names())} (e.g. sr4, inpaint:0.7, cs:0.25)")
+    factor = int(m["factor"]) if m["factor"] else None
+    if factor is not None and m["name"] != "sr":
+        raise ConfigError(f"problem {spec!r}: only sr takes a factor (sr2, sr4)")
+    value = float(m["value"]) if m["value"] else None
+    if value is not None and m["name"] == "sr":
+        raise ConfigError(f"problem {spec!r}: sr takes its factor as sr2 or sr4, not a value")
+    return PROBLEMS.get(m["name"])(tuple(shape), factor, value, seed)

@@ -238,26 +238,78 @@ def serve_load_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note
 
 
-def restore_table(path: str) -> str:
-    """Inverse problems: PSNR / SSIM of the classical baseline, DDNM and DPS per problem."""
+def _where(data: dict[str, Any]) -> str:
+    m = data.get("machine", {})
+    return (f"{m.get('cpu', '?')} ({m.get('capability', '?')}), "
+            f"{data.get('config', {}).get('threads', m.get('threads'))} thread(s)")
+
+
+def edit_inversion_table(path: str) -> str:
+    """Inversion methods: reconstruction PSNR under guidance and seconds per image."""
     data = _load(path)
-    prov, rows = data["provenance"], data["rows"]
-    head = ("| problem | sigma_y | baseline | DDNM | DPS | margin (DDNM, DPS) | s / image "
-            "(DDNM, DPS) |\n|---|---|---|---|---|---|---|")
-    out = [head]
-    for r in rows:
-        cells = [f"{r[k]['psnr']:.2f} dB / {r[k]['ssim']:.3f}" for k in ("baseline", "ddnm", "dps")]
-        margin = [r[k]["psnr"] - r["baseline"]["psnr"] for k in ("ddnm", "dps")]
-        out.append(f"| {r['problem']} | {r['sigma_y']:g} | " + " | ".join(cells)
-                   + f" | {margin[0]:+.2f}, {margin[1]:+.2f} dB | "
-                   f"{r['ddnm']['seconds_per_image']:.2f}, "
-                   f"{r['dps']['seconds_per_image']:.2f} |")
-    cfg, m = prov["config"], prov["machine"]
-    note = (f"\n{rows[0]['n']} scenes per row (suite {cfg['suite']!r}, {prov['split']} split), "
-            f"{cfg['steps']} steps, DPS step size {cfg['dps_step_size']:g}, cfg {cfg['cfg']:g}; "
-            f"baselines: {cfg['baselines']}; timed on {m.get('cpu', '?')}, "
-            f"{m.get('threads')} threads.\n")
-    return "\n".join(out) + "\n" + note
+    rows = ["| inversion | reconstruction PSNR mean | median [95% CI] | worst | >= 35 dB | "
+            "time per image |", "|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        lo, hi = r["psnr_median_interval"]
+        rows.append(f"| `{r['spec']}` | {r['psnr_mean']:.1f} dB | {r['psnr_median']:.1f} "
+                    f"[{lo:.1f}, {hi:.1f}] | {r['psnr_min']:.1f} | "
+                    f"{format_accuracy(r['at_least_35db'], len(r['psnr']))} | "
+                    f"{r['seconds_per_image']:.2f} s |")
+    c = data["config"]
+    note = (f"\n{len(data['results'][0]['psnr'])} source scenes of the edit suite, split: "
+            f"{data['split']}; guidance {c['cfg']:g}, {c['steps']} DDIM steps; PSNR capped at "
+            f"100 dB; timed on {_where(data)}.\n")
+    return "\n".join(rows) + "\n" + note
+
+
+EDIT_KINDS = ("recolor", "reshape", "move", "remove")
+
+
+def edit_methods_table(path: str) -> str:
+    """Edit methods per kind: edits that succeed and keep >= 30 dB outside the edit box."""
+    data = _load(path)
+    rows = ["| method | kind | edited and kept (>= 30 dB) | edited (evaluator) | PSNR outside "
+            "the box, median | time per edit |", "|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        s = r["summary"]
+        kinds = [k for k in EDIT_KINDS if k in s]
+        for kind in kinds + (["all"] if len(kinds) > 1 else []):
+            k, psnr = s[kind], s[kind]["psnr_outside_median"]
+            rows.append(f"| `{r['spec']}` | {kind} | {format_accuracy(k['ok'], k['n'])} | "
+                        f"{format_accuracy(k['success'], k['n'])} | "
+                        f"{'unchanged' if psnr >= 100 else f'{psnr:.1f} dB'} | "
+                        f"{s['seconds_per_edit']:.2f} s |")
+    note = (f"\nSplit: {data['split']}; {len(data['cases'])} cases of the edit suite (kinds "
+            f"cycle); time per edit is the method's wall time over its cases, timed on "
+            f"{_where(data)}.\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def edit_restore_table(path: str) -> str:
+    """Inverse problems: each diffusion method beside the best classical baseline."""
+    data = _load(path)
+    methods: list[str] = []
+    for r in data["results"]:
+        methods += [k for k, v in r["methods"].items() if not v["baseline"] and k not in methods]
+    rows = ["| problem | sigma_y | best baseline | " + " | ".join(f"`{m}`" for m in methods)
+            + " |", "|" + "---|" * (3 + len(methods))]
+    for r in data["results"]:
+        base = r["methods"][r["best_baseline"]]
+        cells = [r["problem"], f"{r['sigma_y']:g}",
+                 f"{r['best_baseline']} {base['psnr_mean']:.1f} dB / {base['ssim_mean']:.3f}"]
+        for m in methods:
+            v = r["methods"].get(m)
+            d = v["margin_psnr"] if v is not None else None
+            cells.append("-" if v is None else
+                         f"{v['psnr_mean']:.1f} dB / {v['ssim_mean']:.3f} ({d['mean']:+.1f} "
+                         f"[{d['lo']:+.1f}, {d['hi']:+.1f}])")
+        rows.append("| " + " | ".join(cells) + " |")
+    c = data["config"]
+    note = (f"\nPSNR / SSIM against the ground truth, mean over {c['count']} source scenes of "
+            f"the edit suite, split: {data['split']}; in brackets the mean paired PSNR "
+            f"difference to the best baseline with its 95% interval; prompt {c['prompt']!r} "
+            f"(unconditional); timed on {_where(data)}.\n")
+    return "\n".join(rows) + "\n" + note
 
 
 INTEROP = "benchmarks/results/interop"
@@ -489,7 +541,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
-    "restore": lambda: restore_table("benchmarks/results/edit/restore.json"),
+    "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
+    "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),
+    "edit_restore": lambda: edit_restore_table("benchmarks/results/edit/restore.json"),
     "interop": interop_table,
     "interop_agreement": interop_agreement_table,
     "align_methods": lambda: align_methods_table("benchmarks/results/align/search-test.json",

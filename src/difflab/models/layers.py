@@ -362,8 +362,37 @@ class SelfAttention(nn.Module):
         return self.proj(merge_heads(attend(q, k, v, backend=self.backend)))
 
 
+def attention_probs(q: torch.Tensor, k: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) (B, H, N, M) in float32, with the mask of `attend` (True =
+    attend): the probabilities that fused attention never materialises."""
+    scores = q.float() @ k.float().transpose(-2, -1) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
+class AttentionProbs(nn.Module):
+    """A hook point that returns the attention probabilities (B, H, N, M) it is given.
+
+    Attention probes (reading maps) and attention control (Prompt-to-Prompt writing them) hook
+    this module. Only while it carries a hook does its attention layer materialise the
+    probabilities and call it; otherwise attention runs fused, exactly as without it.
+    """
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """True when `module` carries a forward hook, a pre-hook or a replacement forward."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or "forward" in module.__dict__)
+
+
 class CrossAttention(nn.Module):
-    """Image tokens attend to text tokens (LDM, 2022; PixArt-alpha, 2023); fused K/V."""
+    """Image tokens attend to text tokens (LDM, 2022; PixArt-alpha, 2023); fused K/V. Its
+    `probs` is the hook point where the (B, H, N, T) text-attention maps can be read or set."""
 
     def __init__(
         self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = False,
@@ -376,6 +405,7 @@ class CrossAttention(nn.Module):
         self.q_norm = make_norm("rmsnorm", dim // num_heads) if qk_norm else nn.Identity()
         self.k_norm = make_norm("rmsnorm", dim // num_heads) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
+        self.probs = AttentionProbs()
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None
@@ -383,7 +413,11 @@ class CrossAttention(nn.Module):
         q = self.q_norm(split_heads(self.q(x), self.num_heads))  # (B, H, N, Dh)
         k, v = self.kv(context).chunk(2, dim=-1)  # each (B, T, D)
         k, v = self.k_norm(split_heads(k, self.num_heads)), split_heads(v, self.num_heads)
-        return self.proj(merge_heads(attend(q, k, v, mask, backend=self.backend)))
+        if has_hooks(self.probs):  # a probe or a controller: materialise the (B, H, N, T) maps
+            out = self.probs(attention_probs(q, k, mask)).to(v.dtype) @ v
+        else:
+            out = attend(q, k, v, mask, backend=self.backend)
+        return self.proj(merge_heads(out))
 
 
 def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
