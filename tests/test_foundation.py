@@ -95,3 +95,12 @@ def test_cli_runs():
         [sys.executable, "-m", "difflab.cli", "version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout.strip()
+
+
+def test_test_module_names_are_unique():
+    # pytest imports test files by basename (rootdir mode): two of the same name stop collection
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n, k in names.items() if k > 1] == []

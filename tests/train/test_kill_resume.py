@@ -114,7 +114,7 @@ def test_random_kills_then_resume_match_an_uninterrupted_run(tmp_path, one_threa
         _assert_loadable(killed_run)
     assert kills >= KILLS - 1, "most runs finished before their kill: the run is too short"
     final = _launch(config, killed_run)
-    _, err = final.communicate(timeout=120)
+    _, err = final.communicate(timeout=600)  # a hang guard, not a speed check
     assert final.returncode == 0, err.decode()[-2000:]
     _assert_loadable(killed_run)
 
