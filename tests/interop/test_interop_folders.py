@@ -155,3 +155,23 @@ def test_bench_takes_a_diffusers_folder(foreign, tmp_path):
     assert result.point("w8a8")["cost"]["weight_bytes"] < \
         result.point("euler-4")["cost"]["weight_bytes"]
     assert result.provenance["checkpoint"] == str(foreign)
+
+
+def test_the_autotuner_takes_a_diffusers_folder(foreign, tmp_path, capsys):
+    from difflab.autotune import Candidate, EvaluationStore, Space, parse_budget
+    from difflab.autotune.accelerate import AccelerateSettings, run_accelerate
+    from difflab.eval.commands import checkpoint_identity
+    from difflab.runtime.plan import read_plans
+
+    space = Space(samplers=("euler",), steps=(2, 4), cfg=(2.0,), shift=(0.0,), intervals=((),),
+                  accel=("",), quant=("",))
+    settings = AccelerateSettings(parse_budget("psnr>=10"), Candidate(steps=8, cfg=2.0), space,
+                                  minutes=5, suite="single", calib_images=4, test_images=2,
+                                  rungs=2, batch_size=4, timing_images=2, timing_repeats=1)
+    run_accelerate(pipeline_target(str(foreign)), settings, tmp_path / "out",
+                   store=EvaluationStore(None), cache_dir=tmp_path / "ref")
+    plan = read_plans(tmp_path / "out" / "plan.json")["autotuned"]
+    assert plan.checkpoint_sha256 == checkpoint_identity(foreign)
+    assert cli.run(["sample", str(foreign), "-p", "a red circle", "--n", "1", "--plan",
+                    str(tmp_path / "out" / "plan.json"), "--out", str(tmp_path / "g.png")]) == 0
+    assert f"euler x{plan.sample['steps']}" in capsys.readouterr().out
