@@ -30,6 +30,7 @@ from difflab.data.suites import expand_suite, load_suite
 from difflab.eval.metrics import psnr
 from difflab.eval.provenance import provenance
 from difflab.eval.stats import mcnemar_exact, wilson_interval
+from difflab.eval.tables import format_distill
 from difflab.evaluate import score_images
 from difflab.io import write_json
 from difflab.runtime import SampleConfig, load, read_manifest
@@ -159,34 +160,7 @@ def main(argv: list[str]) -> int:
 
 def table(result: dict[str, Any]) -> str:
     """The docs' markdown table of a result file."""
-    rows = result["rows"]
-    suites = list(rows[0]["per_suite"])
-    head = ["point", "NFE (rows)", *suites, "overall", "FD", "PSNR to x50 dB",
-            "McNemar p vs x50", "vs plain Euler, same steps (+/-, p)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["name"], f"{r['nfe']} ({r['rows_per_step']})"]
-        for s in suites:
-            p = r["per_suite"][s]
-            cells.append(f"{100 * p['accuracy']:.1f} [{100 * p['interval'][0]:.0f}, "
-                         f"{100 * p['interval'][1]:.0f}]")
-        cells.append(f"{100 * r['accuracy']:.1f} [{100 * r['interval'][0]:.0f}, "
-                     f"{100 * r['interval'][1]:.0f}]")
-        cells.append(f"{r['fd']:.1f}")
-        cells.append(f"{r['psnr_to_teacher50']:.2f}" if "psnr_to_teacher50" in r else "-")
-        m = r.get("mcnemar_vs_teacher50")
-        cells.append(f"{m['p']:.2g}" if m else "-")
-        e = r.get("mcnemar_vs_plain_euler")
-        cells.append(f"+{e['only_this']}/-{e['only_plain']}, {e['p']:.2g}" if e else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    cost = ["", "| student | method | trained for | distillation minutes | teacher evaluations "
-            "| phases (iterations) |", "|---|---|---|---|---|---|"]
-    for name, s in result["students"].items():
-        phases = ", ".join(f"{k}: {v}" for k, v in s["phases"].items())
-        cost.append(f"| {name} | {s['method']} | {s['sampler']} x{s['trained_steps']} | "
-                    f"{s['distill_minutes']} | {s['teacher_evaluations']:,} | {phases} |")
-    return "\n".join(lines + cost)
-
+    return format_distill(result)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

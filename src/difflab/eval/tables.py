@@ -534,6 +534,69 @@ def autotune_table(path: str) -> str:
     return out
 
 
+def format_distill(result: dict[str, Any]) -> str:
+    """Distilled students beside the teacher and plain Euler: accuracy per suite with intervals,
+    FD, PSNR to the 50-step teacher, McNemar tests; then each student's distillation cost."""
+    rows = result["rows"]
+    suites = list(rows[0]["per_suite"])
+    head = ["point", "NFE (rows)", *suites, "overall", "FD", "PSNR to x50 dB",
+            "McNemar p vs x50", "vs plain Euler, same steps (+/-, p)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"], f"{r['nfe']} ({r['rows_per_step']})"]
+        for s in suites:
+            p = r["per_suite"][s]
+            cells.append(f"{100 * p['accuracy']:.1f} [{100 * p['interval'][0]:.0f}, "
+                         f"{100 * p['interval'][1]:.0f}]")
+        cells.append(f"{100 * r['accuracy']:.1f} [{100 * r['interval'][0]:.0f}, "
+                     f"{100 * r['interval'][1]:.0f}]")
+        cells.append(f"{r['fd']:.1f}")
+        cells.append(f"{r['psnr_to_teacher50']:.2f}" if "psnr_to_teacher50" in r else "-")
+        m = r.get("mcnemar_vs_teacher50")
+        cells.append(f"{m['p']:.2g}" if m else "-")
+        e = r.get("mcnemar_vs_plain_euler")
+        cells.append(f"+{e['only_this']}/-{e['only_plain']}, {e['p']:.2g}" if e else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    cost = ["", "| student | method | trained for | distillation minutes | teacher evaluations "
+            "| phases (iterations) |", "|---|---|---|---|---|---|"]
+    for name, s in result["students"].items():
+        phases = ", ".join(f"{k}: {v}" for k, v in s["phases"].items())
+        cost.append(f"| {name} | {s['method']} | {s['sampler']} x{s['trained_steps']} | "
+                    f"{s['distill_minutes']} | {s['teacher_evaluations']:,} | {phases} |")
+    return "\n".join(lines + cost) + "\n"
+
+
+
+def distill_table(path: str) -> str:
+    return format_distill(_load(path))
+
+
+def control_table(path: str) -> str:
+    """Layout control methods side by side: accuracy with its interval, relation, box and mask
+    IoU, time per image and McNemar against the plain base."""
+    data = _load(path)
+    layout = data["suite"] == "layout"
+    head = "| method | accuracy (95% CI) | relation |"
+    head += " box IoU | mask IoU | objects IoU >= 0.5 |" if layout else ""
+    head += " s/image | extra s/image | vs first (only first / only this, p) |"
+    rows = [f"{data['suite']} suite, {data['provenance']['split']} split, "
+            f"{data['n_images']} images ({path})", "", head,
+            "|" + "---|" * (head.count("|") - 1)]
+    for name, r in data["methods"].items():
+        lo, hi = r["interval"]
+        rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
+        row = f"| {name} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
+        if layout:
+            row += (f" {r['box_iou']:.3f} | {r['mask_iou']:.3f} |"
+                    f" {r['objects_box_iou_ge_0.5']:.1%} |")
+        vs = r.get("vs_first")
+        cmp = f"{vs['only_first']} / {vs['only_this']}, p {format_p(vs['p'])}" if vs else "-"
+        row += f" {r['seconds_per_image']:.2f} | {r['extra_seconds_per_image']:+.2f} | {cmp} |"
+        rows.append(row)
+    return "\n".join(rows) + "\n"
+
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -553,10 +616,14 @@ TABLES: dict[str, Callable[[], str]] = {
     "autotune": lambda: autotune_table("benchmarks/results/autotune/psnr-budget/frontier.json"),
     "autotune_issue": lambda: autotune_table(
         "benchmarks/results/autotune/issue-budget/frontier.json"),
+    "distill": lambda: distill_table("benchmarks/results/distill/eval.json"),
+    "control_layout": lambda: control_table("benchmarks/results/control/layout-test.json"),
+    "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
-                          "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md")
+                          "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md",
+                          "docs/distillation.md", "docs/control.md")
 
 
 def regenerate(text: str) -> str:
