@@ -109,3 +109,15 @@ def test_the_server_samples_with_the_plan_settings():
     assert job.context["settings"]["steps"] == 2
     plain = service.job(ImageRequest(prompt="a red circle", steps=20))
     assert plain.config.steps == 20
+
+
+def test_the_cache_axis_fits_the_network():
+    from difflab.accel.api import parse_accel_spec
+    from difflab.autotune.space import TRANSFORMER_CACHES, UNET_CACHES, caches_for
+    from difflab.models import build_model
+
+    assert caches_for(build_model("unet-tiny")) == UNET_CACHES
+    assert caches_for(build_model("dit-tiny")) == TRANSFORMER_CACHES
+    assert caches_for(object()) == ("",)
+    for spec in TRANSFORMER_CACHES[1:]:
+        parse_accel_spec(spec)

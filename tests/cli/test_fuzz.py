@@ -124,7 +124,35 @@ def _make_world(root: Path) -> dict[str, str]:
         (root / name).write_bytes(data)
         world[name] = str(root / name)
     world.update(_bad_checkpoints(root, Path(world["run"])))
+    world.update(_images_and_layouts(root))
     return world
+
+
+def _images_and_layouts(root: Path) -> dict[str, str]:
+    """Images for edit/restore (the tiny run draws 16 px RGB) and layout files, good and bad."""
+    from PIL import Image
+
+    files = {"img16": Image.new("RGB", (16, 16), (200, 30, 30)),
+             "img17": Image.new("RGB", (17, 16)), "img_gray": Image.new("L", (16, 16)),
+             "img_rgba": Image.new("RGBA", (16, 16)), "mask8": Image.new("L", (8, 8), 255)}
+    out = {}
+    for name, image in files.items():
+        image.save(root / f"{name}.png")
+        out[name] = str(root / f"{name}.png")
+    (root / "garbage.png").write_bytes(b"\x89PNG not really")
+    out["garbage_png"] = str(root / "garbage.png")
+    layouts = {"layout_bad_json": "{not json",
+               "layout_no_objects": json.dumps({"prompt": "a red circle"}),
+               "layout_box": json.dumps({"prompt": "a red circle", "objects": [
+                   {"phrase": "red circle", "box": [0.5, 0.5, 0.2, 0.9]}]}),
+               "layout_phrase": json.dumps({"prompt": "a red circle", "objects": [
+                   {"phrase": "blue square", "box": [0, 0, 0.5, 0.5]}]}),
+               "layout_nan": '{"prompt": "a red circle", "objects": [{"phrase": "red circle", '
+                             '"box": [NaN, 0, 0.5, 0.5]}]}'}
+    for name, text in layouts.items():
+        (root / f"{name}.json").write_text(text)
+        out[name] = str(root / f"{name}.json")
+    return out
 
 
 def _copy_ckpt(src: Path, dst: Path) -> Path:
@@ -419,6 +447,80 @@ def _serve_cases(add: Add) -> None:
     add([*s, "--adapter", "{run}"])  # a checkpoint, not an adapter
 
 
+def _change_cases(add: Add) -> None:
+    """`align`, `distill`, `control train`, `accelerate`, `edit`, `restore`, `diffusers` and
+    `sample --search/--layout/--plan`: refused in one line before any model work."""
+    align = ["align", "{run}", "--out", "{dir}/al", "--budget-minutes", "0.1"]
+    for opt, v in [("--method", "nope"), ("--method", "DPO"), ("--suite", "nope"),
+                   ("--suite", ""), ("--images", "1"), ("--budget-minutes", "nan"),
+                   ("--steps", "0"), ("--beta", "-1"), ("--lr", "inf"),
+                   ("--batch-size", "0"), ("--rank", "0"), ("--seed", "-1")]:
+        add([*align, opt, v])
+    add(["align", "{run}", "--out", "{file}"])
+    distill = ["distill", "{run}", "--out", "{dir}/di", "--budget-minutes", "0.1"]
+    for opt, v in [("--method", "nope"), ("--method", "dmd2"), ("--steps", "0"),
+                   ("--steps", "abc"), ("--budget-minutes", "-1"), ("--batch-size", "0"),
+                   ("--lr", "nan"), ("--guidance", "-inf"),
+                   ("--pairs", "0"), ("--ckpt-every", "0"), ("--iterations", "-1")]:
+        add([*distill, opt, v])
+    add([*distill, "--method", "progressive", "--steps", "4", "--teacher-steps", "6"])
+    add(["distill", "{run}", "--out", "{file}"])
+    for ck in BAD_CHECKPOINTS[:4]:
+        add(["distill", ref(ck), "--out", "{dir}/di", "--budget-minutes", "0.1"])
+    control = ["control", "train", "{run}", "--out", "{dir}/co"]
+    for opt, v in [("--method", "gligen2"), ("--steps", "0"), ("--batch-size", "-1"),
+                   ("--lr", "nan"), ("--max-minutes", "0"), ("--seed", "abc")]:
+        add([*control, opt, v])
+    acc = ["accelerate", "{run}", "--out", "{dir}/ac"]
+    for opt, v in [("--budget", ""), ("--budget", "accuracy>=abc"), ("--budget", "fd<=+nan%"),
+                   ("--reference", "steps=0"), ("--reference", "sampler=euler,cfg=nan"),
+                   ("--test-images", "0"), ("--seed", "-1"), ("--store", "{dir}")]:
+        add([*acc, opt, v])
+    edit = ["edit", "{run}", "--image", "{img16}", "--from", "a red circle", "--to",
+            "a blue circle", "--out", "{dir}/e.png"]
+    for opt, v in [("--method", "nope"), ("--method", "sdedit:1.5"), ("--method", "sdedit:abc"),
+                   ("--method", "p2p:tau=2"), ("--method", "masked:0.5"), ("--steps", "0"),
+                   ("--cfg", "nan"), ("--inversion", "nope"), ("--seed", "-1"),
+                   ("--mask", "{missing}"), ("--out", "{dir}/e.xyz")]:
+        add([*edit, opt, v])
+    for img in ("img17", "img_gray", "garbage_png", "missing", "dir"):
+        add(["edit", "{run}", "--image", ref(img), "--from", "a red circle", "--to",
+             "a blue circle", "--out", "{dir}/e.png"])
+    add([*edit[:-4], "--to", "a blue square and two green rings", "--method", "p2p",
+         "--out", "{dir}/e.png"])  # p2p swaps one word
+    add([*edit, "--method", "masked:0.5", "--mask", "{mask8}"])  # mask of the wrong size
+    add(["edit", "{run}", "--image", "{img16}", "--to", "", "--out", "{dir}/e.png"])
+    restore = ["restore", "{run}", "--image", "{img16}", "--out", "{dir}/r.png"]
+    for opt, v in [("--problem", "nope"), ("--problem", "sr3"), ("--problem", "cs:0"),
+                   ("--problem", "cs:1.5"), ("--problem", "deblur:-1"),
+                   ("--problem", "inpaint:abc"), ("--method", "nope"), ("--steps", "0"),
+                   ("--noise", "-0.1"), ("--noise", "nan"), ("--seed", "abc")]:
+        add([*restore, opt, v])
+    add([*restore, "--problem", "sr4", "--method", "repaint"])  # repaint is inpainting only
+    add([*restore, "--problem", "inpaint", "--mask", "{mask8}"])
+    for img in ("img17", "img_rgba", "garbage_png", "missing"):
+        add(["restore", "{run}", "--problem", "sr2", "--image", ref(img), "--out",
+             "{dir}/r.png"])
+    add(["diffusers", "export", "{missing}", "--out", "{dir}/d"])
+    add(["diffusers", "export", "{run}", "--out", "{file}"])
+    add(["diffusers", "import", "{dir}", "--out", "{dir}/n"])
+    add(["diffusers", "import", "{run}", "--out", "{dir}/n"])
+    add(["diffusers", "nope"])
+    sample = ["sample", "{run}", "-p", "a red circle", "--n", "1", "--steps", "1"]
+    for v in ["nope", "bestof:n=0", "bestof:n=abc", "smc:particles=0", "smc:lam=nan",
+              "bestof:n=2,nope=1"]:
+        add([*sample, "--search", v])
+    for name in ("layout_bad_json", "layout_no_objects", "layout_box", "layout_phrase",
+                 "layout_nan", "missing", "dir"):
+        add(["sample", "{run}", "--layout", ref(name), "--box-guidance", "--n", "1",
+             "--steps", "1"])
+    add([*sample, "--box-guidance"])  # guidance needs a layout
+    add(["sample", "{run}", "--layout", "{layout_box}", "--control", "{missing}"])
+    for f in ("binary.toml", "empty.toml", "missing", "dir", "garbage_png"):
+        add([*sample, "--plan", ref(f)])
+    add([*sample, "--plan", "{file}:nope"])
+
+
 def _other_cases(add: Add) -> None:
     """the listing commands and unknown commands."""
     for cmd in ["models", "samplers", "quant-recipes", "version"]:
@@ -436,7 +538,8 @@ def _cases() -> list[tuple[str, list[str], dict[str, str]]]:
         cases.append((f"{len(cases):03d}-" + " ".join(argv)[:60], argv, env or {}))
 
     for part in (_sample_cases, _eval_cases, _train_cases, _quantize_bench_cases,
-                 _data_accel_cases, _tune_export_cases, _serve_cases, _other_cases):
+                 _data_accel_cases, _tune_export_cases, _serve_cases, _change_cases,
+                 _other_cases):
         part(add)
     return cases
 

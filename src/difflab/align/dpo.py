@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.config import ConfigError
-from difflab.limits import check_float, check_int
+from difflab.limits import check_float, check_int, check_seed
 from difflab.tune.methods import DEFAULT_TARGETS
 
 ALIGN_METHODS: tuple[str, ...] = ("dpo",)
@@ -64,6 +64,7 @@ class AlignConfig:
         check_float("budget_minutes", self.budget_minutes, 0.1, 10_000)
         check_float("lr", self.lr, 0.0, 1.0)
         check_float("alpha", self.alpha, 0.0, 1e6)
+        check_seed("seed", self.seed)
 
 
 def dpo_loss(err_w: Tensor, err_l: Tensor, ref_w: Tensor, ref_l: Tensor, beta: float
@@ -196,7 +197,11 @@ def align_dpo(pipe: Any, cfg: AlignConfig, sampling: Any, progress: bool = True,
                 f"{np.mean(preference[-25:]):.2f} ({time.perf_counter() - start:.0f} s)")
     adaptation.net.eval()
     seconds = time.perf_counter() - start
-    lora = TuneConfig(**{**asdict(lora), "steps": max(steps_done, 1)})
+    if steps_done == 0:  # an untrained adapter is the base: refuse rather than write one
+        raise ConfigError(f"the budget of {cfg.budget_minutes:g} min ran out while making the "
+                          f"pairs ({pair_seconds:.0f} s): no training step; raise "
+                          "--budget-minutes")
+    lora = TuneConfig(**{**asdict(lora), "steps": steps_done})
     return AlignResult(lora, adaptation.delta(), adaptation, trainable_count(adaptation),
                        seconds, losses, cfg, len(pairs.prompts), steps_done, pair_seconds,
                        preference)

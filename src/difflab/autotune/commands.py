@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -46,7 +47,7 @@ def accelerate_command(
     a report and a plan that `difflab sample --plan` and `difflab serve --plan` load."""
     from difflab.autotune.accelerate import AccelerateSettings, run_accelerate
     from difflab.autotune.budget import parse_budget
-    from difflab.autotune.space import Space
+    from difflab.autotune.space import Space, caches_for
     from difflab.autotune.store import EvaluationStore, default_store_dir
     from difflab.data.suites import load_suite
     from difflab.limits import check_float, check_int, check_seed
@@ -61,12 +62,16 @@ def accelerate_command(
     space = Space() if quant else Space(quant=("",))
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
+    if store and Path(store).is_dir():
+        raise ConfigError(f"--store {store} is a folder; give a file (JSON lines)")
     settings = AccelerateSettings(parsed, ref, space, minutes=budget_minutes, suite=suite,
                                   calib_images=calib_images, test_images=test_images,
                                   seed=seed)
     from difflab.eval.commands import pipeline_target
 
     target = pipeline_target(model)
+    if space.accel == Space().accel:  # the default axis: the caches this network supports
+        settings = replace(settings, space=replace(space, accel=caches_for(target.pipe.net)))
     record = run_accelerate(
         target, settings, out,
         store=EvaluationStore(Path(store) if store else

@@ -105,7 +105,7 @@ class Space:
     shift: tuple[float, ...] = (0.0, 2.0, 3.0)
     intervals: tuple[tuple[float, ...], ...] = ((), (0.0, 0.7), (0.3, 1.0))
     accel: tuple[str, ...] = ("", "deepcache:interval=2", "deepcache:interval=3",
-                              "encoder_propagation:interval=2")
+                              "encoder_propagation:interval=2")  # a UNet's; see caches_for
     quant: tuple[str, ...] = ("", "w8a8_real")
     fixed: dict[str, Any] = field(default_factory=dict)  # axes held at one value (ablations)
 
@@ -153,6 +153,23 @@ class Space:
         rng = random.Random(seed)
         rng.shuffle(everything)
         return everything[:n]
+
+
+UNET_CACHES = Space.accel
+TRANSFORMER_CACHES = ("", "block_cache:interval=2", "block_cache:interval=3",
+                      "first_block_cache:threshold=0.1")
+
+
+def caches_for(net: Any) -> tuple[str, ...]:
+    """The cache axis that fits `net`: DeepCache and encoder propagation for a UNet stage list
+    (blocks = down, mid, up), block caches for a transformer's block list, else none."""
+    blocks = getattr(net, "blocks", None)
+    levels = getattr(net, "num_levels", None)
+    if blocks is None:
+        return ("",)
+    if isinstance(levels, int) and len(blocks) == 2 * levels + 1:
+        return UNET_CACHES
+    return TRANSFORMER_CACHES
 
 
 def ablations(winner: Candidate, reference: Candidate) -> dict[str, Candidate]:

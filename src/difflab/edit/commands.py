@@ -180,7 +180,7 @@ def restore_command(
     from difflab.data.grid import to_uint8
     from difflab.edit.operators import PROBLEMS, SPEC, Inpaint, make_operator
     from difflab.edit.restore import method_names, restore
-    from difflab.limits import check_float, check_int, check_prompt, image_format
+    from difflab.limits import check_float, check_int, check_prompt, check_seed, image_format
     from difflab.runtime import load
 
     m = SPEC.match(problem.strip())
@@ -191,6 +191,7 @@ def restore_command(
                           f"{', '.join(method_names())}")
     check_int("--steps", steps, 1, 1000)
     check_float("--noise", noise, 0.0, 1.0)
+    check_seed("--seed", seed)
     check_prompt("--prompt", prompt, allow_empty=True)
     image_format("--out", out)
     if noise and not measure:

@@ -22,7 +22,7 @@ from difflab.config import ConfigError
 from difflab.core.samplers import BatchNoise
 from difflab.edit.inversion import INVERSIONS, Inversion, check_options, denoise, invert
 from difflab.edit.p2p import AttentionControlConfig, apply_attention_control, word_swap
-from difflab.limits import check_float, check_int
+from difflab.limits import check_float, check_int, check_seed
 from difflab.registry import Registry
 
 EDITS: Registry = Registry("edit method")
@@ -42,6 +42,7 @@ class EditConfig:
     def __post_init__(self) -> None:
         check_int("steps", self.steps, 1, 1000)
         check_float("cfg", self.cfg, 1.0, 30.0)
+        check_seed("seed", self.seed)
         INVERSIONS.get(self.inversion)  # raises with the valid names
         check_options(f"inversion {self.inversion!r}", INVERSIONS.get(self.inversion),
                       dict(self.inversion_options))
