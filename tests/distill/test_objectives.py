@@ -22,6 +22,7 @@ from difflab.core.schedules import get_sigmas_flow
 from difflab.distill.objectives import (
     consistency_loss,
     consistency_target,
+    dmd_loss,
     euler_step,
     noisy,
     progressive_loss,
@@ -255,3 +256,35 @@ def test_multistep_consistency_sampling_with_the_ode_student_is_exact(steps):
                      noise=lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype))
     torch.testing.assert_close(out.mean(0), DATA.means[0], atol=0.02, rtol=0)
     torch.testing.assert_close(out.std(0), DATA.stds.expand(DIM), atol=0.02, rtol=0)
+
+
+def test_distribution_matching_gradient_is_the_normalised_denoiser_difference():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, DIM, generator=gen, dtype=torch.float64).requires_grad_()
+    noise, t = torch.randn(8, DIM, generator=gen, dtype=torch.float64), torch.full((8,), 0.5)
+    fake = ExactFlowDenoiser(GaussianMixture(torch.tensor([[1.0, 1.0]]), torch.tensor([0.7])))
+    dmd_loss(x, TEACHER, fake, {}, {}, noise, t).backward()
+    xt = noisy(x.detach(), noise, t)
+    d_real, d_fake = TEACHER(xt, t), fake(xt, t)
+    weight = 1 / (x.detach() - d_real).abs().mean(1, keepdim=True)
+    torch.testing.assert_close(x.grad, (d_fake - d_real) * weight / 8)
+    x.grad = None
+    dmd_loss(x, TEACHER, TEACHER, {}, {}, noise, t).backward()  # fake = real: a fixed point
+    assert x.grad.abs().max() == 0
+
+
+def test_distribution_matching_moves_a_generator_onto_the_data():
+    """A one-step generator x = a z + b against the exact fake score of its own output
+    distribution N(b, a^2) converges to the data's N(mu, s^2): DMD's fixed point."""
+    a = torch.nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(DIM, dtype=torch.float64))
+
+    def loss_fn(gen: torch.Generator) -> Tensor:
+        z, noise = (torch.randn(256, DIM, generator=gen, dtype=torch.float64) for _ in "zn")
+        t = torch.rand(256, generator=gen, dtype=torch.float64) * 0.96 + 0.02
+        fake = ExactFlowDenoiser(GaussianMixture(b.detach()[None], a.detach().abs()[None]))
+        return dmd_loss(a * z + b, TEACHER, fake, {}, {}, noise, t)
+
+    fit(loss_fn, [a, b], iterations=400, lr=0.02)
+    assert (b - DATA.means[0]).abs().max() < 0.02
+    assert abs(a.abs().item() - DATA.stds[0].item()) < 0.02

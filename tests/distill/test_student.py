@@ -89,9 +89,11 @@ def test_a_damaged_student_is_refused(progressive, tmp_path):
         load(copy)
 
 
-def test_a_killed_run_resumes_to_the_same_student(tmp_path, monkeypatch):
-    config = DistillConfig(method="lcm", steps=2, grid=4, skip=1, **{**TINY, "iterations": 4,
-                                                                     "ckpt_every": 2})
+@pytest.mark.parametrize("method", ["lcm", "dmd"])
+def test_a_killed_run_resumes_to_the_same_student(method, tmp_path, monkeypatch):
+    extra = {"grid": 4, "skip": 1} if method == "lcm" else {"fake_updates": 2}
+    config = DistillConfig(method=method, steps=2, **extra, **{**TINY, "iterations": 4,
+                                                               "ckpt_every": 2})
     whole = tmp_path / "whole"
     distill(BASE, config, whole, progress=False)
 
@@ -139,7 +141,7 @@ def test_reflow_pairs_come_from_the_teacher(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "dmd"], "unknown distillation method 'dmd'"),
+    (["--method", "dmd2"], "unknown distillation method 'dmd2'"),
     (["--method", "progressive", "--steps", "4", "--teacher-steps", "12"], "power of 2"),
     (["--steps", "0"], "steps"),
 ])

@@ -1,8 +1,9 @@
 """A distillation run's resume state: one safetensors file written atomically.
 
-`<out>.work/state.safetensors` holds the student, the target or previous-round network, the
-optimiser state and Reflow's pairs as tensors, and the config, state and pair captions as JSON
-in its metadata; one file, replaced atomically, so a kill leaves the previous checkpoint whole.
+`<out>.work/state.safetensors` holds the student, the target, previous-round or fake-score
+network, the optimiser states and Reflow's pairs as tensors, and the config, state and pair
+captions as JSON in its metadata; one file, replaced atomically, so a kill leaves the previous
+checkpoint whole.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ def save_state(work: Path, run: Run) -> Path:
             tensors.update({f"{name}/{k}": v for k, v in net.state_dict().items()})
     optim, optim_meta = optimizer_to_flat(run.optimizer)
     tensors.update(optim)
+    meta_fake = {}
+    if run.fake is not None:  # dmd: the fake score and its own optimiser
+        tensors.update({f"fake/{k}": v for k, v in run.fake.state_dict().items()})
+        fake_optim, meta_fake = optimizer_to_flat(run.fake_optimizer)
+        tensors.update({f"fake_{k}": v for k, v in fake_optim.items()})
     tensors.update({f"pairs/{k}": v for k, v in run.pairs.items()})
     meta = {"config": json.dumps(asdict(run.config)), "state": json.dumps(asdict(run.state)),
             "optimizer": json.dumps(optim_meta), "captions": json.dumps(run.captions),
-            "teacher_evaluations": str(run.teacher.evaluations)}
+            "teacher_evaluations": str(run.teacher.evaluations),
+            "fake_optimizer": json.dumps(meta_fake)}
     work.mkdir(parents=True, exist_ok=True)
     return save_tensors(work / STATE_FILE, tensors, meta=meta)
 
@@ -75,6 +82,11 @@ def load_state(work: Path, run: Run) -> None:
     run.optimizer = run.new_optimizer()
     optimizer_from_flat(run.optimizer, {k: v for k, v in tensors.items()
                                         if k.startswith("optim/")}, json.loads(meta["optimizer"]))
+    if run.fake is not None:
+        run.fake.load_state_dict(part("fake/"))
+        optimizer_from_flat(run.fake_optimizer, {k[len("fake_"):]: v for k, v in tensors.items()
+                                                 if k.startswith("fake_optim/")},
+                            json.loads(meta["fake_optimizer"]))
     run.pairs = part("pairs/")
     run.captions = json.loads(meta["captions"])
     run.teacher.evaluations = int(meta["teacher_evaluations"])

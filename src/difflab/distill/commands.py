@@ -123,6 +123,7 @@ def distill_command(
     guidance: float = typer.Option(3.0, help="the teacher's CFG scale, folded into the student"),
     teacher_steps: int = typer.Option(16, help="progressive: the first teacher's Euler steps"),
     pairs: int = typer.Option(512, help="reflow: teacher noise-image pairs"),
+    fake_updates: int = typer.Option(5, help="dmd: fake-score updates per student update"),
     ckpt_every: int = typer.Option(50, help="iterations between resume checkpoints"),
     seed: int = typer.Option(0, help="seed of every draw"),
     resume: bool = typer.Option(False, "--resume", help="continue the unfinished run of --out"),
@@ -137,6 +138,7 @@ def distill_command(
     config = DistillConfig(method=method, steps=steps, budget_minutes=budget_minutes,
                            iterations=iterations, batch_size=batch_size, lr=lr,
                            guidance=guidance, teacher_steps=teacher_steps, pairs=pairs,
+                           fake_updates=fake_updates,
                            ckpt_every=ckpt_every, seed=seed)
     check_out(out, resume)
     manifest = distill(teacher, config, out, resume=resume,

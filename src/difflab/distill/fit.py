@@ -25,14 +25,15 @@ from torch import Tensor, nn
 from difflab.config import ConfigError
 from difflab.distill.objectives import (
     consistency_loss,
+    dmd_loss,
     euler_step,
     progressive_loss,
     reflow_loss,
 )
 from difflab.limits import check_float, check_int
 
-METHODS: tuple[str, ...] = ("reflow", "progressive", "lcm")
-SAMPLER_OF = {"reflow": "euler", "progressive": "euler", "lcm": "lcm"}
+METHODS: tuple[str, ...] = ("reflow", "progressive", "lcm", "dmd")
+SAMPLER_OF = {"reflow": "euler", "progressive": "euler", "lcm": "lcm", "dmd": "lcm"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class DistillConfig:
     ema: float = 0.95  # lcm: decay of the target network
     pairs: int = 512  # reflow: teacher (noise, image) pairs
     pair_steps: int = 20  # reflow: the teacher's Euler steps per pair
+    fake_updates: int = 5  # dmd: fake-score updates per generator update (DMD2's TTUR)
     ckpt_every: int = 50
     seed: int = 0
 
@@ -66,7 +68,8 @@ class DistillConfig:
         check_float("lr", self.lr, 0.0, 1.0)
         check_float("guidance", self.guidance, 1.0, 20.0)
         check_float("ema", self.ema, 0.0, 1.0)
-        for name in ("teacher_steps", "grid", "skip", "pairs", "pair_steps", "ckpt_every"):
+        for name in ("teacher_steps", "grid", "skip", "pairs", "pair_steps", "ckpt_every",
+                     "fake_updates"):
             check_int(name, getattr(self, name), 1)
         if self.budget_minutes == 0 and self.iterations == 0:
             raise ConfigError("give budget_minutes > 0 or iterations > 0")
@@ -90,6 +93,8 @@ class DistillConfig:
             return out
         if self.method == "lcm":
             return ["consistency"]
+        if self.method == "dmd":
+            return ["dmd"]
         return ["pairs", "reflow"] + (["one-step"] if self.steps == 1 else [])
 
 
@@ -163,12 +168,16 @@ class Run:
         self.student = copy.deepcopy(teacher.pipe.net).float().train()
         self.target: nn.Module | None = None  # lcm's EMA target network
         self.round_teacher: nn.Module | None = None  # progressive: the previous round's student
+        self.fake: nn.Module | None = None  # dmd: fake score, trained on the student's images
         self.pairs: dict[str, Tensor] = {}
         self.captions: list[str] = []
         self.state = State()
         self.optimizer = self.new_optimizer()
         if config.method == "lcm":
             self.target = frozen_copy(self.student)
+        if config.method == "dmd":
+            self.fake = copy.deepcopy(teacher.pipe.net).float().train()
+            self.fake_optimizer = torch.optim.Adam(self.fake.parameters(), lr=config.lr)
 
     def new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.student.parameters(), lr=self.config.lr)
@@ -208,6 +217,47 @@ class Run:
         step = guided_step(self.teacher, captions, cfg.guidance)
         return consistency_loss(self.denoiser(self.student), self.denoiser(self.target), step,
                                 cond, x0, noise, grid, index, cfg.skip)
+
+    def generate(self, noise: Tensor, cond: dict, gen: torch.Generator) -> Tensor:
+        """The student's images from `noise` by its own multistep consistency sampling, with
+        gradients through the last of a random number of its steps (DMD2's backward
+        simulation: each step is trained on inputs the student itself produces)."""
+        cfg, process = self.config, self.teacher.pipe.process
+        levels = process.default_schedule(cfg.steps).float()
+        last = int(torch.randint(0, cfg.steps, (1,), generator=gen))
+        model, x = self.denoiser(self.student), noise
+        with torch.no_grad():
+            for i in range(last):
+                x0 = model(x, levels[i].expand(len(x)), **cond)
+                t_next = levels[i + 1]
+                x = (1 - t_next) * x0 + t_next * torch.randn(x.shape, generator=gen)
+        return model(x, levels[last].expand(len(x)), **cond)
+
+    def dmd(self, gen: torch.Generator) -> Tensor:
+        """Distribution matching distillation: `fake_updates` denoising steps of the fake score
+        on the student's current images, then the generator's distribution-matching loss."""
+        from difflab.runtime import SampleConfig
+
+        cfg, pipe = self.config, self.teacher.pipe
+        _, captions = data_batch(self.teacher, cfg.batch_size, gen)
+        shape = (cfg.batch_size, *pipe.image_shape)
+        cond = pipe.condition(captions)
+        fake = self.denoiser(self.fake)
+        for _ in range(cfg.fake_updates):
+            with torch.no_grad():
+                images = self.generate(torch.randn(shape, generator=gen), cond, gen)
+            t = torch.rand(cfg.batch_size, generator=gen) * (1 - 2e-2) + 1e-2
+            loss = reflow_loss(fake, cond, images, torch.randn(shape, generator=gen), t)
+            self.fake_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.fake.parameters(), 1.0)
+            self.fake_optimizer.step()
+        real, real_cond = pipe.denoiser(captions, SampleConfig(cfg=cfg.guidance))
+        self.teacher.evaluations += cfg.batch_size
+        images = self.generate(torch.randn(shape, generator=gen), cond, gen)
+        t = torch.rand(cfg.batch_size, generator=gen) * (0.98 - 0.02) + 0.02
+        return dmd_loss(images, real, fake, real_cond, cond,
+                        torch.randn(shape, generator=gen), t)
 
     def generate_pairs(self, gen: torch.Generator) -> None:
         """Reflow's coupling: one batch of teacher ODE samples from known noise seeds."""
@@ -251,6 +301,8 @@ class Run:
             return self.progressive(gen)
         if kind == "consistency":
             return self.consistency(gen)
+        if kind == "dmd":
+            return self.dmd(gen)
         return self.reflow(gen, one_step=kind == "one-step")
 
     def phase_done(self) -> bool:

@@ -92,3 +92,19 @@ def reflow_loss(student: Model, cond: dict, x0: Tensor, noise: Tensor, t: Tensor
     Flow, 2023, Eq. 1; InstaFlow, 2023, with t = 1 only for the one-step distillation)."""
     x = noisy(x0, noise, t)
     return (velocity(student, cond, x, t) - reflow_target(x0, noise)).pow(2).mean()
+
+
+def dmd_loss(generated: Tensor, real: Model, fake: Model, real_cond: dict, fake_cond: dict,
+             noise: Tensor, t: Tensor) -> Tensor:
+    """Distribution matching: a loss whose gradient in `generated` is the difference of the fake
+    and real denoisers at x_t, normalised per sample by |generated - D_real| ("One-step
+    Diffusion with Distribution Matching Distillation", 2024, Eq. 7-8; DMD2, 2024). Moving
+    `generated` against it moves x_t from where the fake (student) distribution puts mass toward
+    where the real (teacher) one does."""
+    with torch.no_grad():
+        x = noisy(generated, noise, t)
+        d_real, d_fake = real(x, t, **real_cond), fake(x, t, **fake_cond)
+        dims = tuple(range(1, generated.ndim))
+        weight = 1.0 / (generated - d_real).abs().mean(dim=dims, keepdim=True).clamp_min(1e-4)
+        grad = (d_fake - d_real) * weight
+    return 0.5 * (generated - (generated - grad).detach()).pow(2).sum() / generated.shape[0]
