@@ -72,7 +72,7 @@ def test_every_table_reads_only_folders_the_drift_checks_copy(tmp_path, monkeypa
         assert "|---" in table(), name  # a missing file would raise FileNotFoundError here
 
 
-def test_quant_sampler_and_train_loop_tables_follow_their_files(tmp_path, monkeypatch):
+def test_quant_dit_sampler_and_train_loop_tables_follow_their_files(tmp_path, monkeypatch):
     results, pages = _copy_results(tmp_path, monkeypatch)
     assert tables.stale_pages(pages) == []
 
@@ -89,8 +89,12 @@ def test_quant_sampler_and_train_loop_tables_follow_their_files(tmp_path, monkey
           lambda d: d["step_variants"]["compiled"].update(speedup_vs_eager=1.5))
     assert "| forward + loss under `torch.compile` | 1.271 [1.261, 1.329] | 1.5 |" in \
         tables.TABLES["train_loop"]()
-    assert tables.stale_pages(pages) == ["docs/machine.md", "docs/quantization.md",
-                                         "docs/measuring.md"]
+    _edit(results / "accel_dit/bench.json",
+          lambda d: d["points"][1]["quality"].update(ssim=0.5))
+    assert "| block_cache all blocks, interval 2 (FORA) | 1.90x [1.79, 2.02] | 27.0 | 0.500 |" in \
+        tables.TABLES["accel_dit"]()
+    assert tables.stale_pages(pages) == ["docs/acceleration.md", "docs/machine.md",
+                                         "docs/quantization.md", "docs/measuring.md"]
 
 
 def test_sampler_pivot_puts_each_point_under_its_nfe_budget():
