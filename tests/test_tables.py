@@ -95,6 +95,9 @@ def test_quant_dit_sampler_and_train_loop_tables_follow_their_files(tmp_path, mo
         tables.TABLES["accel_dit"]()
     assert tables.stale_pages(pages) == ["docs/acceleration.md", "docs/machine.md",
                                          "docs/quantization.md", "docs/measuring.md"]
+    _edit(results / "quant/bench.json", lambda d: d["points"].pop())  # the last: mixed
+    with pytest.raises(ConfigError, match="quant/bench.json has no point mixed; it has: bf16, "):
+        tables.TABLES["quant"]()
 
 
 def test_sampler_pivot_puts_each_point_under_its_nfe_budget():

@@ -662,8 +662,14 @@ def quant_table(ancestral_path: str, euler_path: str) -> str:
     """The quantization frontier from two bench runs of the same recipes: the demo's ancestral
     sampling (accuracy, FD, speed) and deterministic Euler (PSNR / SSIM of what quantization
     alone changed); accuracy and FD in parentheses where only the Euler run has the point."""
-    runs = {"ancestral": _load(ancestral_path), "euler": _load(euler_path)}
+    paths = {"ancestral": ancestral_path, "euler": euler_path}
+    runs = {k: _load(path) for k, path in paths.items()}
     points = {k: {p["name"]: p for p in d["points"]} for k, d in runs.items()}
+    for column, k in enumerate(paths, start=1):  # each row names a point of each run or None
+        missing = sorted({r[column] for r in QUANT_ROWS} - set(points[k]) - {None})
+        if missing:
+            raise ConfigError(f"{paths[k]} has no point {', '.join(missing)}; it has: "
+                              f"{', '.join(points[k])}")
     base = points["ancestral"][runs["ancestral"]["grid"]["baseline"]]
     head = ["point", "execution", "weights MB", "speed-up [interval]", "accuracy [95% CI]",
             "FD", "PSNR dB (ancestral / Euler)", "SSIM (Euler)"]
@@ -749,7 +755,6 @@ def presets_table() -> str:
     from difflab.models import presets_table as table
 
     return table() + "\n"
-
 
 
 TABLES: dict[str, Callable[[], str]] = {
