@@ -8,6 +8,29 @@ import pytest
 from difflab.config import ConfigError
 from difflab.eval import tables
 
+# Every folder a table reads: the drift checks below run on copies of them.
+RESULT_FOLDERS = ("demo", "demo-long", "demo-avx2", "accel_unet", "accel_dit", "tune", "serve",
+                  "edit", "interop", "align", "autotune", "distill", "control", "quant",
+                  "quant_euler", "samplers", "precision")
+
+
+def _copy_results(tmp_path, monkeypatch):
+    """Copies of the result folders, read by the tables from now on; the committed pages."""
+    results = tmp_path / "results"
+    for folder in RESULT_FOLDERS:
+        shutil.copytree(tables.ROOT / "benchmarks/results" / folder,
+                        results / "benchmarks/results" / folder,
+                        ignore=shutil.ignore_patterns("*.html", "*.png"))
+    pages = tables.ROOT
+    monkeypatch.setattr(tables, "ROOT", results)
+    return results / "benchmarks/results", pages
+
+
+def _edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
 
 def test_committed_tables_match_their_result_files():
     assert tables.stale_pages() == [], "run python scripts/tables.py"
@@ -24,17 +47,11 @@ def test_a_drifted_table_or_file_is_caught(tmp_path, monkeypatch):
     page.write_text(page.read_text().replace("91.7% [83.8, 95.9]", "93.1% [83.8, 95.9]", 1))
     assert tables.stale_pages(root) == ["docs/training.md"]
     # The other way round: the result file changes and the committed table no longer matches.
-    results = tmp_path / "results"
-    for folder in ("demo", "demo-long", "demo-avx2", "accel_unet", "tune", "serve", "edit",
-                   "interop", "align", "autotune", "distill", "control"):
-        shutil.copytree(tables.ROOT / "benchmarks/results" / folder,
-                        results / "benchmarks/results" / folder)
-    metrics = results / "benchmarks/results/demo/metrics.json"
+    results, pages = _copy_results(tmp_path, monkeypatch)
+    metrics = results / "demo/metrics.json"
     data = json.loads(metrics.read_text())
     data["fd"] += 1.0
     metrics.write_text(json.dumps(data))
-    pages = tables.ROOT
-    monkeypatch.setattr(tables, "ROOT", results)
     assert tables.stale_pages(pages) == ["docs/training.md", "docs/machine.md"]  # both read it
     assert f"{data['fd']:.1f}" in tables.demo_table()
 
@@ -47,3 +64,55 @@ def test_unknown_table_and_different_machines_are_refused():
     tables.check_machines({"x": a, "y": dict(a)})
     with pytest.raises(ConfigError, match="threads: 2 vs 1"):
         tables.check_machines({"x": a, "y": {**a, "threads": 1}})
+
+
+def test_every_table_reads_only_folders_the_drift_checks_copy(tmp_path, monkeypatch):
+    _copy_results(tmp_path, monkeypatch)
+    for name, table in tables.TABLES.items():
+        assert "|---" in table(), name  # a missing file would raise FileNotFoundError here
+
+
+def test_quant_dit_sampler_and_train_loop_tables_follow_their_files(tmp_path, monkeypatch):
+    results, pages = _copy_results(tmp_path, monkeypatch)
+    assert tables.stale_pages(pages) == []
+
+    def euler_only(d):  # a point only the Euler run has: its accuracy and FD in parentheses
+        p = next(p for p in d["points"] if p["name"] == "w4a8_static_last")
+        p["quality"]["ssim"], p["quality"]["fd"] = 0.5, 150.04
+
+    _edit(results / "quant_euler/bench.json", euler_only)
+    row = next(r for r in tables.TABLES["quant"]().splitlines() if "last step only" in r)
+    assert row.endswith("| (150.0) | - / 21.8 | 0.500 |") and "| (89.3% [" in row
+    _edit(results / "samplers/bench.json",
+          lambda d: d["points"][0]["cost"].update(time_ratio=0.5))
+    _edit(results / "precision/train_loop.json",
+          lambda d: d["step_variants"]["compiled"].update(speedup_vs_eager=1.5))
+    assert "| forward + loss under `torch.compile` | 1.271 [1.261, 1.329] | 1.5 |" in \
+        tables.TABLES["train_loop"]()
+    _edit(results / "accel_dit/bench.json",
+          lambda d: d["points"][1]["quality"].update(ssim=0.5))
+    assert "| block_cache all blocks, interval 2 (FORA) | 1.90x [1.79, 2.02] | 27.0 | 0.500 |" in \
+        tables.TABLES["accel_dit"]()
+    assert tables.stale_pages(pages) == ["docs/acceleration.md", "docs/machine.md",
+                                         "docs/quantization.md", "docs/measuring.md"]
+    _edit(results / "quant/bench.json", lambda d: d["points"].pop())  # the last: mixed
+    with pytest.raises(ConfigError, match="quant/bench.json has no point mixed; it has: bf16, "):
+        tables.TABLES["quant"]()
+
+
+def test_sampler_pivot_puts_each_point_under_its_nfe_budget():
+    def point(sampler, steps, nfe, cfg, acc):
+        return {"config": {"sampler": sampler, "steps": steps, "cfg_scale": cfg},
+                "quality": {"accuracy": acc, "fd": 10.0, "psnr": "inf"},
+                "cost": {"nfe": nfe, "time_ratio": nfe / 10}}
+
+    data = {"points": [point("euler", 5, 5, 1.0, 0.5), point("euler", 10, 10, 1.0, 0.25),
+                       point("heun", 5, 9, 1.0, 1.0), point("euler", 5, 5, 3.0, 0.0)]}
+    assert tables.format_sampler_pivot(data).splitlines() == [
+        "CFG 1 — accuracy / FD / PSNR (dB) / time ratio, by NFE",
+        "| sampler | NFE 5 | NFE 10 |", "|---|---|---|",
+        "| euler | 50.0% / 10 / inf / 0.50 | 25.0% / 10 / inf / 1.00 |",
+        "| heun |  | 100.0% (9) / 10 / inf / 0.90 |", "",
+        "CFG 3 — accuracy / FD / PSNR (dB) / time ratio, by NFE",
+        "| sampler | NFE 5 | NFE 10 |", "|---|---|---|",
+        "| euler | 0.0% / 10 / inf / 0.50 |  |"]

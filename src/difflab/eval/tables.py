@@ -596,6 +596,166 @@ def control_table(path: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _timed_speedup(point: dict[str, Any], base: dict[str, Any]) -> str:
+    """A bench point's paired speed-up with its interval; "1 (baseline)"; "-" when untimed."""
+    if point is base:
+        return "1 (baseline)"
+    if "timing" not in point["cost"]:
+        return "-"
+    return format_speedup(speedup_interval(point["cost"]["timing"]["times"],
+                                           base["cost"]["timing"]["times"]))
+
+
+def _execution(config: dict[str, Any]) -> str:
+    """float (no quantizer), real (int8 kernels) or simulated (fake-quantized in float)."""
+    quant = config.get("quant")
+    if quant is None:
+        return "float"
+    real = quant.get("execution") == "real" or quant["recipe"].endswith("_real")
+    return "real" if real else "simulated"
+
+
+# The DiT acceleration grid's points by what they run (benchmarks/accel_grid.toml)
+DIT_LABELS = {
+    "euler-20": "euler-20, uncached",
+    "block-all-n2": "block_cache all blocks, interval 2 (FORA)",
+    "block-all-n3": "block_cache all blocks, interval 3",
+    "block-mid-n3-quad": "block_cache blocks 1-4 of 6, interval 3, quadratic (Δ-DiT-like)",
+    "teacache-0.2": "teacache 0.2 (unfitted)",
+    "teacache-0.3": "teacache 0.3 (unfitted)",
+    "teacache-fit-0.05": "teacache 0.05, fitted line",
+    "teacache-fit-0.1": "teacache 0.1, fitted line",
+    "fbcache-0.15": "first_block_cache 0.15",
+    "fbcache-0.2": "first_block_cache 0.2",
+    "ras-0.5": "ras 0.5",
+    "ras-0.25": "ras 0.25",
+    "bottleneck": "bottleneck 32→16→32 px",
+    "euler-10": "10 steps, no cache",
+    "euler-7": "7 steps, no cache",
+    "euler-10+block-all-n2": "10 steps + block_cache interval 2",
+}
+
+
+# (label, point in quant/ (ancestral sampling), point in quant_euler/ (deterministic Euler))
+QUANT_ROWS = (
+    ("bf16 eager (baseline)", "bf16", "bf16"),
+    ("bf16 compiled", "bf16_compiled", None),
+    ("w8a8", "w8a8", "w8a8"),
+    ("w8a8_real eager", "w8a8_real", None),
+    ("w8a8_real compiled", "w8a8_real_compiled", None),
+    ("w8a8_static (4 timestep groups), min-max ranges", None, "w8a8_static"),
+    ("w8a8_static, MSE-optimal ranges", "w8a8_static", "w8a8_static_mse"),
+    ("w4a8", "w4a8", None),
+    ("w4a8_static, min-max scales from every step", None, "w4a8_static"),
+    ("w4a8_static, min-max, last step only", None, "w4a8_static_last"),
+    ("w4a8_static, MSE ranges, every step", "w4a8_static", "w4a8_static_mse"),
+    ("w4a8_static, MSE ranges, last step", "w4a8_static_last", "w4a8_static_last_mse"),
+    ("w4a4", "w4a4", "w4a4"),
+    ("w4a4_svd (rank 32)", "w4a4_svd", "w4a4_svd"),
+    ("fp8 e4m3", "fp8", None),
+    ("fp4 e2m1 (fp8 activations)", "fp4", None),
+    ("mixed int4/int8, 6-bit budget", "mixed", None),
+)
+
+
+def quant_table(ancestral_path: str, euler_path: str) -> str:
+    """The quantization frontier from two bench runs of the same recipes: the demo's ancestral
+    sampling (accuracy, FD, speed) and deterministic Euler (PSNR / SSIM of what quantization
+    alone changed); accuracy and FD in parentheses where only the Euler run has the point."""
+    paths = {"ancestral": ancestral_path, "euler": euler_path}
+    runs = {k: _load(path) for k, path in paths.items()}
+    points = {k: {p["name"]: p for p in d["points"]} for k, d in runs.items()}
+    for column, k in enumerate(paths, start=1):  # each row names a point of each run or None
+        missing = sorted({r[column] for r in QUANT_ROWS} - set(points[k]) - {None})
+        if missing:
+            raise ConfigError(f"{paths[k]} has no point {', '.join(missing)}; it has: "
+                              f"{', '.join(points[k])}")
+    base = points["ancestral"][runs["ancestral"]["grid"]["baseline"]]
+    head = ["point", "execution", "weights MB", "speed-up [interval]", "accuracy [95% CI]",
+            "FD", "PSNR dB (ancestral / Euler)", "SSIM (Euler)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, a_name, e_name in QUANT_ROWS:
+        a = points["ancestral"][a_name] if a_name else None
+        e = points["euler"][e_name] if e_name else None
+        main = a or e
+        n = len(runs["ancestral" if a else "euler"]["prompts"])
+        q = main["quality"]
+        acc, fd = format_accuracy(round(q["accuracy"] * n), n), f"{q['fd']:.1f}"
+        if a is None:
+            acc, fd = f"({acc})", f"({fd})"
+        psnr = " / ".join("-" if p is None else _num(p["quality"]["psnr"]) for p in (a, e))
+        rows.append(f"| {label} | {_execution(main['config'])} | "
+                    f"{main['cost']['weight_bytes'] / 1e6:.2f} | "
+                    f"{_timed_speedup(a, base) if a else '-'} | {acc} | {fd} | {psnr} | "
+                    f"{'-' if e is None else format(e['quality']['ssim'], '.3f')} |")
+    g, m = runs["ancestral"]["grid"], runs["ancestral"]["machine"]
+    timed = next(p for p in runs["ancestral"]["points"] if p is not base and "timing" in p["cost"])
+    cover = speedup_interval(timed["cost"]["timing"]["times"],
+                             base["cost"]["timing"]["times"]).coverage
+    note = (f"\n{len(runs['ancestral']['prompts'])} images per point ({g['suite']} suite), split: "
+            f"{_split(g)}; speed-up: median of {g['timing_repeats']} paired rounds against bf16 "
+            f"eager, interval of {100 * cover:.0f}% coverage (ancestral run only; simulated "
+            f"points are not timed); timed on {m.get('cpu', '?')}, "
+            f"{m.get('torch_threads', m.get('threads'))} thread(s).\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def format_sampler_pivot(data: dict[str, Any]) -> str:
+    """A sampler grid as one table per CFG scale: a row per sampler, a column per NFE budget,
+    each cell accuracy / FD / PSNR / time ratio (the NFE used in brackets where a sampler's
+    steps cannot hit the budget exactly, e.g. Heun's 2n - 1)."""
+    points = data["points"]
+    budgets = sorted({p["cost"]["nfe"] for p in points if p["cost"]["nfe"] == p["config"]["steps"]})
+    cells: dict[float, dict[str, dict[int, str]]] = {}
+    for p in points:
+        c, q, cost = p["config"], p["quality"], p["cost"]
+        budget = min(b for b in budgets if b >= cost["nfe"])
+        used = "" if cost["nfe"] == budget else f" ({cost['nfe']})"
+        row = cells.setdefault(c["cfg_scale"], {}).setdefault(c["sampler"], {})
+        row[budget] = (f"{100 * q['accuracy']:.1f}%{used} / {q['fd']:.0f} / "
+                       f"{_num(q['psnr'])} / {cost['time_ratio']:.2f}")
+    out = []
+    for cfg, rows in sorted(cells.items()):
+        out += [f"CFG {cfg:g} — accuracy / FD / PSNR (dB) / time ratio, by NFE",
+                "| sampler | " + " | ".join(f"NFE {n}" for n in budgets) + " |",
+                "|---|" + "---|" * len(budgets)]
+        out += [f"| {s} | " + " | ".join(row.get(n, "") for n in budgets) + " |"
+                for s, row in rows.items()]
+        out.append("")
+    return "\n".join(out[:-1]) + "\n"
+
+
+def sampler_table(path: str) -> str:
+    return format_sampler_pivot(_load(path))
+
+
+TRAIN_LOOP_VARIANTS = {
+    "eager": "eager (the trainer's step: forward, loss, backward, clip, AdamW foreach, EMA)",
+    "fused_adamw": "AdamW `fused=True`",
+    "channels_last": "`channels_last` network and input",
+    "compiled": "forward + loss under `torch.compile`",
+}
+
+
+def train_loop_table(path: str) -> str:
+    """The training step's variants timed round robin: median s/step [quartiles], and the
+    speed-up against the eager step."""
+    data = _load(path)
+    rows = ["| variant | s/step | vs eager |", "|---|---|---|"]
+    for name, label in TRAIN_LOOP_VARIANTS.items():
+        v = data["step_variants"][name]
+        t = v["timing"]
+        rows.append(f"| {label} | {t['median']:.3f} [{t['q1']:.3f}, {t['q3']:.3f}] | "
+                    f"{v['speedup_vs_eager']:.2g} |")
+    return "\n".join(rows) + "\n"
+
+
+def presets_table() -> str:
+    """The model presets (`difflab models`): computed from the code, not from a result file."""
+    from difflab.models import presets_table as table
+
+    return table() + "\n"
+
 
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
@@ -619,11 +779,18 @@ TABLES: dict[str, Callable[[], str]] = {
     "distill": lambda: distill_table("benchmarks/results/distill/eval.json"),
     "control_layout": lambda: control_table("benchmarks/results/control/layout-test.json"),
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
+    "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
+                                 "benchmarks/results/quant_euler/bench.json"),
+    "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
+    "samplers": lambda: sampler_table("benchmarks/results/samplers/bench.json"),
+    "train_loop": lambda: train_loop_table("benchmarks/results/precision/train_loop.json"),
+    "presets": presets_table,
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
                           "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md",
-                          "docs/distillation.md", "docs/control.md")
+                          "docs/distillation.md", "docs/control.md", "docs/quantization.md",
+                          "docs/measuring.md", "docs/models.md")
 
 
 def regenerate(text: str) -> str:
