@@ -102,7 +102,8 @@ class SearchResult:
     nfe: int  # model evaluations (CFG counts once per step, as SampleConfig.nfe)
     reward_calls: int  # images the reward scored
     resamples: int = 0
-    trace: list[float] = field(default_factory=list)  # SMC: mean particle reward per step
+    # SMC: mean particle reward per step; reno: the reward net's score per iterate
+    trace: list[float] = field(default_factory=list)
     candidates: np.ndarray | None = None  # (K, H, W, 3) uint8: every final candidate
     backward: int = 0  # backward passes through the model (noise optimisation)
 
