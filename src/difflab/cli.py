@@ -147,8 +147,11 @@ def sample(
     combine: str = typer.Option("sum", help="how several adapters combine: sum (task "
                                 "arithmetic) or ties (TIES merging)"),
     search: str = typer.Option("", help="inference-time search scored by the shapes evaluator: "
-                               "bestof:n=8 or smc:particles=8[,lam=10,interval=1] (prompts in "
-                               "the suite templates)"),
+                               "bestof:n=8, smc:particles=8[,lam=10,interval=1] or "
+                               "reno:iters=4[,lr=5,reg=0.01,shell=3] (prompts in the suite "
+                               "templates)"),
+    reward_net: str = typer.Option("", help="reward net folder: what --search reno climbs; "
+                                   "with bestof/smc, the reward instead of the evaluator"),
     layout: str = typer.Option("", help="layout.json (prompt, phrases and boxes): sample its "
                                "prompt with --box-guidance, --attend-excite or --control"),
     box_guidance: bool = typer.Option(False, "--box-guidance", help="steer the layout's phrases "
@@ -210,7 +213,9 @@ def sample(
         from difflab.quant.config import QUANTIZERS
 
         QUANTIZERS.get(quant)  # an unknown recipe fails before the model loads
-    searching = _check_search(search, prompt, config, accel) if search else None
+    searching = _check_search(search, prompt, config, accel, reward_net) if search else None
+    if reward_net and not search:
+        raise ConfigError("--reward-net serves --search; give --search too")
     adapters = []
     if adapter:
         from difflab.tune.adapters import COMBINES, parse_adapter
@@ -252,12 +257,21 @@ def sample(
                f"cfg {config.cfg})")
 
 
-def _check_search(search: str, prompts: list[str], config, accel: str) -> tuple:
-    """(name, options) of a --search spec, checked with the prompts before any model loads."""
+def _check_search(search: str, prompts: list[str], config, accel: str,
+                  reward_net: str = "") -> tuple:
+    """(name, options, reward net or None) of a --search spec, checked with the prompts before
+    any model loads."""
     from difflab.align.rewards import parse_prompt
     from difflab.align.search import SMC_SAMPLERS, parse_search
 
     name, opts = parse_search(search)
+    if name == "reno":
+        from difflab.align.draft import check_sampling
+
+        check_sampling(config)
+        if not reward_net:
+            raise ConfigError("--search reno climbs a differentiable reward: give --reward-net "
+                              "DIR")
     if accel:
         raise ConfigError("--search does not combine with --accel; drop one")
     if config.bottleneck:
@@ -267,19 +281,30 @@ def _check_search(search: str, prompts: list[str], config, accel: str) -> tuple:
                           f"; got --sampler {config.sampler}")
     for p in prompts:
         parse_prompt(p)
-    return name, opts
+    net = None
+    if reward_net:
+        from difflab.align.rewardnet import load_reward_net
+
+        net = load_reward_net(reward_net)
+    return name, opts, net
 
 
 def _search_images(pipe, prompts: list[str], seeds: list[int], config, text: str, name: str,
-                   opts):
+                   opts, net):
     """Images chosen by the search, with one line on their rewards and cost."""
-    from difflab.align.search import search
+    from difflab.align.search import net_potential, search
 
-    images, results = search(pipe, prompts, seeds, config, name, opts, progress=True)
+    # reno climbs the net and picks by the evaluator; bestof/smc score with the net if given
+    reward = net_potential(net) if net is not None and name != "reno" else None
+    images, results = search(pipe, prompts, seeds, config, name, opts, reward=reward,
+                             progress=True, reward_net=net)
     passed = sum(r.reward == 1.0 for r in results)
     mean = sum(r.reward for r in results) / len(results)
-    typer.echo(f"search {text}: mean evaluator reward {mean:.3f}, {passed}/{len(results)} "
-               f"images pass; {results[0].nfe} model evaluations and "
+    backward = f", {results[0].backward} backward passes" if results[0].backward else ""
+    what = "reward net" if reward is not None else "evaluator"
+    verdict = "pass" if reward is None else "score 1"
+    typer.echo(f"search {text}: mean {what} reward {mean:.3f}, {passed}/{len(results)} "
+               f"images {verdict}; {results[0].nfe} model evaluations{backward} and "
                f"{sum(r.reward_calls for r in results) / len(results):.0f} reward calls per "
                "image")
     return images

@@ -24,6 +24,22 @@ def test_sample_with_bestof_search(tmp_path, capsys):
     assert "4 model evaluations" in text and grid.is_file()
 
 
+def test_sample_with_reno_search(tmp_path, capsys):
+    import torch
+
+    from difflab.align.rewardnet import RewardNet, RewardNetConfig, save_reward_net
+
+    torch.manual_seed(0)
+    save_reward_net(RewardNet(width=8), RewardNetConfig(width=8), tmp_path / "net", {})
+    grid = tmp_path / "grid.png"
+    code, text = difflab(capsys, "sample", "shapes-base", "-p", "two red circles", "--n", "1",
+                         "--steps", "2", "--search", "reno:iters=1", "--reward-net",
+                         tmp_path / "net", "--out", grid)
+    assert code == 0, text
+    assert "search reno:iters=1: mean evaluator reward" in text
+    assert "6 model evaluations, 2 backward passes" in text and grid.is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["sample", "shapes-base", "-p", "a red circle", "--search", "beam"], "unknown search"),
     (["sample", "shapes-base", "-p", "a red circle", "--search", "smc:particles=0"],
@@ -38,6 +54,16 @@ def test_sample_with_bestof_search(tmp_path, capsys):
     (["align", "shapes-base", "--images", "1", "--out", "x"], "images"),
     (["align", "shapes-base", "--budget-minutes", "0", "--out", "x"], "budget_minutes"),
     (["align", "no-such-model", "--out", "x"], "no-such-model"),
+    (["align", "shapes-base", "--method", "draft", "--out", "x"], "give --reward-net"),
+    (["align", "shapes-base", "--method", "draft", "--k", "0", "--out", "x"], "k = 0"),
+    (["align", "shapes-base", "--method", "draft", "--k", "30", "--out", "x"], "exceeds"),
+    (["align", "shapes-base", "--method", "draft", "--reward-net", "x", "--out", "x"],
+     "not a difflab artefact"),
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "reno"], "give --reward-net"),
+    (["sample", "shapes-base", "-p", "a red circle", "--reward-net", "x"], "serves --search"),
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "reno:iters=-1"], "iters"),
+    (["sample", "shapes-base", "-p", "a red circle", "--search", "reno", "--sampler", "heun"],
+     "one-step samplers"),
 ])
 def test_bad_input_is_one_error_line(args, message, capsys, tmp_path):
     args = [str(tmp_path / a) if a == "x" else a for a in args]

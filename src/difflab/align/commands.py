@@ -16,31 +16,75 @@ def align_command(
                                "checkpoint folder"),
     method: str = typer.Option("dpo", help=", ".join(ALIGN_METHODS)),
     suite: str = typer.Option("binding,counting,spatial", help="dev-split suites whose prompts "
-                              "make the preference pairs: " + ", ".join(ALIGN_SUITES)),
-    images: int = typer.Option(4, help="dev images per prompt, ranked into one pair"),
-    budget_minutes: float = typer.Option(20.0, help="wall-clock budget: pairs and training"),
-    steps: int = typer.Option(400, help="optimisation steps at most"),
-    beta: float = typer.Option(2000.0, help="DPO's KL weight beta"),
+                              "it tunes on: " + ", ".join(ALIGN_SUITES)),
+    images: int = typer.Option(4, help="dpo: dev images per prompt, ranked into one pair"),
+    budget_minutes: float = typer.Option(20.0, help="wall-clock budget (dpo: pairs and "
+                                         "training)"),
+    steps: int = typer.Option(None, help="optimisation steps at most (default: dpo 400, "
+                              "draft 200)"),
+    beta: float = typer.Option(2000.0, help="dpo: KL weight beta"),
+    k: int = typer.Option(1, help="draft: sampling steps the gradient flows through (the last "
+                          "K)"),
+    reward_net: str = typer.Option("", help="draft: the reward net folder it climbs "
+                                   "(benchmarks/align_rewardnet.py writes one)"),
+    penalty: float = typer.Option(0.0, help="draft: weight of the LoRA weights' squared norm"),
     lr: float = typer.Option(1e-3, help="learning rate"),
-    batch_size: int = typer.Option(8, help="pairs per step"),
+    batch_size: int = typer.Option(None, help="pairs (dpo, default 8) or prompts (draft, "
+                                   "default 4) per step"),
     rank: int = typer.Option(4, help="LoRA rank"),
     seed: int = typer.Option(0, help="seed of the data draws and LoRA initialisation"),
     out: str = typer.Option(..., help="new adapter folder (`difflab sample BASE --adapter OUT`)"),
 ) -> None:
-    """Align BASE by Diffusion-DPO on evaluator-ranked pairs: `difflab align shapes-base
-    --method dpo --suite binding,counting,spatial --budget-minutes 20 --out runs/dpo`."""
-    from difflab.align.dpo import AlignConfig, align_dpo
+    """Align BASE by Diffusion-DPO on evaluator-ranked pairs or by DRaFT-K on a reward net:
+    `difflab align shapes-base --method dpo --budget-minutes 20 --out runs/dpo`."""
     from difflab.demo import DEMO_SAMPLING
     from difflab.runtime import load
-    from difflab.tune.adapters import base_reference, save_adapter
+    from difflab.tune.adapters import base_reference
 
     suites = tuple(s.strip() for s in suite.split(",") if s.strip())
-    cfg = AlignConfig(method=method, suites=suites, images=images, beta=beta, steps=steps,
-                      budget_minutes=budget_minutes, lr=lr, batch_size=batch_size, rank=rank,
-                      seed=seed)
+    if method == "draft":
+        from difflab.align.draft import DraftConfig, check_sampling
+
+        cfg = DraftConfig(suites=suites, k=k, steps=200 if steps is None else steps,
+                          budget_minutes=budget_minutes, lr=lr, penalty=penalty,
+                          batch_size=4 if batch_size is None else batch_size, rank=rank,
+                          seed=seed)
+        check_sampling(DEMO_SAMPLING, k)
+        if not reward_net:
+            raise ConfigError("--method draft climbs a reward net: give --reward-net DIR")
+        from difflab.align.rewardnet import load_reward_net
+
+        net = load_reward_net(reward_net)  # a bad folder fails before the base loads
+    else:
+        from difflab.align.dpo import AlignConfig
+
+        cfg = AlignConfig(method=method, suites=suites, images=images, beta=beta,
+                          steps=400 if steps is None else steps, budget_minutes=budget_minutes,
+                          lr=lr, batch_size=8 if batch_size is None else batch_size, rank=rank,
+                          seed=seed)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     reference = base_reference(base)
+    if method == "draft":
+        from difflab.align.draft import align_draft, save_draft
+
+        result = align_draft(load(base), net, cfg, DEMO_SAMPLING, log=typer.echo)
+        save_draft(result, out, reference, DEMO_SAMPLING, reward_net)
+        first, last = result.rewards[:10], result.rewards[-10:]
+        typer.echo(f"aligned by draft (k={k}): {result.steps_done} steps, "
+                   f"{result.seconds / 60:.1f} min, reward net score {sum(first) / len(first):.3f}"
+                   f" (first 10 steps) -> {sum(last) / len(last):.3f} (last 10); wrote {out}/")
+        return
+    _align_dpo(base, cfg, reference, out)
+
+
+def _align_dpo(base: str, cfg, reference: dict, out: str) -> None:
+    """Diffusion-DPO: pairs and training, then the adapter folder."""
+    from difflab.align.dpo import align_dpo
+    from difflab.demo import DEMO_SAMPLING
+    from difflab.runtime import load
+    from difflab.tune.adapters import save_adapter
+
     pipe = load(base)
     result = align_dpo(pipe, cfg, DEMO_SAMPLING, log=typer.echo)
     curve = [round(sum(result.losses[i:i + 25]) / len(result.losses[i:i + 25]), 4)
@@ -49,6 +93,6 @@ def align_command(
                  {"pairs": result.pairs, "steps_done": result.steps_done,
                   "pair_seconds": round(result.pair_seconds, 1), "loss_curve": curve},
                  sections={"align": {**asdict(cfg), "sampling": asdict(DEMO_SAMPLING)}})
-    typer.echo(f"aligned by {method} on {result.pairs} pairs: {result.steps_done} steps, "
+    typer.echo(f"aligned by {cfg.method} on {result.pairs} pairs: {result.steps_done} steps, "
                f"{result.seconds / 60:.1f} min, final loss {curve[-1] if curve else 'n/a'}; "
                f"wrote {out}/")

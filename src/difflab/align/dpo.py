@@ -25,7 +25,7 @@ from difflab.config import ConfigError
 from difflab.limits import check_float, check_int, check_seed
 from difflab.tune.methods import DEFAULT_TARGETS
 
-ALIGN_METHODS: tuple[str, ...] = ("dpo",)
+ALIGN_METHODS: tuple[str, ...] = ("dpo", "draft")  # draft: difflab.align.draft
 ALIGN_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial")
 
 
@@ -50,6 +50,8 @@ class AlignConfig:
         if self.method not in ALIGN_METHODS:
             raise ConfigError(f"unknown alignment method {self.method!r}; valid: "
                               + ", ".join(ALIGN_METHODS))
+        if self.method != "dpo":
+            raise ConfigError(f"AlignConfig configures dpo; {self.method} has its own config")
         if not self.suites:
             raise ConfigError("--suite names no suite; valid: " + ", ".join(ALIGN_SUITES))
         for s in self.suites:

@@ -21,6 +21,7 @@ generator through resampling, so a run depends only on (prompt, seed, configs).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,22 +102,25 @@ class SearchResult:
     nfe: int  # model evaluations (CFG counts once per step, as SampleConfig.nfe)
     reward_calls: int  # images the reward scored
     resamples: int = 0
-    trace: list[float] = field(default_factory=list)  # SMC: mean particle reward per step
+    # SMC: mean particle reward per step; reno: the reward net's score per iterate
+    trace: list[float] = field(default_factory=list)
     candidates: np.ndarray | None = None  # (K, H, W, 3) uint8: every final candidate
+    backward: int = 0  # backward passes through the model (noise optimisation)
 
 
 _CONFIGS = {"bestof": BestOfConfig, "smc": SMCConfig}
 
 
 def parse_search(text: str) -> tuple[str, Any]:
-    """'bestof:n=8' or 'smc:particles=8,lam=10,interval=1' -> (name, config)."""
+    """'bestof:n=8', 'smc:particles=8,lam=10,interval=1' or 'reno:iters=4,lr=5' ->
+    (name, config)."""
     from difflab.accel.api import parse_options
 
     name, _, rest = text.partition(":")
     name = name.strip()
     if name not in _CONFIGS:
         raise ConfigError(f"unknown search {name!r}; valid: {', '.join(_CONFIGS)} "
-                          "(e.g. bestof:n=8, smc:particles=8)")
+                          "(e.g. bestof:n=8, smc:particles=8, reno:iters=4)")
     return name, from_dict(_CONFIGS[name], parse_options(rest), where=name)
 
 
@@ -230,16 +234,19 @@ def search_smc(pipe: Any, prompts: Sequence[str], specs: Sequence[PromptSpec],
 
 def search(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], config: Any, name: str,
            opts: Any, reward: Reward | None = None,
-           specs: Sequence[PromptSpec] | None = None, progress: bool = False
-           ) -> tuple[np.ndarray, list[SearchResult]]:
+           specs: Sequence[PromptSpec] | None = None, progress: bool = False,
+           reward_net: Any = None) -> tuple[np.ndarray, list[SearchResult]]:
     """Search each prompt with its seed: images (N, H, W, 3) uint8 and each search's result.
-    `specs` default to the prompts parsed by the suites' templates; `reward` to the evaluator."""
+    `specs` default to the prompts parsed by the suites' templates; `reward` to the evaluator.
+    `reward_net` is what reno climbs by gradient (its pick is still by `reward`)."""
     from difflab.align.rewards import parse_prompt
 
     if len(prompts) != len(seeds):
         raise ConfigError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     specs = [parse_prompt(p) for p in prompts] if specs is None else list(specs)
     method = SEARCHES.get(name)
+    if name == "reno":
+        method = functools.partial(method, net=reward_net)
     reward = reward or evaluator_potential
     chunk = max(1, config.batch_size // opts.n)  # prompts per batch of candidates
     items = range(0, len(prompts), chunk)
@@ -254,3 +261,14 @@ def search(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], config: Any,
     images = np.stack([r.image for r in results]) if results else np.zeros(
         (0, *pipe.image_shape[1:], 3), np.uint8)
     return images, results
+
+
+def _register_reno() -> None:
+    """ReNO lives in its own module (it imports this one); its search is registered here."""
+    from difflab.align.reno import RenoConfig, search_reno
+
+    _CONFIGS["reno"] = RenoConfig
+    SEARCHES.register("reno")(search_reno)
+
+
+_register_reno()

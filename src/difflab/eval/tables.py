@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -384,60 +384,89 @@ def _guard(fd: float, fd_ref: float, single: float, single_ref: float) -> tuple[
     return f"{change:+.1f}", "hacking" if hacking else "ok"
 
 
-def align_methods_table(search_path: str, tune_path: str) -> str:
+def align_methods_table(search_path: str, tune_paths: Sequence[str], reno_path: str = ""
+                        ) -> str:
     """Alignment methods side by side: compute, accuracy per category and overall on the test
     split, FD, single-object change and the hacking verdict."""
-    search, tune = _load(search_path), _load(tune_path)
+    search = _load(search_path)
     head = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
             "| FD | single-object change | guard |\n|---|---|---|---|---|---|---|---|---|")
-    rows = [head]
-    cats, runs = search["categories"], search["runs"]
-    plain = runs["plain"]
-    single_of = lambda r, c: float(np.mean([p for p, k in zip(r, c, strict=True)  # noqa: E731
-                                            if k == "single"]))
-    for name, r in sorted(runs.items(), key=lambda item: item[0] != "plain"):
-        extra = r["nfe_per_image"] - plain["nfe_per_image"]
-        compute = "-" if name == "plain" else f"+{extra} model evaluations"
-        k, n = _overall4(r["passed"], cats)
-        change, verdict = _guard(r["fd"], plain["fd"], single_of(r["passed"], cats),
-                                 single_of(plain["passed"], cats))
-        label = {"plain": "plain sampling (base)"}.get(name, name)
-        rows.append(f"| {label} | {compute} | "
-                    + " | ".join(_cat_acc(r["passed"], cats, c)
-                                 for c in ("binding", "counting", "spatial"))
-                    + f" | {format_accuracy(k, n)} | {r['fd']:.1f} | "
-                    + ("-" if name == "plain" else change) + " | "
-                    + ("-" if name == "plain" else verdict) + " |")
-    models = tune["models"]
-    base_name = next(name for name, m in models.items() if "guard" not in m)  # the reference
-    base = models[base_name]
-    for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
-        c = m["categories"]
-        k, n = _overall4(m["passed"], c)
-        if name == base_name:
-            compute, change, verdict = "-", "-", "-"
-        else:
-            meta = m["adapter_manifest"]["metrics"]
-            compute = f"{meta['seconds'] / 60:.0f} min tuning, no extra at sampling"
-            change = f"{100 * m['guard']['single_change']:+.1f}"
-            verdict = "hacking" if m["guard"]["hacking"] else "ok"
-        label = (f"{base_name} (base)" if name == base_name
-                 else m["adapter_manifest"]["config"].get("align", {}).get("method", name))
-        rows.append(f"| {label} | {compute} | "
-                    + " | ".join(_cat_acc(m["passed"], c, x)
-                                 for x in ("binding", "counting", "spatial"))
-                    + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} |")
+    rows = [head, *_align_search_rows(search, "plain sampling (base)")]
+    first_base = None
+    for path in tune_paths:
+        models = _load(path)["models"]
+        base_name = next(name for name, m in models.items() if "guard" not in m)  # reference
+        base = models[base_name]
+        for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
+            if name == base_name and first_base is not None and m["passed"] == first_base:
+                continue  # the same base on the same images: shown once
+            rows.append(_align_tuned_row(name, m, name == base_name))
+        first_base = first_base or base["passed"]
+    note_reno = ""
+    if reno_path:
+        reno = _load(reno_path)
+        rows += _align_search_rows(reno, "plain sampling (base, ReNO prompts)")
+        rp = reno["provenance"]["config"]
+        note_reno = (f" ReNO rows: {len(reno['prompts'])} test-split prompts ({rp['per_suite']} "
+                     f"per suite), {rp['iters']} gradient steps on the initial noise against the "
+                     "reward net ('_last': the last iterate; '_netpick': the iterate the net "
+                     "scores highest; no suffix: the iterate the evaluator scores highest), "
+                     "against their own plain row.")
     sp = search["provenance"]["config"]
     per = sp["per_suite"] or "all"
     note = (f"\nSearch rows: {len(search['prompts'])} test-split prompts ({per}"
             f" per suite of {sp['suites']}), one image each, the evaluator as reward and SMC "
             "potential ('_net': the reward net as potential); "
             f"tuning rows: the test split's 'all' suite ({base['n_images']} images, overall "
-            "here over its four template categories, FD over all of them). Sampling: Euler "
-            "ancestral, 20 steps, CFG 3 (one model evaluation per step). Guard: FD up by more "
-            "than 20% or single-object accuracy down by more than 2 points against the row's "
-            "own baseline.\n")
+            "here over its four template categories, FD over all of them)." + note_reno
+            + " Sampling: Euler ancestral, 20 steps, CFG 3 (one model evaluation per step). "
+            "Guard: FD up by more than 20% or single-object accuracy down by more than 2 points "
+            "against the row's own baseline.\n")
     return "\n".join(rows) + "\n" + note
+
+
+def _align_search_rows(data: dict, plain_label: str) -> list[str]:
+    """Rows of a search-style result file (search, ReNO), each against its own plain row."""
+    cats, runs = data["categories"], data["runs"]
+    plain = runs["plain"]
+    single_of = lambda r, c: float(np.mean([p for p, k in zip(r, c, strict=True)  # noqa: E731
+                                            if k == "single"]))
+    rows = []
+    for name, r in sorted(runs.items(), key=lambda item: item[0] != "plain"):
+        extra = r["nfe_per_image"] - plain["nfe_per_image"]
+        compute = "-" if name == "plain" else f"+{extra} model evaluations"
+        if r.get("backward_per_image"):
+            compute += f", +{r['backward_per_image']} backward passes"
+        k, n = _overall4(r["passed"], cats)
+        change, verdict = _guard(r["fd"], plain["fd"], single_of(r["passed"], cats),
+                                 single_of(plain["passed"], cats))
+        label = plain_label if name == "plain" else name
+        rows.append(f"| {label} | {compute} | "
+                    + " | ".join(_cat_acc(r["passed"], cats, c)
+                                 for c in ("binding", "counting", "spatial"))
+                    + f" | {format_accuracy(k, n)} | {r['fd']:.1f} | "
+                    + ("-" if name == "plain" else change) + " | "
+                    + ("-" if name == "plain" else verdict) + " |")
+    return rows
+
+
+def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
+    """One row of an align_eval result file: the base, or a tuned adapter with its guard."""
+    c = m["categories"]
+    k, n = _overall4(m["passed"], c)
+    if is_base:
+        compute, change, verdict, label = "-", "-", "-", f"{name} (base)"
+    else:
+        meta, align = m["adapter_manifest"]["metrics"], m["adapter_manifest"]["config"]["align"]
+        compute = f"{meta['seconds'] / 60:.0f} min tuning, no extra at sampling"
+        change = f"{100 * m['guard']['single_change']:+.1f}"
+        verdict = "hacking" if m["guard"]["hacking"] else "ok"
+        label = align.get("method", name)
+        if label == "draft":
+            label = f"draft (K={align['k']}, lr {align['lr']:g})"
+    return (f"| {label} | {compute} | "
+            + " | ".join(_cat_acc(m["passed"], c, x) for x in ("binding", "counting", "spatial"))
+            + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} |")
 
 
 def align_search_table(path: str) -> str:
@@ -456,6 +485,31 @@ def align_search_table(path: str) -> str:
                f"{format_p(t['p_value'])}" for name, t in tests.items() if " vs bestof" in name]
     return "\n".join(rows) + "\n\nSMC against best-of-N at equal evaluations: " + \
         "; ".join(between) + f". Split: {data['provenance']['split']}.\n"
+
+
+def align_draft_dev_table(path: str) -> str:
+    """DRaFT-K runs on the dev split: K, lr, steps, evaluator and reward-net scores, FD."""
+    data = _load(path)
+    cats, runs = data["categories"], data["runs"]
+    rows = ["| run | K | lr | steps | tuning | overall | evaluator reward | reward net score "
+            "| FD | vs base (only this, only base, p) |", "|---" * 10 + "|"]
+    for name, r in sorted(runs.items(), key=lambda item: "config" in item[1]):  # base first
+        k, n = _overall4(r["passed"], cats)
+        cfg = r.get("config")
+        if cfg is None:
+            tuned = "| - | - | - | - "
+            vs = "-"
+        else:
+            tuned = (f"| {cfg['k']} | {cfg['lr']:g} | {r['steps_done']} | "
+                     f"{r['train_seconds'] / 60:.0f} min ")
+            t = r["vs_base"]
+            vs = f"{t['only_a']}, {t['only_b']}, p {format_p(t['p_value'])}"
+        rows.append(f"| {name} {tuned}| {format_accuracy(k, n)} | {r['mean_reward']:.3f} | "
+                    f"{r['mean_net_reward']:.3f} | {r['fd']:.1f} | {vs} |")
+    c = data["provenance"]["config"]
+    return ("\n".join(rows) + f"\n\n{len(data['prompts'])} dev-split prompts ({c['per_suite']} per "
+            f"suite of {c['eval_suites']}), dev image {c['eval_image']} of each (training drew "
+            f"images below it); tuned on {c['suites']}, {c['batch_size']} prompts per step.\n")
 
 
 def align_rewardnet_table(path: str) -> str:
@@ -769,9 +823,12 @@ TABLES: dict[str, Callable[[], str]] = {
     "edit_restore": lambda: edit_restore_table("benchmarks/results/edit/restore.json"),
     "interop": interop_table,
     "interop_agreement": interop_agreement_table,
-    "align_methods": lambda: align_methods_table("benchmarks/results/align/search-test.json",
-                                                 "benchmarks/results/align/dpo-test.json"),
+    "align_methods": lambda: align_methods_table(
+        "benchmarks/results/align/search-test.json",
+        ["benchmarks/results/align/dpo-test.json", "benchmarks/results/align/draft-test.json"],
+        "benchmarks/results/align/reno-test.json"),
     "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
+    "align_draft_dev": lambda: align_draft_dev_table("benchmarks/results/align/draft-dev.json"),
     "align_rewardnet": lambda: align_rewardnet_table("benchmarks/results/align/rewardnet.json"),
     "autotune": lambda: autotune_table("benchmarks/results/autotune/psnr-budget/frontier.json"),
     "autotune_issue": lambda: autotune_table(
