@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import dit, train_tiny
 from difflab.cli import run as cli
 from difflab.config import ConfigError, to_dict
 from difflab.data.shapes_dataset import ShapesConfig
@@ -36,18 +35,20 @@ def tiny_autoencoder(out: Path, seed: int = 0) -> Path:
 
 
 def latent_settings(autoencoder: Path, **model) -> dict:
-    net = {"num_classes": 48, "input_size": 8, "patch_size": 2, "in_channels": 4, **model}
-    return {**dit(**net),
+    """A class-conditional DiT on the 8x8x4 latents of 16x16 single-object shapes, 3 steps."""
+    net = {"input_size": 8, "patch_size": 2, "hidden_size": 32, "depth": 1, "num_heads": 2,
+           "num_classes": 48, "in_channels": 4, **model}
+    return {"model.preset": "dit-tiny", "model.overrides": net,
             "latent.autoencoder": str(autoencoder), "data.name": "shapes",
             "data.options": SHAPES16, "text.encoder": "none", "schedule.steps": 3,
             "run.ckpt_every": 3}
 
 
 @pytest.fixture(scope="module")
-def latent_run(tmp_path_factory):
+def latent_run(tmp_path_factory, tiny_trainer):
     root = tmp_path_factory.mktemp("latent")
     ae = tiny_autoencoder(root / "ae")
-    return train_tiny(root / "run", latent_settings(ae)), ae
+    return tiny_trainer(root / "run", latent_settings(ae)), ae
 
 
 def test_autoencoder_folder_round_trips_with_its_hash_and_metrics(tmp_path):
@@ -122,20 +123,22 @@ def test_trainer_latents_are_seeded_per_step_and_split_like_the_batch(latent_run
     torch.testing.assert_close(trainer._encode(x, 7, 0, 16), mean)
 
 
-def test_a_network_that_does_not_denoise_the_latents_is_refused(latent_run, tmp_path):
+def test_a_network_that_does_not_denoise_the_latents_is_refused(latent_run, tmp_path,
+                                                                 tiny_trainer):
     _, ae = latent_run
     with pytest.raises(ConfigError, match=r"denoises 3x8x8 .* latents are 4x8x8"):
-        train_tiny(tmp_path / "bad", latent_settings(ae, in_channels=3))
+        tiny_trainer(tmp_path / "bad", latent_settings(ae, in_channels=3))
     with pytest.raises(ConfigError, match=r"latents are 4x8x8; .*input_size = 8"):
-        train_tiny(tmp_path / "bad2", latent_settings(ae, input_size=16, patch_size=4))
+        tiny_trainer(tmp_path / "bad2", latent_settings(ae, input_size=16, patch_size=4))
 
 
-def test_unknown_or_mismatched_autoencoders_are_one_line_errors(latent_run, tmp_path):
+def test_unknown_or_mismatched_autoencoders_are_one_line_errors(latent_run, tmp_path,
+                                                                 tiny_trainer):
     run, ae = latent_run
     with pytest.raises(ConfigError, match="not a folder"):
-        train_tiny(tmp_path / "a", latent_settings(tmp_path / "missing"))
+        tiny_trainer(tmp_path / "a", latent_settings(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="'checkpoint' artefact, not an autoencoder"):
-        train_tiny(tmp_path / "b", latent_settings(art.resolve(run.path)))
+        tiny_trainer(tmp_path / "b", latent_settings(art.resolve(run.path)))
     folder = shutil.copytree(art.resolve(run.path), tmp_path / "ckpt")
     other = tiny_autoencoder(tmp_path / "other", seed=1)
     shutil.copyfile(other / AE_WEIGHTS, folder / AE_WEIGHTS)  # another run's autoencoder

@@ -80,12 +80,13 @@ def train_command(
 
 
 def train_ae_command(
-    config: str = typer.Argument(..., help="a TOML autoencoder config, e.g. configs/ae64.toml"),
+    config: str = typer.Argument(..., help="a TOML autoencoder config, e.g. "
+                                 "configs/autoencoders/shapes64.toml"),
     out: str = typer.Option(..., "--out", help="the autoencoder folder to write (new)"),
     override: list[str] = typer.Option(None, "--override", "-o",
                                        help="key=value, e.g. steps=100 (repeatable)"),
 ) -> None:
-    """Train a latent-diffusion autoencoder: `difflab train-ae configs/ae64.toml --out FOLDER`."""
+    """Train a latent-diffusion autoencoder: `difflab train-ae CONFIG --out FOLDER`."""
     folder = train_autoencoder_folder(config, override or [], out)
     typer.echo(f"autoencoder folder: {folder}")
 
