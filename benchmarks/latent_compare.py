@@ -130,6 +130,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--timing-images", type=int, default=4)
+    ap.add_argument("--rejected-autoencoder", action="append", default=[],
+                    help="another autoencoder folder to score the same way (dev and test)")
     ap.add_argument("--out", default="benchmarks/results/latent/compare.json")
     ap.add_argument("--table", default="", help="print the markdown tables of a result file")
     args = ap.parse_args(argv)
@@ -148,6 +150,18 @@ def main(argv: list[str]) -> int:
     all_suites = [*args.suites.split(","), *filter(None, args.latent_only_suites.split(","))]
     runs["latent"]["autoencoder"]["evaluator_ceiling"] = {
         suite: reconstruction_ceiling(ae_folder, suite, args.split) for suite in all_suites}
+    # the autoencoder was chosen on the dev split: both candidates' ceilings there
+    runs["latent"]["autoencoder"]["evaluator_ceiling_dev"] = {
+        suite: reconstruction_ceiling(ae_folder, suite, "dev") for suite in all_suites}
+    rejected = {}
+    for folder in args.rejected_autoencoder:
+        m = read_manifest(folder)
+        rejected[folder] = {"metrics": m.metrics, "config": m.config, "sha256": m.files[AE_WEIGHTS],
+                            "evaluator_ceiling_dev": {s: reconstruction_ceiling(folder, s, "dev")
+                                                      for s in all_suites},
+                            "evaluator_ceiling": {s: reconstruction_ceiling(folder, s, args.split)
+                                                  for s in all_suites}}
+    runs["latent"]["rejected_autoencoders"] = rejected
     suites: dict[str, Any] = {}
     for suite in args.suites.split(","):
         rows = {name: score(pipe, suite, args.split) for name, pipe in pipes.items()}
@@ -216,9 +230,17 @@ def table(result: dict[str, Any]) -> str:
               f"{ae['scale_factor']:.3f}, trained {ae['train_seconds'] / 60:.1f} min.", "",
               "| suite | evaluator on renders | on their autoencoder round trips | PSNR dB | "
               "McNemar p |", "|---|---|---|---|---|"]
-    for suite, c in runs["latent"]["autoencoder"].get("evaluator_ceiling", {}).items():
-        lines.append(f"| {suite} | {_acc(c['renders'])} | {_acc(c['reconstructions'])} | "
-                     f"{c['psnr_db']:.2f} | {c['mcnemar']['p']:.2g} |")
+    rejected = runs["latent"]["rejected_autoencoders"].items()
+    candidates = {"used": runs["latent"]["autoencoder"],
+                  **{f"rejected ({k})": v for k, v in rejected}}
+    for label, ae_row in candidates.items():
+        loss = ae_row["config"].get("recon_loss") or ae_row["config"]["model"]["recon_loss"]
+        for split in ("evaluator_ceiling_dev", "evaluator_ceiling"):
+            for suite, c in ae_row.get(split, {}).items():
+                where = "dev" if split.endswith("dev") else result["provenance"]["split"]
+                lines.append(f"| {label}, {loss}: {suite} ({where}) | {_acc(c['renders'])} | "
+                             f"{_acc(c['reconstructions'])} | {c['psnr_db']:.2f} | "
+                             f"{c['mcnemar']['p']:.2g} |")
     return "\n".join(lines)
 
 

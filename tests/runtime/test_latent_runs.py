@@ -161,3 +161,14 @@ def test_train_ae_command_writes_a_folder_and_refuses_a_used_one(tmp_path, capsy
     assert cli(["train-ae", str(config), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
     assert cli(["train-ae", str(config), "--out", str(tmp_path / "x"), "-o", "steps=0"]) == 2
+
+
+def test_an_exported_latent_model_keeps_its_autoencoder(latent_run, tmp_path):
+    from difflab.runtime import export_model
+
+    run, ae = latent_run
+    manifest = export_model(run.path, tmp_path / "exported")
+    assert manifest.files[AE_WEIGHTS] == sha256_file(ae / AE_WEIGHTS)
+    prompts, seeds = ["a red circle"], [9]
+    np.testing.assert_array_equal(load(tmp_path / "exported").generate(prompts, seeds, FAST),
+                                  load(run.path).generate(prompts, seeds, FAST))
