@@ -8,14 +8,12 @@ samples latents and decodes them to pixels with nothing else at hand.
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from difflab.config import ConfigError
-from difflab.runtime.artefacts import MANIFEST, read_manifest, verify, write_manifest
+from difflab.runtime.artefacts import read_manifest, verify, write_manifest
 
 KIND = "autoencoder"
 AE_WEIGHTS = "autoencoder.safetensors"  # in an autoencoder folder and in a latent checkpoint
@@ -88,16 +86,3 @@ def write_autoencoder(model: Any, out: str | Path, config: dict[str, Any],
         save_autoencoder(tmp / AE_WEIGHTS, model)
         write_manifest(tmp, KIND, config, metrics=metrics, provenance=provenance)
     return Path(out)
-
-
-def copy_autoencoder(source: str | Path, folder: Path) -> None:
-    """Put the autoencoder a latent model was trained with into its checkpoint folder."""
-    shutil.copyfile(source, folder / AE_WEIGHTS)
-
-
-def autoencoder_summary(folder: str | Path) -> dict[str, Any]:
-    """The manifest's metrics and the model config of an autoencoder folder (for reports)."""
-    manifest = read_manifest(folder)
-    if manifest.kind != KIND:
-        raise ConfigError(f"{folder / MANIFEST} is not an autoencoder manifest")
-    return {"metrics": manifest.metrics, "config": json.loads(json.dumps(manifest.config))}
