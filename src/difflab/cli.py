@@ -58,7 +58,7 @@ def _add_subcommands() -> None:
     from difflab.eval.commands import bench
     from difflab.interop.commands import diffusers_app
     from difflab.serve.commands import serve_command
-    from difflab.train.commands import train_command
+    from difflab.train.commands import train_ae_command, train_command
     from difflab.tune.commands import tune_command
 
     app.add_typer(data_app, name="data", help="Data sets: preview the shapes world and digits.")
@@ -67,6 +67,7 @@ def _add_subcommands() -> None:
                   help="diffusers folders: export a native checkpoint, import one.")
     app.add_typer(control_app, name="control", help="Layout control: train a ControlNet.")
     app.command("train")(train_command)
+    app.command("train-ae")(train_ae_command)
     app.command("bench")(bench)
     app.command("tune")(tune_command)
     app.command("align")(align_command)

@@ -104,3 +104,10 @@ def _fresh_rng():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(123)
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_trainer():
+    """`train_tiny`, for test modules that train runs of their own (a plain `from conftest
+    import` would find another folder's conftest when several folders run together)."""
+    return train_tiny

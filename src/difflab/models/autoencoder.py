@@ -206,6 +206,14 @@ def train_autoencoder(
     config: AutoencoderTrainConfig, log: Callable[[str], None] = print
 ) -> Autoencoder:
     """Train the KL autoencoder on the shapes world with Adam; fit `scale_factor`; report PSNR."""
+    return fit_autoencoder(config, log)[0]
+
+
+def fit_autoencoder(
+    config: AutoencoderTrainConfig, log: Callable[[str], None] = print
+) -> tuple[Autoencoder, dict[str, float]]:
+    """`train_autoencoder` that also returns its held-out metrics (psnr, scale_factor,
+    train_seconds, final recon and kl)."""
     torch.manual_seed(config.seed)
     model = Autoencoder(config.model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -222,6 +230,7 @@ def train_autoencoder(
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             log(f"step {step + 1}/{config.steps} recon {stats['recon']:.4f} kl {stats['kl']:.3f} "
                 f"({time.perf_counter() - start:.0f}s)")
+    seconds = time.perf_counter() - start
     model.eval()
     held_out = ShapesConfig(**{**to_dict(config.data), "seed": config.data.seed + 1})
     x = _images(held_out, 0, config.eval_images)
@@ -232,7 +241,8 @@ def train_autoencoder(
     if config.out:
         save_autoencoder(config.out, model)
         log(f"saved {config.out}")
-    return model
+    return model, {"psnr": quality, "scale_factor": scale, "train_seconds": seconds,
+                   "recon": stats["recon"], "kl": stats["kl"]}
 
 
 def save_autoencoder(path: str | Path, model: Autoencoder) -> Path:

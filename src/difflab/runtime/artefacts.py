@@ -223,9 +223,13 @@ def export_model(source: str | Path, out: str | Path, *, metrics: dict[str, Any]
     if manifest.kind != "checkpoint":
         raise ConfigError(f"{folder} is a {manifest.kind!r} artefact; export takes a training "
                           "checkpoint or run folder")
-    verify(folder, manifest, ("model.safetensors",))
+    # a latent model's autoencoder travels with its network (difflab.runtime.latent)
+    names = [n for n in ("model.safetensors", "autoencoder.safetensors")
+             if n == "model.safetensors" or (folder / n).is_file()]
+    verify(folder, manifest, names)
     with new_folder(out) as tmp:
-        shutil.copyfile(folder / "model.safetensors", tmp / "model.safetensors")
+        for name in names:
+            shutil.copyfile(folder / name, tmp / name)
         written = write_manifest(tmp, "checkpoint", manifest.config,
                                  metrics={**manifest.metrics, **(metrics or {})},
                                  provenance={**manifest.provenance, **(provenance or {})})

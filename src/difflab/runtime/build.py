@@ -16,6 +16,7 @@ from torch import nn
 from difflab.config import ConfigError, from_dict
 from difflab.limits import check_float, check_int, get_limits
 from difflab.registry import Registry
+from difflab.runtime.latent import LatentSection
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,10 @@ class ModelSpec:
     process: ProcessSection = field(default_factory=ProcessSection)
     data: DataSection = field(default_factory=DataSection)
     text: TextSection = field(default_factory=TextSection)
+    latent: LatentSection = field(default_factory=LatentSection)
 
 
-SPEC_SECTIONS = ("model", "process", "data", "text")
+SPEC_SECTIONS = ("model", "process", "data", "text", "latent")
 
 
 def spec_of(config: dict[str, Any], where: str = "config") -> ModelSpec:

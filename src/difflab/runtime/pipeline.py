@@ -96,8 +96,11 @@ class Pipeline:
     def __init__(self, net: nn.Module, process: Any, conditioner: Any,
                  image_shape: tuple[int, int, int], *, source: str = "",
                  config: dict[str, Any] | None = None, kind: str = "",
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None,
+                 autoencoder: nn.Module | None = None) -> None:
         self.net = net.eval()
+        # latent diffusion: the network denoises latents, which this decodes to pixels
+        self.autoencoder = autoencoder.eval() if autoencoder is not None else None
         self.process = process
         self.conditioner = conditioner  # difflab.runtime.conditioning: text, class or none
         self.image_shape = image_shape  # (C, H, W) of what the network denoises
@@ -119,7 +122,10 @@ class Pipeline:
                 "weights": f"{model_bytes(self.net):,} bytes",
                 "process": type(self.process).__name__,
                 "conditioning": self.conditioner.describe(),
-                "image": "x".join(map(str, self.image_shape)), **self.labels}
+                "image": "x".join(map(str, self.pixel_shape)), **self.labels}
+        if self.autoencoder is not None:
+            rows["latents"] = "x".join(map(str, self.image_shape)) + " (decoded by the " \
+                f"autoencoder, f = {self.autoencoder.config.downsample_factor})"
         width = max(map(len, rows))
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items())
 
@@ -128,6 +134,21 @@ class Pipeline:
         `sample_defaults`, then SampleConfig's own defaults."""
         fields = {**self.sample_defaults, **{k: v for k, v in given.items() if v is not None}}
         return sample_config(fields)
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images `sample` returns: `image_shape`, or its decoded size."""
+        if self.autoencoder is None:
+            return self.image_shape
+        f = self.autoencoder.config.downsample_factor
+        _, h, w = self.image_shape
+        return (self.autoencoder.config.in_channels, h * f, w * f)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Pixels from what the network denoised: latents through the decoder (fp32), else x."""
+        if self.autoencoder is None:
+            return x
+        return self.autoencoder.decode_latents(x.float())
 
     @property
     def device(self) -> torch.device:
@@ -160,7 +181,7 @@ class Pipeline:
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], config: SampleConfig,
                callback: Callable[[dict], None] | None = None) -> Tensor:
-        """One batch: float images (B, C, H, W) in about [-1, 1]."""
+        """One batch: float images (B, C, H, W) in about [-1, 1] (latents decoded)."""
         if len(prompts) != len(seeds):
             raise ConfigError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         model, cond = self.denoiser(prompts, config)
@@ -180,7 +201,7 @@ class Pipeline:
             else:
                 out = sample_bottleneck(sampler, model, x, sigmas, stages, extra_args=cond,
                                         callback=callback, noise=noise, **config.sampler_options)
-        return out.float()
+        return self.decode(out.float())
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int],
                  config: SampleConfig | None = None, progress: bool = False) -> np.ndarray:
@@ -199,7 +220,7 @@ class Pipeline:
         for i in batches:
             sl = slice(i * bs, (i + 1) * bs)
             out.append(to_uint8(self.sample(prompts[sl], seeds[sl], config)))
-        return np.concatenate(out) if out else np.zeros((0, *self.image_shape[1:], 3), np.uint8)
+        return np.concatenate(out) if out else np.zeros((0, *self.pixel_shape[1:], 3), np.uint8)
 
 
 def calibration_run(pipe: Pipeline, prompts: Sequence[str], config: SampleConfig,

@@ -81,8 +81,10 @@ def step_dir_name(step: int) -> str:
 
 def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.Tensor],
                     ema: dict[str, torch.Tensor], train_tensors: dict[str, torch.Tensor],
-                    config: TrainConfig, state: dict, keep_last: int) -> Path:
-    """Write a complete checkpoint folder, point `latest` at it, keep the last `keep_last`.
+                    config: TrainConfig, state: dict, keep_last: int,
+                    extra_files: dict[str, Path] | None = None) -> Path:
+    """Write a complete checkpoint folder, point `latest` at it, keep the last `keep_last`;
+    `extra_files` (name -> source) are copied in and hashed too (a latent model's autoencoder).
 
     A failed write (disk full, permission denied) removes the partial folder and raises a
     StorageError saying so; the previous checkpoint and `latest` stay as they were."""
@@ -90,7 +92,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
     final = run_dir / step_dir_name(step)
     tmp = run_dir / f".tmp-{final.name}"
     try:
-        _write_folder(tmp, step, weights, ema, train_tensors, config, state)
+        _write_folder(tmp, step, weights, ema, train_tensors, config, state, extra_files or {})
     except (StorageError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e if isinstance(e, StorageError) else storage_error(e, str(tmp))
@@ -105,10 +107,12 @@ def save_checkpoint(run_dir: str | Path, step: int, *, weights: dict[str, torch.
 
 def _write_folder(tmp: Path, step: int, weights: dict[str, torch.Tensor],
                   ema: dict[str, torch.Tensor], train_tensors: dict[str, torch.Tensor],
-                  config: TrainConfig, state: dict) -> None:
+                  config: TrainConfig, state: dict, extra_files: dict[str, Path]) -> None:
     """Write every file of a checkpoint into the fresh folder `tmp`."""
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    for name, source in extra_files.items():
+        shutil.copyfile(source, tmp / name)
     save_tensors(tmp / "model.safetensors", ema, meta={"step": step, "weights": "ema"})
     flat = {f"model/{k}": v for k, v in weights.items()}
     flat.update({f"ema/{k}": v for k, v in ema.items()})
@@ -239,7 +243,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # What a resume must share with its checkpoint ("section" or "section.key" entries of the config).
-RESUME_KEYS = ("model", "process", "data", "text")
+RESUME_KEYS = ("model", "process", "data", "text", "latent")
 
 
 def check_same_run(saved: TrainConfig, wanted: TrainConfig, path: Path,

@@ -38,6 +38,31 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
                           "pass --resume to continue it or choose another --out")
 
 
+def train_autoencoder_folder(config: str, override: list[str] | None, out: str) -> Path:
+    """Train the KL autoencoder a TOML config describes (AutoencoderTrainConfig fields) and
+    write it as an autoencoder folder `out` (weights + difflab.json with PSNR and scale)."""
+    from difflab.config import load_toml, parse_override, replace_path, to_dict
+    from difflab.eval.provenance import provenance
+    from difflab.models.autoencoder import AutoencoderTrainConfig, fit_autoencoder
+    from difflab.runtime.latent import write_autoencoder
+
+    cfg = load_toml(AutoencoderTrainConfig, config)
+    for text in override or []:
+        key, value = parse_override(text)
+        try:
+            cfg = replace_path(cfg, key, value)
+        except ConfigError as e:
+            raise ConfigError(f"override {key}={value!r}: {e}") from None
+    if cfg.out:
+        raise ConfigError(f"{config}: out = {cfg.out!r}; train-ae writes the folder --out")
+    target = Path(out)  # refuse a used --out before training, not after (new_folder's rule)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
+    model, metrics = fit_autoencoder(cfg, log=typer.echo)
+    record = provenance("train", config=to_dict(cfg))
+    return write_autoencoder(model, out, to_dict(cfg), metrics, record)
+
+
 app = typer.Typer(add_completion=False, help="Train diffusion models.")
 
 
@@ -52,6 +77,18 @@ def train_command(
     """Train a model: `difflab train configs/tiny.toml [--override k=v ...] [--resume]`."""
     run_dir = train(config, override or [], resume, out)
     typer.echo(f"run folder: {run_dir}")
+
+
+def train_ae_command(
+    config: str = typer.Argument(..., help="a TOML autoencoder config, e.g. "
+                                 "configs/autoencoders/shapes64.toml"),
+    out: str = typer.Option(..., "--out", help="the autoencoder folder to write (new)"),
+    override: list[str] = typer.Option(None, "--override", "-o",
+                                       help="key=value, e.g. steps=100 (repeatable)"),
+) -> None:
+    """Train a latent-diffusion autoencoder: `difflab train-ae CONFIG --out FOLDER`."""
+    folder = train_autoencoder_folder(config, override or [], out)
+    typer.echo(f"autoencoder folder: {folder}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from difflab.config import ConfigError, from_dict, parse_override, read_toml, replace_path
 from difflab.limits import check_float, check_int, check_prompt, check_seed, get_limits
 from difflab.runtime.build import DataSection, ModelSection, ProcessSection, TextSection
+from difflab.runtime.latent import LatentSection
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class TrainConfig:
     process: ProcessSection = field(default_factory=ProcessSection)
     data: DataSection = field(default_factory=DataSection)
     text: TextSection = field(default_factory=TextSection)
+    latent: LatentSection = field(default_factory=LatentSection)
     optim: OptimSection = field(default_factory=OptimSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     ema: EmaSection = field(default_factory=EmaSection)

@@ -12,7 +12,7 @@ from difflab.train.config import ScheduleSection
 
 # Independent random streams derived from (seed, stream, step): nothing to checkpoint, and a
 # resumed run draws exactly what an uninterrupted one would.
-STREAM_ORDER, STREAM_STEP, STREAM_MASK = 0, 1, 2
+STREAM_ORDER, STREAM_STEP, STREAM_MASK, STREAM_LATENT = 0, 1, 2, 3
 
 
 def lr_at(step: int, base_lr: float, s: ScheduleSection) -> float:

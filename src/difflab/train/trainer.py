@@ -35,6 +35,7 @@ from difflab.train.config import TrainConfig
 from difflab.train.parts import Parts
 from difflab.train.runlock import run_lock
 from difflab.train.schedule import (
+    STREAM_LATENT,
     STREAM_MASK,
     STREAM_ORDER,
     STREAM_STEP,
@@ -107,6 +108,8 @@ class Trainer:
                               f"masking (forward_masked, e.g. DiT); {type(self.net).__name__} "
                               "has none")
         self.model = ddp.wrap_model(_TrainForward(self.net), info)
+        ae = parts.autoencoder  # latent diffusion: batches are encoded before the loss
+        self.autoencoder = ae.to(info.device).eval().requires_grad_(False) if ae else None
         o = cfg.optim
         # Decoupled Weight Decay Regularization (Loshchilov & Hutter, 2019).
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=tuple(o.betas),
@@ -131,6 +134,19 @@ class Trainer:
         noise = torch.randn((b, *image_shape), generator=gen)
         drop = torch.rand(b, generator=gen) < self.cfg.text.cond_dropout
         return {"sigma": sigma, "noise": noise, "drop": drop}
+
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor, step: int, lo: int, hi: int) -> torch.Tensor:
+        """Scaled latents z * scale_factor of a pixel batch (Latent Diffusion Models, 2022): the
+        posterior mean, or a sample whose noise is drawn for the whole global batch from
+        (seed, step), so that ranks, accumulation and resumes all see the same latents."""
+        posterior = self.autoencoder.encode(x.float())
+        z = posterior.mean  # (b, z, H/f, W/f)
+        if self.cfg.latent.posterior == "sample":
+            gen = generator(self.cfg.run.seed, STREAM_LATENT, step)
+            eps = torch.randn((self.cfg.schedule.batch_size, *z.shape[1:]), generator=gen)
+            z = z + torch.exp(0.5 * posterior.logvar) * eps[lo:hi].to(z.device)
+        return z * self.autoencoder.scale_factor
 
     def _loss(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
               cond: dict[str, torch.Tensor], mask_gen: torch.Generator) -> torch.Tensor:
@@ -165,9 +181,11 @@ class Trainer:
         total = torch.zeros((), device=dev)
         for a, batch in enumerate(micro_batches):
             x0 = batch["image"].to(dev)
-            draws = draws or self._draws(step, x0.shape[1:])
             sl = ddp.shard(micro, self.info)
             lo, hi = a * micro + sl.start, a * micro + sl.stop
+            if self.autoencoder is not None:
+                x0 = self._encode(x0, step, lo, hi)
+            draws = draws or self._draws(step, x0.shape[1:])
             if step in self.cfg.debug.nan_steps and self.rollbacks == 0:
                 x0 = torch.full_like(x0, float("nan"))  # injected fault (debug.nan_steps)
             cond = condition_batch(batch, draws["drop"][lo:hi], self.text,
@@ -239,7 +257,8 @@ class Trainer:
             }
             ckpt.save_checkpoint(self.run_dir, self.step, weights=self.net.state_dict(),
                                  ema=self.ema, train_tensors=tensors, config=self.cfg,
-                                 state=state, keep_last=self.cfg.run.keep_last)
+                                 state=state, keep_last=self.cfg.run.keep_last,
+                                 extra_files=self.parts.extra_files())
         ddp.barrier(self.info)
 
     def restore(self, folder: Path) -> None:
