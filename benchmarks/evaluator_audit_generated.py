@@ -256,7 +256,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     import time
 
     from difflab.eval.provenance import provenance
-    from difflab.eval.shapeeval import score
+    from difflab.eval.shapeeval import STRICT_SHAPE_IOU, inspect, score
     from difflab.io import write_json
 
     data = read_labels(args.labels)
@@ -277,9 +277,15 @@ def cmd_score(args: argparse.Namespace) -> None:
     result["order"] = {"models": list(data["models"]), "suites": list(PLAN)}
     result["errors"] = {mode: error_breakdown(rows, verdicts[mode], checks[mode])
                         for mode in ("old", "new")}
+    seen = [inspect(img) for img in images]  # what the strict quality flag looks at
     result["per_image"] = [{"id": r["id"], "label": r["label"], "old": verdicts["old"][i],
                             "new": verdicts["new"][i], "failed_old": checks["old"][i],
-                            "failed_new": checks["new"][i]} for i, r in enumerate(rows)]
+                            "failed_new": checks["new"][i],
+                            "off_palette": seen[i].off_palette, "debris": seen[i].debris,
+                            "shape_iou": [round(d.shape_iou, 3) for d in seen[i].detections]}
+                           for i, r in enumerate(rows)]
+    result["quality_thresholds"] = {"mass_px": seen[0].min_area,
+                                    "shape_iou": STRICT_SHAPE_IOU}
     result["models"] = data["models"]
     result["labels_file"] = str(Path(args.labels).resolve().relative_to(ROOT))
     result["regenerated"] = {"images": len(rows), "pixels_identical": True,
@@ -288,7 +294,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         data["split"], checkpoint=", ".join(m["checkpoint"] for m in data["models"].values()),
         checkpoint_sha256=", ".join(m["checkpoint_sha256"] for m in data["models"].values()),
         config={"sample": SAMPLE, "plan": PLAN, "image_size": data["image_size"]},
-        command="python benchmarks/evaluator_audit_generated.py " + " ".join(sys.argv[2:]))
+        command="python benchmarks/evaluator_audit_generated.py " + " ".join(sys.argv[1:]))
     write_json(args.out, result)
     from difflab.eval.tables import evaluator_audit_table
 
