@@ -94,6 +94,9 @@ def audit_table(size: int, args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "audit.json", result)
         text = README.format(command=command, size=size, seeds=args.audit_seeds, table=table)
+        old = out / "README.md"
+        if old.is_file() and GENERATED_SECTION in old.read_text():  # keep the labelled audit
+            text += "\n" + GENERATED_SECTION + old.read_text().split(GENERATED_SECTION, 1)[1]
         atomic_write(out / "README.md", lambda p: p.write_text(text))
 
 
@@ -113,10 +116,10 @@ every other row should fail. Precision per kind pools that kind's negatives with
 render. Every number below is in `audit.json`.
 
 {table}
-
-Not covered: generated images labelled by eye (the audit set of >= 300 images from models of
-different quality) need trained models, which this file does not use.
 """
+# The README's second part, on generated images labelled by eye, is written by hand around a
+# table that scripts/tables.py fills from generated.json; rewriting the first part keeps it.
+GENERATED_SECTION = "## Generated images labelled by eye"
 
 
 def renders(n: int, size: int, seed: int, suite: str = "all") -> np.ndarray:

@@ -811,6 +811,53 @@ def presets_table() -> str:
     return table() + "\n"
 
 
+def _pr(entry: dict[str, Any]) -> str:
+    """'0.75 [0.61, 0.85] (30/40)', or '-' where nothing was passed or labelled pass."""
+    if entry["value"] is None:
+        return "- (0/0)"
+    lo, hi = entry["interval"]
+    return f"{entry['value']:.2f} [{lo:.2f}, {hi:.2f}] ({entry['k']}/{entry['n']})"
+
+
+def evaluator_audit_table(path: str) -> str:
+    """The evaluator, lenient (old) and strict (new), against labels made by eye on generated
+    images: precision and recall with Wilson intervals, and McNemar's test on agreement."""
+    data = _load(path)
+    rows = ["| images | labelled pass / fail / unsure | precision old | precision new | "
+            "recall old | recall new | agreement old -> new | McNemar p |",
+            "|---|---|---|---|---|---|---|---|"]
+    order = data["order"]
+    groups = [("all", data["overall"])]
+    groups += [(f"model `{k}`", data["per_model"][k]) for k in order["models"]]
+    groups += [(f"suite {k}", data["per_suite"][k]) for k in order["suites"]]
+    for name, g in groups:
+        old, new, test, lab = g["old"], g["new"], g["mcnemar"], g["labels"]
+        agree = (f"{old['accuracy']['k']}/{old['n']} -> {new['accuracy']['k']}/{new['n']}")
+        rows.append(f"| {name} | {lab['pass']} / {lab['fail']} / {lab['unsure']} | "
+                    f"{_pr(old['precision'])} | {_pr(new['precision'])} | "
+                    f"{_pr(old['recall'])} | {_pr(new['recall'])} | {agree} | "
+                    f"{format_p(test['p_value'])} |")
+    reasons = data["overall"]["reasons"]
+    why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in reasons.items())
+    err = data["errors"]
+    rows += ["", "| where old / new disagree with the labels | old | new |", "|---|---|---|"]
+    for key, what in (("false_passes_by_reason", "false passes, labelled"),
+                      ("false_failures_by_check", "false failures, failing check")):
+        for k, n_old in err["old"][key].items():
+            if n_old or err["new"][key][k]:
+                rows.append(f"| {what} {k.replace('_', ' ')} | {n_old} | "
+                            f"{err['new'][key][k]} |")
+    prov = data["provenance"]
+    cfg = prov["config"]["sample"]
+    note = (f"\n{data['regenerated']['images']} images (split {prov['split']}, "
+            f"{prov['config']['image_size']} px, {cfg['sampler']} {cfg['steps']} steps, cfg "
+            f"{cfg['cfg']:g}, {cfg['precision']}); precision: labelled pass among the "
+            f"evaluator's passes; recall: evaluator passes among the labelled passes; unsure "
+            f"images left out. Reasons given for labelled failures (one image may have "
+            f"several): {why}.\n")
+    return "\n".join(rows) + "\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -842,12 +889,15 @@ TABLES: dict[str, Callable[[], str]] = {
     "samplers": lambda: sampler_table("benchmarks/results/samplers/bench.json"),
     "train_loop": lambda: train_loop_table("benchmarks/results/precision/train_loop.json"),
     "presets": presets_table,
+    "evaluator_audit": lambda: evaluator_audit_table(
+        "benchmarks/results/evaluator_audit/generated.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
                           "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md",
                           "docs/distillation.md", "docs/control.md", "docs/quantization.md",
-                          "docs/measuring.md", "docs/models.md")
+                          "docs/measuring.md", "docs/models.md",
+                          "docs/data.md", "benchmarks/results/evaluator_audit/README.md")
 
 
 def regenerate(text: str) -> str:
