@@ -650,7 +650,8 @@ TABLES: dict[str, Callable[[], str]] = {
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
-                          "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md")
+                          "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md",
+                          "docs/data.md")
 
 
 def regenerate(text: str) -> str:
