@@ -593,8 +593,8 @@ def reworded_compare_table(path: str) -> str:
     gap on the same scenes and seeds, unknown-word prompts, and empty images."""
     data = _load(path)
     head = ["run", "checkpoint", "template suites", "reworded seen", "reworded unseen",
-            "unseen minus template (p)", "unknown-word prompts", "empty: unknown-word",
-            "empty: template"]
+            "unseen minus template (p)", "unknown-word prompts", "empty: template",
+            "empty: reworded", "empty: unknown-word"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in data["runs"].items():
         rw, gap = r["reworded"]["passed"], r["wording_gap"]["reworded_unseen"]
@@ -602,19 +602,20 @@ def reworded_compare_table(path: str) -> str:
                  _rate(rw["reworded_seen"]), _rate(rw["reworded_unseen"]),
                  f"{gap['gap_points']:+.1f} points ({format_p(gap['p'])})",
                  _rate(r["unknown"]["passed"]["overall"]),
-                 _rate(r["unknown"]["empty"]["overall"]), _rate(r["template"]["empty"]["overall"])]
+                 *(_rate(r[k]["empty"]["overall"]) for k in ("template", "reworded", "unknown"))]
         rows.append("| " + " | ".join(cells) + " |")
     first = next(iter(data["runs"]))
     rows += ["", f"Paired against `{first}` (exact McNemar; images only `{first}` passes / only "
-             "the run passes, p):", "", "| run | template | reworded | unknown-word | "
-             "empty images, unknown-word (only first / only run empty, p) |",
-             "|---|---|---|---|---|"]
+             f"the run passes, p; for empty images: only `{first}` / only the run empty, p):", "",
+             "| run | template | reworded | unknown-word | empty: reworded | empty: unknown-word |",
+             "|---|---|---|---|---|---|"]
     for name, r in list(data["runs"].items())[1:]:
         vs = r["vs_first"]
         cells = [f"{vs[k]['passed']['only_first']} / {vs[k]['passed']['only_this']}, "
                  f"p {format_p(vs[k]['passed']['p'])}" for k in ("template", "reworded", "unknown")]
-        e = vs["unknown"]["empty"]
-        cells.append(f"{e['only_first']} / {e['only_this']}, p {format_p(e['p'])}")
+        for k in ("reworded", "unknown"):
+            e = vs[k]["empty"]
+            cells.append(f"{e['only_first']} / {e['only_this']}, p {format_p(e['p'])}")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     rows += ["", "Empty images per unknown-word slot:", "",
              "| run | " + " | ".join(c.replace("_", " ") for c in UNKNOWN_SLOTS) + " |",
@@ -647,6 +648,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "reworded_diagnosis": lambda: reworded_diagnosis_table(
         "benchmarks/results/reworded/diagnosis.json"),
     "reworded_compare": lambda: reworded_compare_table("benchmarks/results/reworded/compare.json"),
+    "reworded_compare_400": lambda: reworded_compare_table(
+        "benchmarks/results/reworded/compare-step400.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
