@@ -648,6 +648,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "reworded_diagnosis": lambda: reworded_diagnosis_table(
         "benchmarks/results/reworded/diagnosis.json"),
     "reworded_compare": lambda: reworded_compare_table("benchmarks/results/reworded/compare.json"),
+    "reworded_compare_600": lambda: reworded_compare_table(
+        "benchmarks/results/reworded/compare-step600.json"),
     "reworded_compare_400": lambda: reworded_compare_table(
         "benchmarks/results/reworded/compare-step400.json"),
 }
