@@ -13,7 +13,15 @@ import re
 import numpy as np
 
 from difflab.data.captions import RELATION_PHRASES
-from difflab.data.world import COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES
+from difflab.data.world import (
+    COLORS,
+    NUMBERS,
+    PLURALS,
+    RELATIONS,
+    SHAPES,
+    ObjectSpec,
+    PromptSpec,
+)
 
 HALVES: tuple[str, ...] = ("train", "test")
 
@@ -159,3 +167,59 @@ def reworded_text(objects: list[tuple[str, str, int]], relation: str | None, hal
     if index % 2 == 1:
         text = frames[(index // 2) % len(frames)].format(text)
     return _fix_articles(text)
+
+
+# --------------------------------------------------------------------------- unknown words
+
+# Words outside the world's vocabulary and both paraphrase halves, for asking with one word
+# the model cannot know: made-up words and rare real colour words the world has no colour for.
+UNKNOWN_WORDS: tuple[str, ...] = ("blick", "zorvy", "quimble", "frandish", "glorp", "tazzle",
+                                  "mauve", "taupe", "puce", "ochre", "sepia", "fuchsia")
+# Letters of the made-up words training captions may carry (caption `unknown_words`).
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def made_up_word(rng: np.random.Generator) -> str:
+    """A random lower-case string of 4 to 8 letters (a word no caption otherwise uses)."""
+    return "".join(_LETTERS[int(i)] for i in rng.integers(len(_LETTERS), size=rng.integers(4, 9)))
+
+
+def unknown_word_caption(rng: np.random.Generator, caption: str) -> str:
+    """The caption with one made-up word, either replacing a random word or inserted before
+    it (unigram noising from "Data Noising as Smoothing in Neural Network Language Models",
+    Xie et al. 2017), so that a word the model cannot know leaves the rest of the prompt in
+    charge of the image."""
+    words = caption.split(" ")
+    i = int(rng.integers(len(words)))
+    new = made_up_word(rng)
+    words[i:i + 1] = [new] if rng.random() < 0.5 else [new, words[i]]
+    return _fix_articles(" ".join(words))
+
+
+# Which word of a single-object prompt the unknown word stands in for, and what the rest of the
+# prompt still asks: "a glorp circle" (any colour), "a red glorp" (any shape), "a glorp red
+# circle" (exactly a red circle).
+UNKNOWN_SLOTS: tuple[str, ...] = ("unknown_color", "unknown_shape", "unknown_extra")
+
+
+def unknown_word_prompts(split: str = "dev") -> list[PromptSpec]:
+    """Every `single` suite prompt asked three times with one word from UNKNOWN_WORDS (in each
+    slot of UNKNOWN_SLOTS; its category), each with the template prompt's seed, so a wording
+    compares pairwise with its template on the same noise. `split` only checks the name: the
+    seeds come from `data.suites.suite_seeds` like any suite's."""
+    from difflab.data.suites import check_split, load_suite
+
+    check_split(split)
+    out = []
+    for i, p in enumerate(load_suite("single")):
+        (obj,) = p.objects
+        for j, slot in enumerate(UNKNOWN_SLOTS):
+            word = UNKNOWN_WORDS[(i + 5 * j) % len(UNKNOWN_WORDS)]
+            if slot == "unknown_color":
+                text, want = article(word) + f"{word} {obj.shape}", ObjectSpec(obj.shape, None)
+            elif slot == "unknown_shape":
+                text, want = article(obj.color) + f"{obj.color} {word}", ObjectSpec(None, obj.color)
+            else:
+                text, want = article(word) + f"{word} {obj.color} {obj.shape}", obj
+            out.append(PromptSpec(text, slot, (want,), seed=p.seed))
+    return out

@@ -45,6 +45,9 @@ class ShapesConfig:
     # sentence frames) and teach relation scenes the binding form "a red circle and a blue
     # square" too. Off by default, so existing configs keep their exact data.
     paraphrase: bool = False
+    # Probability that a caption carries one made-up word (replacing or inserted before a
+    # random word; `data.paraphrase.unknown_word_caption`). 0 keeps the exact data.
+    unknown_words: float = 0.0
 
     def __post_init__(self) -> None:
         if self.size not in IMAGE_SIZES:
@@ -62,6 +65,8 @@ class ShapesConfig:
             raise ConfigError("conditioning 'class' needs kinds = ['single'] (one object each)")
         if "relation" in self.kinds and self.max_objects < 2:
             raise ConfigError("scene kind 'relation' needs max_objects >= 2")
+        if not 0.0 <= self.unknown_words <= 1.0:
+            raise ConfigError(f"unknown_words {self.unknown_words!r} invalid; valid: 0 to 1")
         if self.length < 1:
             raise ConfigError(f"length {self.length!r} invalid; must be >= 1")
 
@@ -80,12 +85,17 @@ def sample_scene(
     rng: np.random.Generator, cfg: ShapesConfig, kind: str | None = None
 ) -> tuple[Scene, str]:
     """Draw a training scene of `kind` (default: uniform over cfg.kinds) and its caption,
-    reworded from the paraphrase vocabulary's train half when `cfg.paraphrase` is on."""
+    reworded from the paraphrase vocabulary's train half when `cfg.paraphrase` is on and
+    given a made-up word with probability `cfg.unknown_words`."""
     scene, caption = _scene_and_caption(rng, cfg, kind)
     if cfg.paraphrase:
         from difflab.data.paraphrase import paraphrase_caption
 
         caption = paraphrase_caption(rng, caption)
+    if cfg.unknown_words > 0 and rng.random() < cfg.unknown_words:
+        from difflab.data.paraphrase import unknown_word_caption
+
+        caption = unknown_word_caption(rng, caption)
     return scene, caption
 
 

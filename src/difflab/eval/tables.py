@@ -858,6 +858,98 @@ def evaluator_audit_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def _rate(r: dict[str, Any]) -> str:
+    return format_accuracy(r["k"], r["n"])
+
+
+def _evaluated_on(data: dict[str, Any]) -> str:
+    m = data["provenance"]["machine"]
+    return (f"scored on {m.get('cpu', '?')} ({m.get('capability', '?')}, "
+            f"{m.get('auto_precision', '?')}), {m.get('threads', '?')} thread(s)")
+
+
+UNKNOWN_SLOTS = ("unknown_color", "unknown_shape", "unknown_extra")  # data.paraphrase's
+
+
+def _reworded_by_word(s: dict[str, Any]) -> dict[str, list[int]]:
+    """Reworded one-object images grouped by whether the world's colour / shape word stayed:
+    [images, empty, passed] per group."""
+    from difflab.data.world import COLORS, SHAPES
+
+    out: dict[str, list[int]] = {}
+    rows = zip(s["texts"], s["categories"], s["flags"]["empty"], s["flags"]["passed"],
+               strict=True)
+    for text, cat, empty, passed in rows:
+        if cat.startswith("reworded"):
+            words = set(text.split())
+            color = "colour word kept" if words & set(COLORS) else "colour reworded"
+            shape = "shape word kept" if words & set(SHAPES) else "shape reworded"
+            g = out.setdefault(f"{cat.replace('_', ' ')}: {color}, {shape}", [0, 0, 0])
+            g[0], g[1], g[2] = g[0] + 1, g[1] + empty, g[2] + passed
+    return dict(sorted(out.items()))
+
+
+def reworded_diagnosis_table(path: str) -> str:
+    """The base model on one-object prompts per wording: passed, no object at all, an object
+    of the asked shape / colour anywhere; then MiniLM token lengths against `max_length`."""
+    data = _load(path)
+    s = data["sets"]["one_object"]
+    head = ["prompts", "passed", "empty", "asked shape drawn", "asked colour drawn"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cat in ("single", "reworded_seen", "reworded_unseen", *UNKNOWN_SLOTS):
+        rows.append("| " + " | ".join([cat.replace("_", " "), *(
+                _rate(s[k][cat]) for k in ("passed", "empty", "has_shape", "has_color"))]) + " |")
+    rows += ["", "| reworded one-object prompts | images | empty | passed |", "|---|---|---|---|"]
+    for group, (k, e, p) in _reworded_by_word(s).items():
+        rows.append(f"| {group} | {k} | {format_accuracy(e, k)} | {format_accuracy(p, k)} |")
+    m = data["max_length"]
+    rows += ["", f"| prompts | count | tokens max / mean | over max_length {m} |",
+             "|---|---|---|---|"]
+    for name, t in data["token_lengths"].items():
+        rows.append(f"| {name.replace('_', ' ')} | {t['prompts']} | {t['max_tokens']} / "
+                    f"{t['mean_tokens']:.1f} | {t['truncated']} |")
+    return ("\n".join(rows)
+            + f"\n\n{s['n_images']} images, dev split; {_evaluated_on(data)}; {path}\n")
+
+
+def reworded_compare_table(path: str) -> str:
+    """Runs trained side by side: template and reworded accuracy, the reworded-minus-template
+    gap on the same scenes and seeds, unknown-word prompts, and empty images."""
+    data = _load(path)
+    head = ["run", "checkpoint", "template suites", "reworded seen", "reworded unseen",
+            "unseen minus template (p)", "unknown-word prompts", "empty: template",
+            "empty: reworded", "empty: unknown-word"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in data["runs"].items():
+        rw, gap = r["reworded"]["passed"], r["wording_gap"]["reworded_unseen"]
+        cells = [name, Path(r["checkpoint"]).name, _rate(r["template"]["passed"]["overall"]),
+                 _rate(rw["reworded_seen"]), _rate(rw["reworded_unseen"]),
+                 f"{gap['gap_points']:+.1f} points ({format_p(gap['p'])})",
+                 _rate(r["unknown"]["passed"]["overall"]),
+                 *(_rate(r[k]["empty"]["overall"]) for k in ("template", "reworded", "unknown"))]
+        rows.append("| " + " | ".join(cells) + " |")
+    first = next(iter(data["runs"]))
+    rows += ["", f"Paired against `{first}` (exact McNemar; images only `{first}` passes / only "
+             f"the run passes, p; for empty images: only `{first}` / only the run empty, p):", "",
+             "| run | template | reworded | unknown-word | empty: reworded | empty: unknown-word |",
+             "|---|---|---|---|---|---|"]
+    for name, r in list(data["runs"].items())[1:]:
+        vs = r["vs_first"]
+        cells = [f"{vs[k]['passed']['only_first']} / {vs[k]['passed']['only_this']}, "
+                 f"p {format_p(vs[k]['passed']['p'])}" for k in ("template", "reworded", "unknown")]
+        for k in ("reworded", "unknown"):
+            e = vs[k]["empty"]
+            cells.append(f"{e['only_first']} / {e['only_this']}, p {format_p(e['p'])}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    rows += ["", "Empty images per unknown-word slot:", "",
+             "| run | " + " | ".join(c.replace("_", " ") for c in UNKNOWN_SLOTS) + " |",
+             "|---|" + "---|" * len(UNKNOWN_SLOTS)]
+    for name, r in data["runs"].items():
+        rows.append(f"| {name} | " + " | ".join(_rate(r["unknown"]["empty"][c])
+                                                 for c in UNKNOWN_SLOTS) + " |")
+    return "\n".join(rows) + f"\n\n{data['split']} split; {_evaluated_on(data)}; {path}\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
     "demo_machines": demo_machines_table,
@@ -891,6 +983,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "presets": presets_table,
     "evaluator_audit": lambda: evaluator_audit_table(
         "benchmarks/results/evaluator_audit/generated.json"),
+    "reworded_diagnosis": lambda: reworded_diagnosis_table(
+        "benchmarks/results/reworded/diagnosis.json"),
+    "reworded_compare": lambda: reworded_compare_table("benchmarks/results/reworded/compare.json"),
+    "reworded_compare_600": lambda: reworded_compare_table(
+        "benchmarks/results/reworded/compare-step600.json"),
+    "reworded_compare_400": lambda: reworded_compare_table(
+        "benchmarks/results/reworded/compare-step400.json"),
 }
 PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
                           "docs/tune.md", "docs/serving.md", "docs/editing.md",
