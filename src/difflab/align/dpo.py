@@ -29,6 +29,16 @@ ALIGN_METHODS: tuple[str, ...] = ("dpo", "draft")  # draft: difflab.align.draft
 ALIGN_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial")
 
 
+def check_suites(suites: tuple[str, ...]) -> None:
+    """Refuse an empty list or a suite alignment cannot tune on, in one line."""
+    if not suites:
+        raise ConfigError("--suite names no suite; valid: " + ", ".join(ALIGN_SUITES))
+    for s in suites:
+        if s not in ALIGN_SUITES:
+            raise ConfigError(f"--suite {s!r} cannot be tuned on; valid: "
+                              + ", ".join(ALIGN_SUITES))
+
+
 @dataclass(frozen=True)
 class AlignConfig:
     """A Diffusion-DPO run: pair data, objective, LoRA and budget."""
@@ -52,12 +62,7 @@ class AlignConfig:
                               + ", ".join(ALIGN_METHODS))
         if self.method != "dpo":
             raise ConfigError(f"AlignConfig configures dpo; {self.method} has its own config")
-        if not self.suites:
-            raise ConfigError("--suite names no suite; valid: " + ", ".join(ALIGN_SUITES))
-        for s in self.suites:
-            if s not in ALIGN_SUITES:
-                raise ConfigError(f"--suite {s!r} cannot be tuned on; valid: "
-                                  + ", ".join(ALIGN_SUITES))
+        check_suites(self.suites)
         check_int("images", self.images, 2, 999)
         check_int("steps", self.steps, 1, 1_000_000)
         check_int("batch_size", self.batch_size, 1, 4096)

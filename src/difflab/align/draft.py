@@ -22,13 +22,13 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from difflab.align.dpo import check_suites
 from difflab.config import ConfigError
 from difflab.core.samplers import BatchNoise, get_sampler, initial_noise
 from difflab.data.world import PromptSpec
 from difflab.limits import check_float, check_int
 from difflab.tune.methods import DEFAULT_TARGETS
 
-DRAFT_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial")
 # training draws dev images k < TRAIN_IMAGES; dev images from there on stay unseen, for
 # choosing K, lr and steps
 TRAIN_IMAGES = 500
@@ -54,12 +54,7 @@ class DraftConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.suites:
-            raise ConfigError("--suite names no suite; valid: " + ", ".join(DRAFT_SUITES))
-        for s in self.suites:
-            if s not in DRAFT_SUITES:
-                raise ConfigError(f"--suite {s!r} cannot be tuned on; valid: "
-                                  + ", ".join(DRAFT_SUITES))
+        check_suites(self.suites)
         check_int("k", self.k, 1, 10_000)
         check_int("steps", self.steps, 1, 1_000_000)
         check_int("batch_size", self.batch_size, 1, 4096)
