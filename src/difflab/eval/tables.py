@@ -84,6 +84,29 @@ def demo_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+# (name, file): the runs the shipped models were exported from
+SHIPPED = (("shapes-base", "benchmarks/results/demo-avx2/metrics.json"),
+           ("shapes-long", "benchmarks/results/shapes-long/metrics.json"))
+
+
+def shipped_table() -> str:
+    """The shipped models: the runs they were exported from, scored on the test split."""
+    head = ["name", "steps", "trained on", "training", *CATEGORIES, "overall",
+            "reworded seen / unseen", "FD (floor)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, path in SHIPPED:
+        m = _load(path)
+        machine, n, rw = _machine(m), m["n_images"], m["reworded"]
+        seen, unseen = (_acc(rw, c) for c in ("reworded_seen", "reworded_unseen"))
+        cells = [f"`{name}`", str(m["run"]["steps"]),
+                 f"{machine['capability']} ({machine['precision']})",
+                 f"{m['run']['train_seconds'] / 60:.0f} min", *(_acc(m, c) for c in CATEGORIES),
+                 format_accuracy(round(m["accuracy"] * n), n), f"{seen} / {unseen}",
+                 f"{m['fd']:.1f} ({m['fd_floor']:.2f})"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 # (label, file): one row per kind of CPU the demo was measured on
 DEMO_MACHINES = (
     ("AMD EPYC, AVX-512 BF16 (recorded before machine records)",
@@ -952,6 +975,7 @@ def reworded_compare_table(path: str) -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo_table,
+    "shipped": shipped_table,
     "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
@@ -996,7 +1020,8 @@ PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/mach
                           "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md",
                           "docs/distillation.md", "docs/control.md", "docs/quantization.md",
                           "docs/measuring.md", "docs/models.md",
-                          "docs/data.md", "benchmarks/results/evaluator_audit/README.md")
+                          "docs/data.md", "docs/runtime.md",
+                          "benchmarks/results/evaluator_audit/README.md")
 
 
 def regenerate(text: str) -> str:
