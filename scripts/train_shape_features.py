@@ -105,9 +105,7 @@ def train(args: argparse.Namespace) -> dict:
                            "degradation": len(DEGRADATIONS)}}
     net = ShapeFeatureNet(**model_cfg)
     images, shapes, colors = make_renders(args.n_images, args.size, args.seed)
-    val_imgs, val_shapes, val_colors = make_renders(args.n_val, args.size, args.seed + 1)
-    val_x, val_kind = degrade(val_imgs, args.seed + 2)
-    val = to_batch(val_x, val_shapes, val_colors, val_kind, args.size)
+    val = held_out(args)
     steps = args.epochs * (args.n_images // args.batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps)
@@ -136,6 +134,37 @@ def train(args: argparse.Namespace) -> dict:
             "val_accuracy": {k: round(v, 4) for k, v in acc.items()}, "net": net}
 
 
+def held_out(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
+    """The validation batch `train` reports on: renders of seed + 1, degraded with seed + 2."""
+    val_imgs, val_shapes, val_colors = make_renders(args.n_val, args.size, args.seed + 1)
+    val_x, val_kind = degrade(val_imgs, args.seed + 2)
+    return to_batch(val_x, val_shapes, val_colors, val_kind, args.size)
+
+
+def evaluate_shipped(args: argparse.Namespace) -> None:
+    """Held-out accuracies of the net in `args.evaluate`, written to `args.result`."""
+    from difflab.eval.features import load_feature_net
+    from difflab.eval.provenance import provenance
+    from difflab.runtime.artefacts import sha256_file
+
+    if not args.result:
+        raise SystemExit("error: --evaluate needs --result FILE")
+    torch.set_num_threads(args.threads)
+    net = load_feature_net(str(args.evaluate)).eval()
+    with torch.no_grad():
+        _, acc = losses(net, *held_out(args))
+    weights = args.evaluate / WEIGHTS_FILE
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    write_json(args.result, {
+        "val_accuracy": {k: round(v, 4) for k, v in acc.items()}, "n_val": args.n_val,
+        "weights": str(weights), "weights_sha256": sha256_file(weights),
+        "bytes": weights.stat().st_size,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "provenance": provenance("held-out renders (seed + 1), not used in training",
+                                 config=config)})
+    print(json.dumps({k: round(v, 4) for k, v in acc.items()}), f"wrote {args.result}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("src/difflab/assets"))
@@ -149,14 +178,41 @@ def main() -> None:
     p.add_argument("--feature-dim", type=int, default=64)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--result", type=Path, default=None,
+                   help="also write a result file (accuracies, weights hash, provenance)")
+    p.add_argument("--evaluate", type=Path, default=None,
+                   help="score the net in this folder (e.g. src/difflab/assets) on the "
+                   "held-out set instead of training; writes --result")
     args = p.parse_args()
+    if args.evaluate:
+        evaluate_shipped(args)
+        return
     result = train(args)
     net = result.pop("net")
-    result["train"]["out"] = str(args.out)
+    result["train"] = {k: str(v) if isinstance(v, Path) else v
+                       for k, v in result["train"].items()}
     save_tensors(args.out / WEIGHTS_FILE, net.state_dict())
     write_json(args.out / CONFIG_FILE, result)
     size_kb = (args.out / WEIGHTS_FILE).stat().st_size / 1024
     print(f"wrote {args.out / WEIGHTS_FILE} ({size_kb:.0f} KiB) and {args.out / CONFIG_FILE}")
+    if args.result:
+        write_result(args, result)
+
+
+def write_result(args: argparse.Namespace, result: dict) -> None:
+    """The held-out accuracies with the weights' hash, whether they equal the shipped ones
+    (training is deterministic given the seed), and the run's provenance."""
+    from difflab.eval.provenance import provenance
+    from difflab.runtime.artefacts import sha256_file
+
+    shipped = Path(__file__).resolve().parents[1] / "src/difflab/assets" / WEIGHTS_FILE
+    sha = sha256_file(args.out / WEIGHTS_FILE)
+    record = {**result, "weights_sha256": sha, "bytes": (args.out / WEIGHTS_FILE).stat().st_size,
+              "equals_shipped": shipped.is_file() and sha256_file(shipped) == sha,
+              "provenance": provenance("held-out renders (seed + 1), not used in training",
+                                       config=result["train"])}
+    write_json(args.result, record)
+    print(f"wrote {args.result}")
 
 
 if __name__ == "__main__":

@@ -48,13 +48,26 @@ def main() -> None:
     p.add_argument("--audit-seeds", type=int, default=0,
                    help="seeds per prompt of the hard-negative audit (0: skip it)")
     p.add_argument("--audit-out", default="", help="folder for audit.json and README.md")
+    p.add_argument("--out", default="", help="result file for the accuracy and FD tables "
+                   "(docs/data.md renders them through difflab.eval.tables)")
     args = p.parse_args()
+    record: dict = {"suite": args.suite, "noise": args.noise, "blur": args.blur,
+                    "n_seeds": args.n_seeds, "fd_n": args.fd_n, "accuracy": {}, "fd": {}}
     for size in args.sizes:
-        accuracy_table(size, args)
+        if args.n_seeds:
+            record["accuracy"][str(size)] = accuracy_table(size, args)
         if args.fd_n:
-            fd_table(size, args.fd_n)
+            record["fd"][str(size)] = fd_table(size, args.fd_n)
         if args.audit_seeds:
             audit_table(size, args)
+    if args.out:
+        from difflab.eval.provenance import provenance
+        from difflab.io import write_json
+
+        record["provenance"] = provenance("ground-truth renders (no model)",
+                                          config={k: v for k, v in vars(args).items()})
+        write_json(args.out, record)
+        print(f"wrote {args.out}")
 
 
 def audit_markdown(result: dict) -> str:
@@ -130,7 +143,7 @@ def renders(n: int, size: int, seed: int, suite: str = "all") -> np.ndarray:
                      for j, i in enumerate(picks)])
 
 
-def fd_table(size: int, n: int) -> None:
+def fd_table(size: int, n: int) -> dict[str, float]:
     """FD from one set of real renders to another set, clean, degraded, or of other content."""
     real_a, real_b = renders(n, size, 1), renders(n, size, 2)
     f_a = extract_features(real_a)
@@ -147,26 +160,29 @@ def fd_table(size: int, n: int) -> None:
     }
     print(f"\nFD at {size}x{size}, {n} vs {n} images (set A: random prompts of suite 'all')")
     print("| set B | FD(A, B) |\n|---|---|")
+    fds = {}
     for name, images in rows.items():
-        print(f"| {name} | {frechet_distance(f_a, extract_features(images)):.3f} |")
+        fds[name] = float(frechet_distance(f_a, extract_features(images)))
+        print(f"| {name} | {fds[name]:.3f} |")
+    return fds
 
 
-def accuracy_table(size: int, args: argparse.Namespace) -> None:
-    """Validate the evaluator at one image size and print its table."""
-    if args.n_seeds:
-        start = time.perf_counter()
-        result = validate(size, args.n_seeds, args.suite, args.noise, args.blur)
-        seconds = time.perf_counter() - start
-        n_scored = 4 * result["table"]["overall"]["n"]  # clean, noise, blur, reject
-        print(f"\n{size}x{size}, suite {args.suite!r}, {args.n_seeds} seeds per prompt, "
-              f"noise std {args.noise:.4f}, blur std {args.blur} px "
-              f"({n_scored} images scored in {seconds:.1f} s: {n_scored / seconds:.0f} images/s "
-              "including rendering)")
-        print("| category | " + " | ".join(COLUMNS) + " |")
-        print("|---" * (len(COLUMNS) + 1) + "|")
-        for cat, row in result["table"].items():
-            cells = [f"{row[c]:.4f}" if c != "n" else str(row[c]) for c in COLUMNS]
-            print(f"| {cat} | " + " | ".join(cells) + " |")
+def accuracy_table(size: int, args: argparse.Namespace) -> dict:
+    """Validate the evaluator at one image size, print its table and return it."""
+    start = time.perf_counter()
+    result = validate(size, args.n_seeds, args.suite, args.noise, args.blur)
+    seconds = time.perf_counter() - start
+    n_scored = 4 * result["table"]["overall"]["n"]  # clean, noise, blur, reject
+    print(f"\n{size}x{size}, suite {args.suite!r}, {args.n_seeds} seeds per prompt, "
+          f"noise std {args.noise:.4f}, blur std {args.blur} px "
+          f"({n_scored} images scored in {seconds:.1f} s: {n_scored / seconds:.0f} images/s "
+          "including rendering)")
+    print("| category | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for cat, row in result["table"].items():
+        cells = [f"{row[c]:.4f}" if c != "n" else str(row[c]) for c in COLUMNS]
+        print(f"| {cat} | " + " | ".join(cells) + " |")
+    return result["table"]
 
 
 if __name__ == "__main__":

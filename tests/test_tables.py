@@ -12,7 +12,7 @@ from difflab.eval import tables
 RESULT_FOLDERS = ("demo", "demo-long", "demo-avx2", "accel_unet", "accel_dit", "tune", "serve",
                   "edit", "interop", "align", "autotune", "distill", "control", "quant",
                   "quant_euler", "samplers", "precision", "evaluator_audit", "latent",
-                  "reworded", "shapes-long")
+                  "reworded", "shapes-long", "evaluator", "core")
 
 
 def _copy_results(tmp_path, monkeypatch):

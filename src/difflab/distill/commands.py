@@ -80,6 +80,7 @@ def distill(teacher_source: str, config: DistillConfig, out: str | Path, *, resu
     from difflab.data.sets import DATASETS
     from difflab.distill.student import save_student
     from difflab.runtime import load
+    from difflab.runtime.latent import carried_autoencoder
     from difflab.tune.adapters import base_reference
 
     work = check_out(out, resume)
@@ -104,7 +105,7 @@ def distill(teacher_source: str, config: DistillConfig, out: str | Path, *, resu
                "phases": dict(zip(run.phases, st.iterations_done, strict=True)),
                "final_loss": st.losses[-1][2] if st.losses else None}
     manifest = save_student(run.student.eval(), out, pipe.config, section, base, metrics,
-                            provenance)
+                            provenance, extra_files=carried_autoencoder(pipe.source))
     shutil.rmtree(work, ignore_errors=True)
     return manifest
 

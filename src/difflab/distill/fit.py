@@ -127,10 +127,12 @@ def draw(seed: int, phase: int, iteration: int) -> torch.Generator:
 
 
 def data_batch(teacher: Teacher, n: int, gen: torch.Generator) -> tuple[Tensor, list[str]]:
-    """(images (n, C, H, W) in [-1, 1], captions) drawn from the teacher's training set."""
+    """(x0 (n, C, H, W), captions) drawn from the teacher's training set: images in [-1, 1],
+    or a latent teacher's scaled latents of them."""
     idx = torch.randint(0, len(teacher.dataset), (n,), generator=gen).tolist()
     items = [teacher.dataset[i] for i in idx]
-    return torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
+    images = torch.stack([it["image"] for it in items])
+    return teacher.pipe.encode(images).cpu(), [it["caption"] for it in items]
 
 
 def guided_step(teacher: Teacher, captions: list[str], guidance: float) -> Callable:

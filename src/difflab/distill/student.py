@@ -3,13 +3,15 @@
 A student folder holds `model.safetensors` (the student network, built like its teacher) and a
 manifest of kind "student": the teacher's config plus a `distill` section (method, sampler,
 steps, the guidance scale folded in, the distillation settings), `base` = the teacher's name or
-path and the sha256 of its weights, and metrics (iterations, seconds, teacher evaluations).
+path and the sha256 of its weights (and of its autoencoder, whose file a latent teacher's student
+carries), and metrics (iterations, seconds, teacher evaluations).
 `load()` returns a Pipeline whose `sample_defaults` are the student's own sampler and steps,
 which `difflab sample` uses unless told otherwise.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,10 @@ def sample_defaults(section: dict[str, Any]) -> dict[str, Any]:
 def save_student(net: nn.Module, out: str | Path, teacher_config: dict[str, Any],
                  section: dict[str, Any], base: dict[str, str],
                  metrics: dict[str, Any] | None = None,
-                 provenance: dict[str, Any] | None = None) -> Manifest:
-    """Write a student folder (built beside `out` and renamed into place: whole or absent)."""
+                 provenance: dict[str, Any] | None = None,
+                 extra_files: dict[str, Path] | None = None) -> Manifest:
+    """Write a student folder (built beside `out` and renamed into place: whole or absent);
+    `extra_files` (name -> source) are copied in: a latent teacher's autoencoder."""
     for key in ("method", "sampler", "steps", "guidance"):
         if key not in section:
             raise ConfigError(f"student section lacks {key!r}; it needs method, sampler, "
@@ -50,6 +54,8 @@ def save_student(net: nn.Module, out: str | Path, teacher_config: dict[str, Any]
     with new_folder(out) as tmp:
         tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         save_tensors(tmp / WEIGHTS, tensors, meta={"kind": KIND})
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, tmp / name)
         config = {**teacher_config, "distill": dict(section)}
         manifest = write_manifest(tmp, KIND, config, base=base, metrics=metrics,
                                   provenance=provenance)

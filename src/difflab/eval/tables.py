@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from difflab.config import ConfigError
+from difflab.eval import reference_tables as ref
 from difflab.eval.stats import (
     format_accuracy,
     format_p,
@@ -974,6 +975,15 @@ def reworded_compare_table(path: str) -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "shapeeval_validation": lambda: ref.shapeeval_validation_table(
+        ["benchmarks/results/evaluator/validation.json",
+         "benchmarks/results/evaluator/validation_16_128.json"]),
+    "fd_sanity": lambda: ref.fd_sanity_table("benchmarks/results/evaluator/fd_sanity.json"),
+    "feature_net": lambda: ref.feature_net_table(
+        "benchmarks/results/evaluator/feature_net_shipped.json"),
+    "core_orders": lambda: ref.core_orders_table("benchmarks/results/core/orders.json"),
+    "core_inversion": lambda: ref.core_inversion_table("benchmarks/results/core/orders.json"),
+    "quant_toy": lambda: ref.quant_toy_table("benchmarks/results/quant/toy_layer.json"),
     "demo": demo_table,
     "shipped": shipped_table,
     "demo_machines": demo_machines_table,
@@ -1015,8 +1025,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "reworded_compare_400": lambda: reworded_compare_table(
         "benchmarks/results/reworded/compare-step400.json"),
 }
-PAGES: tuple[str, ...] = ("docs/training.md", "docs/acceleration.md", "docs/machine.md",
-                          "docs/tune.md", "docs/serving.md", "docs/editing.md",
+PAGES: tuple[str, ...] = ("docs/core.md", "docs/training.md", "docs/acceleration.md",
+                          "docs/machine.md", "docs/tune.md", "docs/serving.md", "docs/editing.md",
                           "docs/diffusers.md", "docs/alignment.md", "docs/autotune.md",
                           "docs/distillation.md", "docs/control.md", "docs/quantization.md",
                           "docs/measuring.md", "docs/models.md",

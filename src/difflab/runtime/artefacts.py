@@ -2,7 +2,8 @@
 
 A manifest records the artefact's kind ("checkpoint", "quantized", ...), the format version,
 the config that made it, the base checkpoint it derives from (path and sha256 of its
-model.safetensors) where it has one, metrics where known, and the sha256 of every file beside it.
+model.safetensors, and of its autoencoder for a latent model) where it has one, metrics where
+known, and the sha256 of every file beside it.
 `load(path_or_name)` reads the manifest, checks the files it needs against their hashes, and
 hands the folder to the loader registered for the kind (`@register_artefact("kind")`).
 """
@@ -59,7 +60,14 @@ def base_of(checkpoint: str | Path) -> dict[str, str]:
     """The manifest's `base` entry for a checkpoint folder: its absolute path and the hash of its
     model.safetensors (what identifies the base wherever it is copied)."""
     folder = Path(checkpoint).resolve()
-    return {"path": str(folder), "sha256": sha256_file(folder / "model.safetensors")}
+    return {"path": str(folder), "sha256": sha256_file(folder / "model.safetensors"),
+            **autoencoder_of(folder)}
+
+
+def autoencoder_of(folder: Path) -> dict[str, str]:
+    """{"autoencoder": sha256} of the autoencoder a latent checkpoint carries, else {}."""
+    path = folder / "autoencoder.safetensors"  # difflab.runtime.latent.AE_WEIGHTS
+    return {"autoencoder": sha256_file(path)} if path.is_file() else {}
 
 
 def write_manifest(folder: str | Path, kind: str, config: dict[str, Any], *,

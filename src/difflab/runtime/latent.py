@@ -3,7 +3,9 @@ Diffusion Models", 2022): a folder holding `autoencoder.safetensors` (weights, s
 config) and a `difflab.json` of kind "autoencoder"; the checks that tie a network to its latents.
 
 A latent model's checkpoint carries a copy of the file (hashed in its manifest), so a run folder
-samples latents and decodes them to pixels with nothing else at hand.
+samples latents and decodes them to pixels with nothing else at hand. Every artefact derived from
+it (quantized, student, adapter) records the base's autoencoder hash beside the base's weights
+hash (`base["autoencoder"]`), and the folders that carry a network carry the file too.
 """
 
 from __future__ import annotations
@@ -54,6 +56,30 @@ def read_autoencoder(path: str | Path) -> Any:
 
     path = Path(path)
     return load_autoencoder(autoencoder_file(path) if path.is_dir() else path).eval()
+
+
+def carried_autoencoder(folder: str | Path) -> dict[str, Path]:
+    """{AE_WEIGHTS: path} of the autoencoder a latent checkpoint folder carries, hash-checked
+    against its manifest ({} for a pixel-space one): what a derived folder copies in."""
+    folder = Path(folder)
+    if not (folder / AE_WEIGHTS).is_file():
+        return {}
+    verify(folder, read_manifest(folder), (AE_WEIGHTS,))
+    return {AE_WEIGHTS: folder / AE_WEIGHTS}
+
+
+def check_base_autoencoder(folder: Path, base: dict[str, str] | None, path: Path) -> None:
+    """Raise unless the autoencoder at `path` is the one the base (manifest `base` entry of the
+    derived artefact `folder`) carried when the artefact was made."""
+    from difflab.runtime.artefacts import sha256_file
+
+    want = (base or {}).get("autoencoder")
+    if want and not path.is_file():
+        raise ConfigError(f"{folder} was made from a latent model, but {path} is missing")
+    if want and sha256_file(path) != want:
+        raise ConfigError(f"{path} is not the autoencoder {folder} was made with (sha256 "
+                          f"{want[:12]}); the latent model and its autoencoder come from "
+                          "different runs")
 
 
 def latent_shape(ae_config: Any, image_shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -20,7 +20,7 @@ from difflab.runtime.build import (
     spec_of,
 )
 from difflab.runtime.conditioning import make_conditioner
-from difflab.runtime.latent import AE_WEIGHTS, read_autoencoder
+from difflab.runtime.latent import AE_WEIGHTS, check_base_autoencoder, read_autoencoder
 from difflab.runtime.pipeline import Pipeline
 
 WEIGHTS = "model.safetensors"
@@ -49,8 +49,9 @@ def latent_decoder(spec: ModelSpec, folder: Path, manifest: Manifest,
         return None
     if not (folder / AE_WEIGHTS).is_file():
         raise ConfigError(f"{folder} holds a latent-space model but no {AE_WEIGHTS}; copy the "
-                          "whole checkpoint folder")
+                          "whole folder (or make it again from its latent checkpoint)")
     verify(folder, manifest, (AE_WEIGHTS,))
+    check_base_autoencoder(folder, manifest.base, folder / AE_WEIGHTS)
     autoencoder = read_autoencoder(folder / AE_WEIGHTS)
     z = autoencoder.config.latent_channels
     if z != shape[0]:  # any latent side decodes (the decoder is convolutional); channels must fit

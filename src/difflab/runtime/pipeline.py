@@ -150,6 +150,18 @@ class Pipeline:
             return x
         return self.autoencoder.decode_latents(x.float())
 
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """What the network denoises for pixel images x (B, C, H, W) in [-1, 1]: the scaled
+        posterior mean of a latent model's autoencoder (the inverse of `decode`), else x."""
+        if self.autoencoder is None:
+            return x
+        if tuple(x.shape[1:]) != self.pixel_shape:
+            raise ConfigError(f"images are {'x'.join(map(str, x.shape[1:]))}; this latent model "
+                              f"encodes {'x'.join(map(str, self.pixel_shape))}")
+        ae = self.autoencoder
+        return ae.encode(x.float().to(self.device)).mean * ae.scale_factor
+
     @property
     def device(self) -> torch.device:
         # a network quantized throughout keeps its weights as buffers (codes and scales)

@@ -2,14 +2,16 @@
 save it as a "quantized" folder, and load such a folder back into a Pipeline.
 
 A quantized folder holds model.safetensors (codes, scales and the float layers), quant.json (the
-per-layer layout) and difflab.json (kind "quantized", the base checkpoint's path and hash, the
-base config with the QuantConfig under "quant").
+per-layer layout), a latent model's autoencoder.safetensors (copied from the base) and
+difflab.json (kind "quantized", the base checkpoint's path and hashes, the base config with the
+QuantConfig under "quant").
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from difflab.runtime.artefacts import (
     write_manifest,
 )
 from difflab.runtime.build import build_model, spec_of
+from difflab.runtime.latent import carried_autoencoder
 from difflab.runtime.loaders import assemble
 from difflab.runtime.pipeline import Pipeline, SampleConfig, calibration_run
 
@@ -73,12 +76,15 @@ def save_quantized_pipeline(pipe: Pipeline, handle: QuantHandle, out: str | Path
         raise ConfigError(f"quantize a float checkpoint; {pipe.source or 'this pipeline'} is "
                           f"a {pipe.kind or 'in-memory'} model")
     out = Path(out)
+    carried = carried_autoencoder(pipe.source)  # a latent model's decoder travels with it
     save_quantized(handle, out)
+    for name, path in carried.items():
+        shutil.copyfile(path, out / name)
     report = {**size_report(handle), "execution": handle.execution,
               "layers": len(handle.layers), "skipped": len(handle.skipped)}
     config = {**pipe.config, "quant": handle.config.to_dict()}
     write_manifest(out, KIND, config, base=base_of(pipe.source), metrics=report,
-                   files=(WEIGHTS_FILE, CONFIG_FILE))
+                   files=(WEIGHTS_FILE, CONFIG_FILE, *carried))
     return {**report, "out": str(out)}
 
 

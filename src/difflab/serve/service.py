@@ -49,14 +49,19 @@ class Catalog:
         return self.pipelines[""]
 
     def pipeline(self, adapter: str, size: int) -> Pipeline:
-        """The pipeline of `adapter` sampling `size` x `size` images (the network is shared)."""
+        """The pipeline of `adapter` sampling `size` x `size` images (the network and a latent
+        model's autoencoder are shared; a latent model denoises size / f latents)."""
         pipe = self.pipelines[adapter]
-        if size == pipe.image_shape[1]:
+        if size == pipe.pixel_shape[1]:
             return pipe
         if (adapter, size) not in self._sized:
-            self._sized[adapter, size] = Pipeline(
-                pipe.net, pipe.process, pipe.conditioner, (pipe.image_shape[0], size, size),
-                source=pipe.source, config=pipe.config, kind=pipe.kind, labels=pipe.labels)
+            side = latent_side(pipe, size)
+            sized = Pipeline(
+                pipe.net, pipe.process, pipe.conditioner, (pipe.image_shape[0], side, side),
+                source=pipe.source, config=pipe.config, kind=pipe.kind, labels=pipe.labels,
+                autoencoder=pipe.autoencoder)
+            sized.sample_defaults = dict(pipe.sample_defaults)
+            self._sized[adapter, size] = sized
         return self._sized[adapter, size]
 
     @contextlib.contextmanager
@@ -70,6 +75,17 @@ class Catalog:
                 yield pipe
         finally:
             pipe.net = original
+
+
+def latent_side(pipe: Pipeline, size: int) -> int:
+    """The side the network denoises for `size`-pixel images: size, or size / f in latents."""
+    if pipe.autoencoder is None:
+        return size
+    f = pipe.autoencoder.config.downsample_factor
+    if size % f:
+        raise ConfigError(f"size = {size}: this latent model's autoencoder downsamples by {f}, "
+                          f"so sizes must be multiples of {f}")
+    return size // f
 
 
 def load_catalog(model: str, adapters: Sequence[tuple[str, float]] = (),
@@ -91,7 +107,7 @@ def load_catalog(model: str, adapters: Sequence[tuple[str, float]] = (),
         cache = getattr(pipe.conditioner, "cache", None)
         if cache is not None:
             cache.max_entries = PROMPT_CACHE_ENTRIES
-    own = pipelines[""].image_shape[1]
+    own = pipelines[""].pixel_shape[1]  # sizes are image sides in pixels, latent model or not
     catalog = Catalog(Path(model).name, pipelines, plans or {NO_PLAN: Plan()},
                       (own, *sorted(set(sizes) - {own})))
     prompt = catalog.base.conditioner.example_prompts()[0]
@@ -247,7 +263,7 @@ class Service:
             "model": cat.name,
             "kind": base.kind,
             "conditioning": base.conditioner.describe(),
-            "image": {"channels": base.image_shape[0], "sizes": list(cat.sizes)},
+            "image": {"channels": base.pixel_shape[0], "sizes": list(cat.sizes)},
             "adapters": [{"name": name, "describe": pipe.labels.get("adapters", "")}
                          for name, pipe in cat.pipelines.items() if name],
             "plans": [{"name": p.name, "describe": p.describe()} for p in cat.plans.values()],

@@ -1,7 +1,8 @@
 """Adapter folders: write, read, apply with weights, compose (task arithmetic, TIES), merge.
 
 An adapter folder holds difflab's manifest (kind "adapter": the tuning config, the base's name
-or path and the sha256 of its weights) and either peft's own files (adapter_config.json +
+or path and the sha256 of its weights, and of its autoencoder for a latent base, which supplies
+the decoder) and either peft's own files (adapter_config.json +
 adapter_model.safetensors, loadable by `peft.PeftModel.from_pretrained`) or difflab's delta
 file for the native methods, plus the new token embeddings of Textual Inversion. Applying an
 adapter adds weight * (its weight change) to the network: for LoRA-family adapters this is
@@ -24,6 +25,7 @@ from difflab.io import load_tensors, save_tensors
 from difflab.runtime.artefacts import (
     MANIFEST,
     Manifest,
+    autoencoder_of,
     new_folder,
     read_manifest,
     register_artefact,
@@ -33,6 +35,7 @@ from difflab.runtime.artefacts import (
     verify,
     write_manifest,
 )
+from difflab.runtime.latent import AE_WEIGHTS, check_base_autoencoder
 from difflab.tune.methods import PEFT_METHODS, Delta
 
 KIND = "adapter"
@@ -53,7 +56,8 @@ def base_reference(source: str | Path) -> dict[str, str]:
     verify(folder, manifest, ("model.safetensors",))
     name = str(source) if str(source) in shipped_models() and not Path(source).exists() \
         else str(folder.resolve())
-    return {"path": name, "sha256": sha256_file(folder / "model.safetensors")}
+    return {"path": name, "sha256": sha256_file(folder / "model.safetensors"),
+            **autoencoder_of(folder)}
 
 
 def save_adapter(result: Any, out: str | Path, base: dict[str, str],
@@ -138,6 +142,7 @@ def check_base(folder: Path, manifest: Manifest, base_folder: Path) -> None:
         raise ConfigError(f"{folder} was tuned on base {manifest.base.get('path')} (weights "
                           f"sha256 {want[:12]}), but {base_folder} has weights {have[:12]}; "
                           "apply it to the base it was trained on")
+    check_base_autoencoder(folder, manifest.base, base_folder / AE_WEIGHTS)
 
 
 # ----------------------------------------------------------------------------- composition

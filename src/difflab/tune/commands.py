@@ -85,7 +85,7 @@ def tune_command(
     check_data(concept, images, generate)
     reference = base_reference(base)
     pipe = load(base)
-    pixels, captions = training_images(concept, images, generate, pipe.image_shape[1], seed)
+    pixels, captions = training_images(concept, images, generate, pipe.pixel_shape[1], seed)
     result = tune(pipe, cfg, pixels, captions)
     manifest = save_adapter(result, out, reference, {"images": len(pixels)})
     size = sum((Path(out) / f).stat().st_size for f in manifest.files)

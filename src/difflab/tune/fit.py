@@ -182,7 +182,7 @@ def prior_set(pipe: Any, n: int, seed: int, source: str = "base",
     if source == "world":
         from difflab.data.shapes import render_specs
 
-        return render_specs(specs, seeds, pipe.image_shape[1]), [s.text for s in specs]
+        return render_specs(specs, seeds, pipe.pixel_shape[1]), [s.text for s in specs]
     from difflab.demo import DEMO_SAMPLING
 
     prompts = [s.text for s in specs]
@@ -195,9 +195,9 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     uint8 and their captions; returns the change and its cost."""
     if len(images) != len(captions) or len(images) == 0:
         raise ConfigError(f"{len(images)} images but {len(captions)} captions")
-    if tuple(images.shape[1:3]) != tuple(pipe.image_shape[1:]):
+    if tuple(images.shape[1:3]) != tuple(pipe.pixel_shape[1:]):
         raise ConfigError(f"images are {images.shape[1]}x{images.shape[2]}; the base draws "
-                          f"{pipe.image_shape[1]}x{pipe.image_shape[2]}")
+                          f"{pipe.pixel_shape[1]}x{pipe.pixel_shape[2]}")
     torch.manual_seed(cfg.seed)  # adapter initialisation (peft draws from the global generator)
     prior = (prior_set(pipe, cfg.prior_images, cfg.seed, cfg.prior_source, progress)
              if cfg.prior > 0 else None)
@@ -211,8 +211,9 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     else:
         adaptation = METHOD_PREPARERS.get(cfg.method)(pipe.net, cfg)
     opt = torch.optim.AdamW(adaptation.params, lr=cfg.learning_rate, weight_decay=0.0)
-    x_all = _to_tensor(images)
-    px = _to_tensor(prior[0]) if prior is not None else None
+    # what the network denoises: the images, or a latent base's latents of them
+    x_all = pipe.encode(_to_tensor(images)).cpu()
+    px = pipe.encode(_to_tensor(prior[0])).cpu() if prior is not None else None
     start, losses = time.perf_counter(), []
     steps = range(cfg.steps)
     if progress:
