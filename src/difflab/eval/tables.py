@@ -650,6 +650,39 @@ def control_table(path: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def control_adapters_table(path: str) -> str:
+    """Trained layout adapters beside the plain base: size (trainable parameters and their
+    share of the base), training minutes, accuracy with its interval, relation, box and mask
+    IoU, time per image and McNemar against the plain base."""
+    data = _load(path)
+    layout = data["suite"] == "layout"
+    ref = data.get("reference") or {}
+    head = "| method | trainable params (share of base) | train min | accuracy (95% CI) |"
+    head += " relation | box IoU | mask IoU |" if layout else ""
+    head += " s/image | vs base (only base / only this, p) |"
+    rows = [f"{data['suite']} suite, {data['provenance']['split']} split, "
+            f"{data['n_images']} images ({path})", "", head,
+            "|" + "---|" * (head.count("|") - 1)]
+    for name, r in data["methods"].items():
+        lo, hi = r["interval"]
+        facts = r.get("adapter")
+        size = (f"{facts['parameters']:,} ({facts['share_of_base']:.1%})" if facts else "-")
+        minutes = f"{facts['train_seconds'] / 60:.1f}" if facts else "-"
+        rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
+        label = name + (" (reference row)" if r.get("from_reference") else "")
+        row = f"| {label} | {size} | {minutes} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
+        if layout:
+            row += f" {r['box_iou']:.3f} | {r['mask_iou']:.3f} |"
+        vs = r.get("vs_first")
+        cmp = f"{vs['only_first']} / {vs['only_this']}, p {format_p(vs['p'])}" if vs else "-"
+        row += f" {r['seconds_per_image']:.2f} | {cmp} |"
+        rows.append(row)
+    if ref:
+        rows += ["", f"Reference rows come from {ref['file']}, whose plain-base row this run "
+                 f"reproduced: {'yes' if ref['base_reproduced'] else 'no'}."]
+    return "\n".join(rows) + "\n"
+
+
 def _timed_speedup(point: dict[str, Any], base: dict[str, Any]) -> str:
     """A bench point's paired speed-up with its interval; "1 (baseline)"; "-" when untimed."""
     if point is base:
