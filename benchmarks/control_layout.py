@@ -161,6 +161,19 @@ def _adapter_facts(folder: str, method: str) -> dict:
             "steps_done": m.metrics["steps_done"], "train_config": m.config["train"]}
 
 
+def _architecture_facts(method: str, base: str) -> dict:
+    """A fresh adapter's trainable parameters and share of the base (its size does not depend
+    on training); its training time is unknown here."""
+    from difflab.control.controlnet import parameter_count
+    from difflab.control.train import build_adapter
+
+    pipe = load(base)
+    params, total = parameter_count(build_adapter(method, pipe)), parameter_count(pipe.net)
+    return {"method": method, "parameters": params, "base_parameters": total,
+            "share_of_base": params / total, "train_seconds": None,
+            "source": "a fresh adapter of the same architecture (the trained folder is gone)"}
+
+
 def _reference(args, results: dict, n_images: int) -> dict:
     """The reference file's adapter rows, copied into `results` when its first (plain base)
     row passes and fails exactly the images this run's first row does."""
@@ -186,6 +199,8 @@ def _reference(args, results: dict, n_images: int) -> dict:
                 results[name]["vs_first"] = {"p": test.p_value, "only_first": test.only_a,
                                              "only_this": test.only_b}
                 results[name]["extra_seconds_per_image"] = None  # timed in another run
+                if "adapter" not in row:  # its folder may be gone: size from the architecture
+                    results[name]["adapter"] = _architecture_facts(name.split(":")[0], args.base)
                 out["copied"].append(name)
     return out
 

@@ -645,7 +645,9 @@ def control_table(path: str) -> str:
                     f" {r['objects_box_iou_ge_0.5']:.1%} |")
         vs = r.get("vs_first")
         cmp = f"{vs['only_first']} / {vs['only_this']}, p {format_p(vs['p'])}" if vs else "-"
-        row += f" {r['seconds_per_image']:.2f} | {r['extra_seconds_per_image']:+.2f} | {cmp} |"
+        extra = r["extra_seconds_per_image"]
+        extra = "-" if extra is None else f"{extra:+.2f}"
+        row += f" {r['seconds_per_image']:.2f} | {extra} | {cmp} |"
         rows.append(row)
     return "\n".join(rows) + "\n"
 
@@ -667,7 +669,8 @@ def control_adapters_table(path: str) -> str:
         lo, hi = r["interval"]
         facts = r.get("adapter")
         size = (f"{facts['parameters']:,} ({facts['share_of_base']:.1%})" if facts else "-")
-        minutes = f"{facts['train_seconds'] / 60:.1f}" if facts else "-"
+        seconds = facts.get("train_seconds") if facts else None
+        minutes = "-" if seconds is None else f"{seconds / 60:.1f}"
         rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
         label = name + (" (reference row)" if r.get("from_reference") else "")
         row = f"| {label} | {size} | {minutes} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
@@ -1008,6 +1011,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "distill": lambda: distill_table("benchmarks/results/distill/eval.json"),
     "control_layout": lambda: control_table("benchmarks/results/control/layout-test.json"),
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
+    "control_adapters": lambda: control_adapters_table(
+        "benchmarks/results/control/adapters-test.json"),
     "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
