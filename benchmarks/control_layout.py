@@ -174,6 +174,23 @@ def _architecture_facts(method: str, base: str) -> dict:
             "source": "a fresh adapter of the same architecture (the trained folder is gone)"}
 
 
+def _kept_facts(method: str, args) -> dict:
+    """A reference adapter's size and training time from the copy of its manifest kept beside
+    the reference file (<method>-manifest.json), else its size from a fresh adapter of the same
+    architecture (training time unknown)."""
+    import json
+
+    kept = Path(args.reference).parent / f"{method}-manifest.json"
+    if kept.is_file():
+        m = json.loads(kept.read_text())["metrics"]
+        return {"method": method, "parameters": m["parameters"],
+                "base_parameters": m["base_parameters"],
+                "share_of_base": m["parameters"] / m["base_parameters"],
+                "train_seconds": m["seconds"], "steps_done": m["steps_done"],
+                "source": str(kept)}
+    return _architecture_facts(method, args.base)
+
+
 def _reference(args, results: dict, n_images: int) -> dict:
     """The reference file's adapter rows, copied into `results` when its first (plain base)
     row passes and fails exactly the images this run's first row does."""
@@ -199,8 +216,8 @@ def _reference(args, results: dict, n_images: int) -> dict:
                 results[name]["vs_first"] = {"p": test.p_value, "only_first": test.only_a,
                                              "only_this": test.only_b}
                 results[name]["extra_seconds_per_image"] = None  # timed in another run
-                if "adapter" not in row:  # its folder may be gone: size from the architecture
-                    results[name]["adapter"] = _architecture_facts(name.split(":")[0], args.base)
+                if "adapter" not in row:  # its folder is gone: a kept copy of its manifest
+                    results[name]["adapter"] = _kept_facts(name.split(":")[0], args)
                 out["copied"].append(name)
     return out
 
