@@ -1013,6 +1013,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
     "control_adapters": lambda: control_adapters_table(
         "benchmarks/results/control/adapters-test.json"),
+    "control_empty_layout": lambda: control_table(
+        "benchmarks/results/control/empty-layout-single-test.json"),
     "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
