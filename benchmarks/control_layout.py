@@ -9,6 +9,16 @@ exact test; on the `layout` suite each requested object's box IoU and mask IoU a
         --method base --method box:scale=0.1 --out runs/control-dev.json
     python benchmarks/control_layout.py --suite layout --split test --method base \
         --method controlnet:dir=runs/controlnet --out benchmarks/results/control/layout-test.json
+    python benchmarks/control_layout.py --suite layout --split test --method base \
+        --method t2i-adapter:dir=runs/t2i-adapter --method gligen:dir=runs/gligen \
+        --reference benchmarks/results/control/layout-test.json \
+        --out benchmarks/results/control/adapters-test.json
+
+A trained adapter's row records its size (trainable parameters, share of the base) and training
+time from its control folder's manifest. `empty=1` gives the adapter an empty layout (no boxes:
+what the base's own suites are measured with). `--reference FILE` copies FILE's adapter rows
+beside this run's when FILE's first row (the plain base, same prompts and seeds) reproduces this
+run's first row image for image; otherwise it records that they differ and copies nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import numpy as np
 from difflab.control.guidance import GuidanceConfig
 from difflab.control.layout import Layout
 from difflab.control.sampling import generate_controlled
+from difflab.control.train import METHODS, weights_name
 from difflab.data.captions import noun
 from difflab.data.grid import make_grid
 from difflab.data.suites import check_split, load_layouts, load_suite, suite_seeds
@@ -58,11 +69,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1, help="images per prompt")
     ap.add_argument("--limit", type=int, default=0, help="first N prompts only (0: all)")
     ap.add_argument("--method", action="append", required=True,
-                    help="base | box:scale=..,fraction=.. | attend-excite:.. | controlnet:dir=..")
+                    help="base | box:scale=..,fraction=.. | attend-excite:.. | "
+                    "controlnet|t2i-adapter|gligen:dir=..")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--grid", default="", help="PNG of the first 8 prompts, boxes drawn")
+    ap.add_argument("--reference", default="", help="an earlier result file of the same prompts "
+                    "and seeds whose adapter rows to copy when its base row is reproduced")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     check_split(args.split, args.suite)
@@ -106,11 +120,15 @@ def main() -> None:
     first = next(iter(results))
     for r in results.values():
         r["extra_seconds_per_image"] = r["seconds_per_image"] - results[first]["seconds_per_image"]
+    for text, (name, opts) in zip(args.method, methods, strict=True):
+        if name in METHODS:
+            results[text]["adapter"] = _adapter_facts(opts["dir"], name)
+    reference = _reference(args, results, len(rows)) if args.reference else None
     from difflab.runtime.artefacts import sha256_file
     from difflab.tune.adapters import base_reference
 
-    controls = {o["dir"]: sha256_file(Path(o["dir"]) / "controlnet.safetensors")
-                for name, o in methods if name == "controlnet"}
+    controls = {o["dir"]: sha256_file(Path(o["dir"]) / weights_name(name))
+                for name, o in methods if name in METHODS}
     out = {"suite": args.suite, "n_images": len(rows), "seeds_per_prompt": args.seeds,
            "control_weights_sha256": controls,
            "sampling": {"sampler": "euler", "steps": args.steps, "cfg": args.cfg,
@@ -118,6 +136,7 @@ def main() -> None:
            "machine_note": "shared CPU (other jobs running); times are medians of per-batch "
                            "seconds per image, methods interleaved batch by batch",
            "methods": results,
+           "reference": reference,
            "provenance": provenance(args.split, args.base, base_reference(args.base)["sha256"],
                                     config={"methods": args.method},
                                     machine=run_record())}
@@ -125,6 +144,82 @@ def main() -> None:
     for m, r in results.items():
         print(f"{m:40s} acc {r['accuracy']:.3f} {r['interval']} box {r.get('box_iou', 0):.3f} "
               f"mask {r.get('mask_iou', 0):.3f} s/img {r['seconds_per_image']:.3f}")
+    if reference is not None:
+        print(f"reference {args.reference}: base reproduced {reference['base_reproduced']}, "
+              f"copied {reference['copied']}")
+
+
+def _adapter_facts(folder: str, method: str) -> dict:
+    """An adapter's trainable parameters, share of the base and training run, from its control
+    folder's manifest."""
+    from difflab.runtime.artefacts import read_manifest
+
+    m = read_manifest(folder)
+    params, base = m.metrics["parameters"], m.metrics["base_parameters"]
+    return {"method": method, "parameters": params, "base_parameters": base,
+            "share_of_base": params / base, "train_seconds": m.metrics["seconds"],
+            "steps_done": m.metrics["steps_done"], "train_config": m.config["train"]}
+
+
+def _architecture_facts(method: str, base: str) -> dict:
+    """A fresh adapter's trainable parameters and share of the base (its size does not depend
+    on training); its training time is unknown here."""
+    from difflab.control.controlnet import parameter_count
+    from difflab.control.train import build_adapter
+
+    pipe = load(base)
+    params, total = parameter_count(build_adapter(method, pipe)), parameter_count(pipe.net)
+    return {"method": method, "parameters": params, "base_parameters": total,
+            "share_of_base": params / total, "train_seconds": None,
+            "source": "a fresh adapter of the same architecture (the trained folder is gone)"}
+
+
+def _kept_facts(method: str, args) -> dict:
+    """A reference adapter's size and training time from the copy of its manifest kept beside
+    the reference file (<method>-manifest.json), else its size from a fresh adapter of the same
+    architecture (training time unknown)."""
+    import json
+
+    kept = Path(args.reference).parent / f"{method}-manifest.json"
+    if kept.is_file():
+        m = json.loads(kept.read_text())["metrics"]
+        return {"method": method, "parameters": m["parameters"],
+                "base_parameters": m["base_parameters"],
+                "share_of_base": m["parameters"] / m["base_parameters"],
+                "train_seconds": m["seconds"], "steps_done": m["steps_done"],
+                "source": str(kept)}
+    return _architecture_facts(method, args.base)
+
+
+def _reference(args, results: dict, n_images: int) -> dict:
+    """The reference file's adapter rows, copied into `results` when its first (plain base)
+    row passes and fails exactly the images this run's first row does."""
+    import json
+
+    ref = json.loads(Path(args.reference).read_text())
+    ref_first = next(iter(ref["methods"].values()))
+    ours = next(iter(results.values()))
+    same_setup = (ref["suite"] == args.suite and ref["n_images"] == n_images
+                  and ref["provenance"]["split"] == args.split
+                  and ref["sampling"]["steps"] == args.steps and ref["sampling"]["cfg"] == args.cfg)
+    keys = ("passed", "box_iou", "mask_iou", "relation")
+    reproduced = same_setup and all(ref_first.get(k) == ours.get(k) for k in keys)
+    out = {"file": args.reference, "base_reproduced": reproduced,
+           "checked": "suite, split, images, sampling and the base row's per-image verdicts, "
+                      "relation, box IoU and mask IoU are equal",
+           "copied": []}
+    if reproduced:
+        for name, row in list(ref["methods"].items())[1:]:
+            if name.split(":")[0] in METHODS and name not in results:
+                results[name] = dict(row) | {"from_reference": args.reference}
+                test = mcnemar_exact(ours["passed"], row["passed"])
+                results[name]["vs_first"] = {"p": test.p_value, "only_first": test.only_a,
+                                             "only_this": test.only_b}
+                results[name]["extra_seconds_per_image"] = None  # timed in another run
+                if "adapter" not in row:  # its folder is gone: a kept copy of its manifest
+                    results[name]["adapter"] = _kept_facts(name.split(":")[0], args)
+                out["copied"].append(name)
+    return out
 
 
 def _slug(text: str) -> str:
@@ -134,14 +229,16 @@ def _slug(text: str) -> str:
 def _runner(pipe, name: str, opts: dict, config: SampleConfig):
     if name == "base":
         return lambda lays, seeds: generate_controlled(pipe, lays, seeds, config)
-    if name == "controlnet":
-        from difflab.control.controlnet import apply_controlnet
-        from difflab.control.train import load_control
+    if name in METHODS:
+        from difflab.control.train import apply_control, load_control
 
-        net = load_control(opts["dir"], pipe)
+        net = load_control(opts["dir"], pipe, name)
+        empty = opts.get("empty", "0") == "1"
 
         def run(lays, seeds):
-            with apply_controlnet(pipe.net, net) as handle:
+            if empty:  # the prompt only: no boxes for the adapter to read
+                lays = [Layout(lay.prompt, (), ()) for lay in lays]
+            with apply_control(pipe, net) as handle:
                 return generate_controlled(pipe, lays, seeds, config, control=handle)
         return run
     guidance = GuidanceConfig(method=name, scale=float(opts.get("scale", 0.5)),

@@ -65,7 +65,8 @@ def _add_subcommands() -> None:
     app.add_typer(accel_app, name="accel", help="Training-free acceleration: list, calibrate.")
     app.add_typer(diffusers_app, name="diffusers",
                   help="diffusers folders: export a native checkpoint, import one.")
-    app.add_typer(control_app, name="control", help="Layout control: train a ControlNet.")
+    app.add_typer(control_app, name="control",
+                  help="Layout control: train a ControlNet, T2I-Adapter or GLIGEN grounding.")
     app.command("train")(train_command)
     app.command("train-ae")(train_ae_command)
     app.command("bench")(bench)

@@ -12,6 +12,7 @@ from difflab.control.controlnet import ControlNet, apply_controlnet
 from difflab.control.guidance import GuidanceConfig
 from difflab.control.layout import Layout
 from difflab.control.sampling import generate_controlled
+from difflab.control.train import apply_control, build_adapter
 from difflab.runtime import SampleConfig, load
 
 PROMPT = "a red circle to the left of a blue square"
@@ -33,6 +34,10 @@ def test_controlled_sampling_is_the_base_when_nothing_controls_it(pipe):
     with apply_controlnet(pipe.net, ControlNet(pipe.net)) as handle:  # zero-initialised
         assert np.array_equal(generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG,
                                                   control=handle), base)
+    for method in ("t2i-adapter", "gligen"):  # fresh: zero projections, closed gates
+        with apply_control(pipe, build_adapter(method, pipe)) as handle:
+            assert np.array_equal(generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG,
+                                                      control=handle), base)
     assert np.array_equal(pipe.generate([PROMPT] * 2, [0, 1], CONFIG), base)  # removed
     for method in ("box", "attend-excite"):
         guided = generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG,
@@ -51,21 +56,47 @@ def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
     return code, out.out + out.err
 
 
-def test_train_a_controlnet_then_sample_with_a_layout(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("method", ["controlnet", "t2i-adapter", "gligen"])
+def test_train_an_adapter_then_sample_with_a_layout(tmp_path, capsys, monkeypatch, method):
     layout = tmp_path / "layout.json"
     layout.write_text(json.dumps(LAYOUT))
     out = tmp_path / "cn"
-    code, text = difflab(capsys, monkeypatch, "control", "train", "shapes-base", "--steps", "2",
-                         "--batch-size", "2", "--out", out)
+    code, text = difflab(capsys, monkeypatch, "control", "train", "shapes-base", "--method",
+                         method, "--steps", "2", "--batch-size", "2", "--out", out)
     assert code == 0, text
     manifest = json.loads((out / "difflab.json").read_text())
     assert manifest["kind"] == "control" and manifest["metrics"]["steps_done"] == 2
+    assert manifest["config"]["method"] == method
     grid = tmp_path / "grid.png"
-    for flags in (["--control", str(out)], ["--box-guidance"], ["--attend-excite"]):
+    guidance = [["--box-guidance"], ["--attend-excite"]] if method == "controlnet" else []
+    for flags in (["--control", str(out)], *guidance):
         code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", layout,
                              "--n", "1", "--steps", "2", *flags, "--out", grid)
         assert code == 0, text
         assert "2 boxes" in text and grid.is_file()
+
+
+def test_a_control_folder_of_another_base_or_method_is_one_error_line(tmp_path, capsys,
+                                                                       monkeypatch, pipe):
+    from difflab.control.t2i_adapter import T2IAdapter
+    from difflab.control.train import ControlTrainConfig, save_control
+
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps(LAYOUT))
+    folder = tmp_path / "other"
+    save_control(T2IAdapter(pipe.net), folder, {"path": "other", "sha256": "0" * 64},
+                 ControlTrainConfig(method="t2i-adapter"), {})
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", layout,
+                         "--control", folder, "--out", tmp_path / "g.png")
+    assert code == 2 and "trained on another base" in text
+    assert len([line for line in text.splitlines() if line.startswith("error")]) == 1
+    manifest = json.loads((folder / "difflab.json").read_text())
+    manifest["config"]["method"] = "lora"
+    (folder / "difflab.json").write_text(json.dumps(manifest))
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", layout,
+                         "--control", folder, "--out", tmp_path / "g.png")
+    assert code == 2 and "names control method 'lora'" in text
+    assert len([line for line in text.splitlines() if line.startswith("error")]) == 1
 
 
 @pytest.mark.parametrize("change, message", [

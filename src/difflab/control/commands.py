@@ -24,10 +24,10 @@ def train_command(
     seed: int = typer.Option(0, help="seed of the scene draws and initialisation"),
     out: str = typer.Option(..., help="new control folder"),
 ) -> None:
-    """Train a ControlNet on BASE with the shapes world's layouts: `difflab control train
-    shapes-base --method controlnet --out runs/controlnet`."""
+    """Train a control adapter on BASE with the shapes world's layouts: `difflab control train
+    shapes-base --method t2i-adapter --out runs/t2i-adapter`."""
     from difflab.control.controlnet import parameter_count
-    from difflab.control.train import ControlTrainConfig, save_control, train_controlnet
+    from difflab.control.train import ControlTrainConfig, save_control, train_control
     from difflab.runtime import load
     from difflab.tune.adapters import base_reference
 
@@ -37,7 +37,7 @@ def train_command(
         raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
     reference = base_reference(base)
     pipe = load(base)
-    net, metrics = train_controlnet(pipe, cfg)
+    net, metrics = train_control(pipe, cfg)
     metrics |= {"parameters": parameter_count(net), "base_parameters": parameter_count(pipe.net)}
     save_control(net, out, reference, cfg, metrics)
     typer.echo(f"wrote {out} ({metrics['steps_done']} steps in {metrics['seconds']} s, "
@@ -83,11 +83,10 @@ def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed
         raise ConfigError(f"--prompt differs from the layout's prompt {lay.prompt!r}; give one")
     seeds = [seed + i for i in range(n)]
     if control:
-        from difflab.control.controlnet import apply_controlnet
-        from difflab.control.train import load_control
+        from difflab.control.train import apply_control, load_control
 
         net = load_control(control, pipe)
-        with apply_controlnet(pipe.net, net) as handle:
+        with apply_control(pipe, net) as handle:
             images = generate_controlled(pipe, [lay] * n, seeds, config, guidance, handle)
     else:
         images = generate_controlled(pipe, [lay] * n, seeds, config, guidance)

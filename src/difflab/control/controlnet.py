@@ -45,6 +45,8 @@ class ControlNet(nn.Module):
     """The trainable control branch of a difflab UNet: `forward(x, inputs, cmap)` -> (residuals
     per down stage's skips, mid residual)."""
 
+    method = "controlnet"
+
     def __init__(self, base: nn.Module, cfg: ControlNetConfig | None = None) -> None:
         super().__init__()
         if not hasattr(base, "down_stages") or not hasattr(base, "mid_block"):
@@ -83,6 +85,7 @@ class _State:
         self.cmap: Tensor | None = None
         self.residuals: list[list[Tensor]] = []
         self.mid: Tensor | None = None
+        self.size = 0  # the model's image side, which the maps are rendered at
 
 
 class _ComputeControl(ModelHook):
@@ -133,11 +136,21 @@ class ControlHandle(AccelHandle):
         """Control maps (B, C, H, W), one per image of the batch about to be sampled."""
         self.control_state.cmap = cmap
 
+    def set_layouts(self, layouts, device: torch.device | str = "cpu") -> None:
+        """The layouts (`layout.Layout`) of the batch about to be sampled, rendered as maps at
+        the model's resolution."""
+        from difflab.control.layout import layout_map
+
+        size = self.control_state.size
+        self.set_map(torch.stack([layout_map(lay.objects(), lay.boxes, size)
+                                  for lay in layouts]).to(device))
+
 
 def apply_controlnet(model: nn.Module, net: ControlNet) -> ControlHandle:
     """Attach the control branch `net` to `model` (a UNet, frozen) through hooks on its declared
     blocks: residuals computed per call, added to the down stages' skips and the mid output."""
     state = _State()
+    state.size = model.config.input_size
     hooks = [(model, _ComputeControl(net, state))]
     hooks += [(stage, _AddToSkips(state, i)) for i, stage in enumerate(model.down_stages)]
     hooks.append((model.mid_block, _AddToMid(state)))

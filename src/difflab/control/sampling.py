@@ -21,7 +21,7 @@ from difflab.control.guidance import (
     Targets,
     sample_euler_latent_guided,
 )
-from difflab.control.layout import Layout, layout_map, phrase_token_indices
+from difflab.control.layout import Layout, phrase_token_indices
 from difflab.control.probe import apply_attention_probe, token_maps
 from difflab.core.samplers import initial_noise
 from difflab.data.grid import to_uint8
@@ -86,9 +86,7 @@ def sample_controlled(pipe: Pipeline, layouts: Sequence[Layout], seeds: Sequence
     `ControlHandle` already attached to `pipe.net` (its maps are set here)."""
     prompts = [lay.prompt for lay in layouts]
     if control is not None:
-        size = pipe.image_shape[-1]
-        cmaps = torch.stack([layout_map(lay.objects(), lay.boxes, size) for lay in layouts])
-        control.set_map(cmaps.to(pipe.device))
+        control.set_layouts(layouts, pipe.device)
     if guidance is None:
         return pipe.sample(prompts, list(seeds), config)
     if config.sampler != "euler":

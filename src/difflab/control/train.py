@@ -1,9 +1,11 @@
-"""Train a ControlNet on a frozen base with the shapes world's exact layouts, save and load it.
+"""Train a control adapter (ControlNet, T2I-Adapter or GLIGEN grounding) on a frozen base with
+the shapes world's exact layouts, save and load it.
 
 Each training scene comes from the world's own scene sampler (`data.shapes_dataset`) with its
-caption; its control map is rendered from the scene's exact boxes (`layout.layout_map`). The
-loss is the base's own denoising loss; only the control branch trains. Every draw comes from a
-generator seeded by (seed, step).
+caption and its objects' exact boxes and phrases, which the adapter reads as a layout (a map
+rendered by `layout.layout_map`, or (phrase, box) grounding tokens). The loss is the base's own
+denoising loss; only the adapter trains. Every draw comes from a generator seeded by
+(seed, step). The control folder's manifest names the method and the base.
 """
 
 from __future__ import annotations
@@ -19,12 +21,54 @@ from safetensors.torch import load_file, save_file
 
 from difflab.config import ConfigError
 from difflab.control.controlnet import ControlNet, ControlNetConfig, apply_controlnet, to_device
-from difflab.control.layout import layout_map
+from difflab.control.layout import Layout
 from difflab.limits import check_float, check_int
 
-METHODS: tuple[str, ...] = ("controlnet",)
-WEIGHTS = "controlnet.safetensors"
+METHODS: tuple[str, ...] = ("controlnet", "t2i-adapter", "gligen")
 KIND = "control"
+
+
+def weights_name(method: str) -> str:
+    """The weights file of a control folder of `method`."""
+    return f"{method}.safetensors"
+
+
+def build_adapter(method: str, pipe: Any, options: dict | None = None) -> torch.nn.Module:
+    """A fresh adapter of `method` for `pipe`'s network (options: its config's fields)."""
+    options = options or {}
+    if method == "controlnet":
+        return ControlNet(pipe.net, ControlNetConfig(**options))
+    if method == "t2i-adapter":
+        from difflab.control.t2i_adapter import T2IAdapter, T2IAdapterConfig
+
+        return T2IAdapter(pipe.net, T2IAdapterConfig(**options))
+    if method == "gligen":
+        from difflab.control.gligen import Gligen, GligenConfig
+
+        return Gligen(pipe.net, GligenConfig(**options))
+    raise ConfigError(f"unknown control method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def method_of(net: torch.nn.Module) -> str:
+    """The control method of an adapter ("" for anything else)."""
+    return getattr(net, "method", "")
+
+
+def apply_control(pipe: Any, net: torch.nn.Module):
+    """Attach `net` (any method) to `pipe.net`; the handle's `set_layouts(layouts, device)`
+    gives it the layouts of the batch about to run, `remove()` detaches it."""
+    method = method_of(net)
+    if method == "controlnet":
+        return apply_controlnet(pipe.net, net)
+    if method == "t2i-adapter":
+        from difflab.control.t2i_adapter import apply_t2i_adapter
+
+        return apply_t2i_adapter(pipe.net, net)
+    if method == "gligen":
+        from difflab.control.gligen import apply_gligen, phrase_encoder
+
+        return apply_gligen(pipe.net, net, phrase_encoder(pipe))
+    raise ConfigError(f"{type(net).__name__} is not a control adapter")
 
 
 @dataclass(frozen=True)
@@ -51,28 +95,31 @@ class ControlTrainConfig:
 
 
 def scene_batch(n: int, size: int, gen: np.random.Generator):
-    """(images (n, 3, H, W) in [-1, 1], captions, control maps (n, C, H, W)) of world scenes."""
+    """(images (n, 3, H, W) in [-1, 1], captions, layouts) of world scenes: each layout holds
+    the scene's objects as phrases ("red circle") and their exact boxes."""
+    from difflab.data.captions import noun
     from difflab.data.shapes import render
     from difflab.data.shapes_dataset import ShapesConfig, sample_scene, to_tensor
 
     cfg = ShapesConfig(size=size, kinds=("relation", "relation", "single", "multi"))
-    images, captions, maps = [], [], []
+    images, captions, layouts = [], [], []
     for _ in range(n):
         scene, caption = sample_scene(gen, cfg)
         images.append(to_tensor(render(scene)))
         captions.append(caption)
-        maps.append(layout_map([(o.shape, o.color) for o in scene.objects],
-                               scene.boxes(normalized=True), size))
-    return torch.stack(images), captions, torch.stack(maps)
+        layouts.append(Layout(caption, tuple(noun(o.shape, o.color) for o in scene.objects),
+                              tuple(scene.boxes(normalized=True))))
+    return torch.stack(images), captions, layouts
 
 
-def train_controlnet(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
-                     ) -> tuple[ControlNet, dict[str, Any]]:
-    """Train a ControlNet on `pipe`'s frozen network; returns it and what the run cost."""
+def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
+                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train an adapter of `cfg.method` on `pipe`'s frozen network; returns it and what the run
+    cost."""
     torch.manual_seed(cfg.seed)
-    net = to_device(ControlNet(pipe.net), pipe.net)
+    net = to_device(build_adapter(cfg.method, pipe), pipe.net)
     pipe.net.requires_grad_(False)
-    handle = apply_controlnet(pipe.net, net)
+    handle = apply_control(pipe, net)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     size = pipe.image_shape[-1]
     losses, start, step = [], time.perf_counter(), 0
@@ -82,14 +129,14 @@ def train_controlnet(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
             if time.perf_counter() - start > cfg.max_seconds:
                 break
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            x0, captions, cmaps = scene_batch(cfg.batch_size, size,
+            x0, captions, layouts = scene_batch(cfg.batch_size, size,
                                               np.random.default_rng([cfg.seed, step]))
             drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
             captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
             sigma = pipe.process.sample_sigma(cfg.batch_size, generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             x_in, t = pipe.process.net_input(x0, noise, sigma)
-            handle.set_map(cmaps)
+            handle.set_layouts(layouts, x_in.device)
             out = pipe.net(x_in, t, **pipe.condition(captions))
             err = (out - pipe.process.target(x0, noise, sigma)).pow(2).flatten(1).mean(1)
             loss = (pipe.process.loss_weight(sigma) * err).mean()
@@ -109,21 +156,25 @@ def train_controlnet(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
                  "final_loss": float(np.mean(losses[-50:])) if losses else None}
 
 
-def save_control(net: ControlNet, out: str | Path, base: dict[str, str],
+def save_control(net: torch.nn.Module, out: str | Path, base: dict[str, str],
                  cfg: ControlTrainConfig, metrics: dict[str, Any]) -> None:
-    """Write a control folder: weights plus a manifest naming its base (a new folder)."""
+    """Write a control folder: weights plus a manifest naming its method and base (a new
+    folder)."""
     from difflab.eval.provenance import provenance
     from difflab.runtime.artefacts import new_folder, write_manifest
 
+    method = method_of(net)
     with new_folder(out) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
-        write_manifest(tmp, KIND, {"train": asdict(cfg), "controlnet": net.cfg.to_dict()},
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  str(tmp / weights_name(method)))
+        write_manifest(tmp, KIND, {"train": asdict(cfg), "method": method,
+                                   method: net.cfg.to_dict()},
                        base=base, metrics=metrics, provenance=provenance("train"))
 
 
-def load_control(folder: str | Path, pipe: Any) -> ControlNet:
-    """The ControlNet saved in `folder`, checked against `pipe`'s base (same weights hash)."""
-    from difflab.runtime.artefacts import read_manifest, verify
+def control_method(folder: str | Path) -> str:
+    """The method a control folder's manifest names (a one-line error for anything else)."""
+    from difflab.runtime.artefacts import read_manifest
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -131,14 +182,32 @@ def load_control(folder: str | Path, pipe: Any) -> ControlNet:
     manifest = read_manifest(folder)
     if manifest.kind != KIND:
         raise ConfigError(f"{folder} is a {manifest.kind!r} artefact, not a control folder")
-    verify(folder, manifest, (WEIGHTS,))
+    config = manifest.config or {}
+    method = config.get("method", "controlnet" if "controlnet" in config else None)
+    if method not in METHODS or method not in config:
+        raise ConfigError(f"{folder} names control method {method!r}; valid: "
+                          f"{', '.join(METHODS)}")
+    return method
+
+
+def load_control(folder: str | Path, pipe: Any, method: str = "") -> torch.nn.Module:
+    """The adapter saved in `folder`, checked against `pipe`'s base (same weights hash) and,
+    when given, the expected `method`."""
+    from difflab.runtime.artefacts import read_manifest, verify
+
+    folder = Path(folder)
+    found = control_method(folder)
+    if method and found != method:
+        raise ConfigError(f"{folder} holds a {found} adapter, not {method}")
+    manifest = read_manifest(folder)
+    verify(folder, manifest, (weights_name(found),))
     base_sha = (manifest.base or {}).get("sha256")
     pipe_sha = pipe.config.get("_sha256") or _pipe_sha(pipe)
     if base_sha and pipe_sha and base_sha != pipe_sha:
         raise ConfigError(f"{folder} was trained on another base (sha256 {base_sha[:12]}...); "
                           f"this base is {pipe_sha[:12]}...")
-    net = ControlNet(pipe.net, ControlNetConfig(**manifest.config["controlnet"]))
-    net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    net = build_adapter(found, pipe, manifest.config[found])
+    net.load_state_dict(load_file(str(folder / weights_name(found))))
     return to_device(net, pipe.net).eval().requires_grad_(False)
 
 

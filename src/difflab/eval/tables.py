@@ -669,8 +669,44 @@ def control_table(path: str) -> str:
                     f" {r['objects_box_iou_ge_0.5']:.1%} |")
         vs = r.get("vs_first")
         cmp = f"{vs['only_first']} / {vs['only_this']}, p {format_p(vs['p'])}" if vs else "-"
-        row += f" {r['seconds_per_image']:.2f} | {r['extra_seconds_per_image']:+.2f} | {cmp} |"
+        extra = r["extra_seconds_per_image"]
+        extra = "-" if extra is None else f"{extra:+.2f}"
+        row += f" {r['seconds_per_image']:.2f} | {extra} | {cmp} |"
         rows.append(row)
+    return "\n".join(rows) + "\n"
+
+
+def control_adapters_table(path: str) -> str:
+    """Trained layout adapters beside the plain base: size (trainable parameters and their
+    share of the base), training minutes, accuracy with its interval, relation, box and mask
+    IoU, time per image and McNemar against the plain base."""
+    data = _load(path)
+    layout = data["suite"] == "layout"
+    ref = data.get("reference") or {}
+    head = "| method | trainable params (share of base) | train min | accuracy (95% CI) |"
+    head += " relation | box IoU | mask IoU |" if layout else ""
+    head += " s/image | vs base (only base / only this, p) |"
+    rows = [f"{data['suite']} suite, {data['provenance']['split']} split, "
+            f"{data['n_images']} images ({path})", "", head,
+            "|" + "---|" * (head.count("|") - 1)]
+    for name, r in data["methods"].items():
+        lo, hi = r["interval"]
+        facts = r.get("adapter")
+        size = (f"{facts['parameters']:,} ({facts['share_of_base']:.1%})" if facts else "-")
+        seconds = facts.get("train_seconds") if facts else None
+        minutes = "-" if seconds is None else f"{seconds / 60:.1f}"
+        rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
+        label = name + (" (reference row)" if r.get("from_reference") else "")
+        row = f"| {label} | {size} | {minutes} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
+        if layout:
+            row += f" {r['box_iou']:.3f} | {r['mask_iou']:.3f} |"
+        vs = r.get("vs_first")
+        cmp = f"{vs['only_first']} / {vs['only_this']}, p {format_p(vs['p'])}" if vs else "-"
+        row += f" {r['seconds_per_image']:.2f} | {cmp} |"
+        rows.append(row)
+    if ref:
+        rows += ["", f"Reference rows come from {ref['file']}, whose plain-base row this run "
+                 f"reproduced: {'yes' if ref['base_reproduced'] else 'no'}."]
     return "\n".join(rows) + "\n"
 
 
@@ -1009,6 +1045,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "distill": lambda: distill_table("benchmarks/results/distill/eval.json"),
     "control_layout": lambda: control_table("benchmarks/results/control/layout-test.json"),
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
+    "control_adapters": lambda: control_adapters_table(
+        "benchmarks/results/control/adapters-test.json"),
+    "control_empty_layout": lambda: control_table(
+        "benchmarks/results/control/empty-layout-single-test.json"),
     "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),

@@ -1,0 +1,207 @@
+"""GLIGEN grounding ("GLIGEN: Open-Set Grounded Text-to-Image Generation", Li et al. 2023) on a
+frozen UNet, attached through hooks on its declared blocks.
+
+Each object of a layout becomes one grounding token, MLP([phrase embedding; Fourier embedding of
+its box]), the phrase embedding being the base's own text encoder's pooled output for the
+phrase. In every transformer block of the declared blocks that holds cross-attention (on
+unet-tiny: level 1 down, mid, level 1 up, all 16x16), a gated self-attention reads the visual
+tokens and the grounding tokens together and adds tanh(gamma) times its visual outputs to the
+block's residual stream, beside the cross-attention's (a post-forward hook on the
+CrossAttention module, whose input is the block's normalised visual tokens). gamma starts at 0,
+so a fresh adapter leaves the base bit-identical; `remove()` detaches it all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from difflab.accel.hooks import AccelHandle, ModelHook, StepState, attach
+from difflab.config import ConfigError
+from difflab.control.layout import MAX_BOXES
+from difflab.control.probe import cross_attention_modules
+
+
+@dataclass(frozen=True)
+class GligenConfig:
+    """The grounding tokens' width, the box's Fourier frequencies and the MLP's hidden width."""
+
+    token_dim: int = 64
+    fourier_freqs: int = 8
+    hidden: int = 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fourier_embedding(boxes: Tensor, freqs: int) -> Tensor:
+    """(..., 4) boxes in [0, 1] -> (..., 4 * 2 * freqs): sin and cos of 2^k * pi * coordinate
+    (the Fourier embedding GLIGEN gives its boxes)."""
+    scales = (2.0 ** torch.arange(freqs, dtype=boxes.dtype, device=boxes.device)) * math.pi
+    angles = boxes[..., None] * scales  # (..., 4, freqs)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+class GatedSelfAttention(nn.Module):
+    """tanh(gamma) * SelfAttention(LayerNorm([visual; grounding]))[visual], gamma = 0 at init."""
+
+    def __init__(self, dim: int, token_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.proj_tokens = nn.Linear(token_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
+        B, N, C = x.shape
+        seq = self.norm(torch.cat([x, self.proj_tokens(tokens)], dim=1))  # (B, N + K, C)
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+                   for t in self.qkv(seq).chunk(3, dim=-1))  # each (B, H, N + K, Dh)
+        keep = torch.cat([valid.new_ones(B, N), valid], dim=1)  # (B, N + K) keys to attend to
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None])
+        out = self.out(out.transpose(1, 2).flatten(-2))[:, :N]  # the visual tokens' outputs
+        return torch.tanh(self.gamma) * out
+
+
+class Gligen(nn.Module):
+    """The grounding tokenizer and one gated self-attention per cross-attention module of the
+    base's declared blocks."""
+
+    method = "gligen"
+
+    def __init__(self, base: nn.Module, cfg: GligenConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or GligenConfig()
+        found = cross_attention_modules(base)
+        self.embed_dim = found[0][1].kv.in_features  # the text encoder's width
+        box_dim = 4 * 2 * cfg.fourier_freqs
+        self.tokenizer = nn.Sequential(nn.Linear(self.embed_dim + box_dim, cfg.hidden), nn.SiLU(),
+                                       nn.Linear(cfg.hidden, cfg.token_dim))
+        self.names = [name for name, _ in found]
+        self.gated = nn.ModuleList(GatedSelfAttention(m.q.in_features, cfg.token_dim,
+                                                      m.num_heads) for _, m in found)
+
+    def tokens(self, phrases: Tensor, boxes: Tensor) -> Tensor:
+        """Grounding tokens (B, K, token_dim) of phrase embeddings (B, K, D) and boxes
+        (B, K, 4)."""
+        boxes = fourier_embedding(boxes, self.cfg.fourier_freqs)
+        return self.tokenizer(torch.cat([phrases, boxes], dim=-1))
+
+
+class _Grounding:
+    """The grounding of the batch about to run, and its tokens for the model call in progress."""
+
+    def __init__(self) -> None:
+        self.phrases: Tensor | None = None  # (B, K, D)
+        self.boxes: Tensor | None = None  # (B, K, 4)
+        self.valid: Tensor | None = None  # (B, K) bool
+        self.tokens: Tensor | None = None  # (model batch, K, token_dim)
+        self.keep: Tensor | None = None
+
+
+class _ComputeTokens(ModelHook):
+    """On the base model: this call's grounding tokens, repeated to the model's batch."""
+
+    def __init__(self, net: Gligen, state: _Grounding) -> None:
+        self.net, self.state = net, state
+
+    def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        s = self.state
+        if s.phrases is None:
+            raise ConfigError("GLIGEN is attached but has no grounding; call set_layouts")
+        x = args[0] if args else kwargs["x"]
+        reps = x.shape[0] // s.phrases.shape[0]
+        if reps * s.phrases.shape[0] != x.shape[0]:
+            raise ConfigError(f"grounding for {s.phrases.shape[0]} images, model batch of "
+                              f"{x.shape[0]}")
+        tokens = self.net.tokens(s.phrases.to(x.dtype), s.boxes.to(x.dtype))
+        s.tokens, s.keep = tokens.repeat(reps, 1, 1), s.valid.repeat(reps, 1)
+        return args, kwargs
+
+
+class _GatedAfterCross(ModelHook):
+    """On one CrossAttention: add the gated self-attention of its input tokens and the
+    grounding tokens to its output (both join the block's residual stream)."""
+
+    def __init__(self, gated: GatedSelfAttention, state: _Grounding) -> None:
+        self.gated, self.state = gated, state
+
+    def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor):
+        x = args[0] if args else kwargs["x"]
+        return output + self.gated(x, self.state.tokens, self.state.keep)
+
+
+class GligenHandle(AccelHandle):
+    """`apply_gligen`'s handle: `set_layouts(layouts)` before sampling; `remove()` detaches."""
+
+    grounding: _Grounding
+    net: Gligen
+    encode: Callable[[list[str]], Tensor]
+
+    def set_grounding(self, phrases: Tensor, boxes: Tensor, valid: Tensor) -> None:
+        """Phrase embeddings (B, K, D), boxes (B, K, 4) as fractions and which are real (B, K)."""
+        g = self.grounding
+        g.phrases, g.boxes, g.valid = phrases, boxes, valid.bool()
+
+    def set_layouts(self, layouts: Sequence, device: torch.device | str = "cpu") -> None:
+        """The layouts (`layout.Layout`) of the batch about to run; a layout may hold no boxes
+        (the adapter then reads no grounding token)."""
+        B, K = len(layouts), max([MAX_BOXES, *(len(lay.phrases) for lay in layouts)])
+        names = sorted({p for lay in layouts for p in lay.phrases})
+        table = dict(zip(names, self.encode(names), strict=True)) if names else {}
+        dim = self.net.embed_dim
+        phrases, boxes = torch.zeros(B, K, dim), torch.zeros(B, K, 4)
+        valid = torch.zeros(B, K, dtype=torch.bool)
+        for b, lay in enumerate(layouts):
+            for k, (phrase, box) in enumerate(zip(lay.phrases, lay.boxes, strict=True)):
+                phrases[b, k], boxes[b, k], valid[b, k] = table[phrase], torch.tensor(box), True
+        self.set_grounding(phrases.to(device), boxes.to(device), valid.to(device))
+
+
+def apply_gligen(model: nn.Module, net: Gligen,
+                 encode: Callable[[list[str]], Tensor]) -> GligenHandle:
+    """Attach the grounding `net` to `model` (a UNet, frozen); `encode(phrases)` gives each
+    phrase's embedding (N, D) from the base's own text encoder."""
+    found = dict(cross_attention_modules(model))
+    if list(found) != net.names:
+        raise ConfigError(f"this GLIGEN adapter grounds {net.names}; the model's cross-attention "
+                          f"is at {list(found)}")
+    state = _Grounding()
+    compute = _ComputeTokens(net, state)
+    hooks = [(model, compute)]
+    hooks += [(found[name], _GatedAfterCross(g, state))
+              for name, g in zip(net.names, net.gated, strict=True)]
+    handle = attach("gligen", model, StepState(), hooks)
+    out = GligenHandle(handle.name, handle.state, handle.hooks)
+    out.grounding, out.net, out.encode = state, net, encode
+    return out
+
+
+def phrase_encoder(pipe) -> Callable[[list[str]], Tensor]:
+    """Phrases -> (N, D) embeddings: the base's text encoder's pooled output (cached)."""
+    cache: dict[str, Tensor] = {}
+
+    def encode(phrases: list[str]) -> Tensor:
+        missing = [p for p in phrases if p not in cache]
+        if missing:
+            with torch.no_grad():
+                pooled = pipe.condition(missing).get("pooled")
+            if pooled is None:
+                raise ConfigError("GLIGEN grounding needs a text encoder with a pooled output "
+                                  "(e.g. minilm); this model has none")
+            cache.update(zip(missing, pooled.float().cpu(), strict=True))
+        return torch.stack([cache[p] for p in phrases])
+
+    return encode
+
+
+@torch.no_grad()
+def is_zero_initialised(net: Gligen) -> bool:
+    """Whether every gate is still exactly closed (gamma = 0, what a fresh adapter is)."""
+    return all(g.gamma.item() == 0.0 for g in net.gated)
