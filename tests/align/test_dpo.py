@@ -86,7 +86,7 @@ def test_dpo_writes_an_adapter_that_loads(tmp_path):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"method": "ddpo"}, "unknown alignment method"),
+    ({"method": "ppo"}, "unknown alignment method"),
     ({"suites": ("heldout",)}, "cannot be tuned on"),
     ({"suites": ()}, "names no suite"),
     ({"images": 1}, "images"),

@@ -20,14 +20,24 @@ def align_command(
     images: int = typer.Option(4, help="dpo: dev images per prompt, ranked into one pair"),
     budget_minutes: float = typer.Option(20.0, help="wall-clock budget (dpo: pairs and "
                                          "training)"),
-    steps: int = typer.Option(None, help="optimisation steps at most (default: dpo 400, "
-                              "draft 200)"),
-    beta: float = typer.Option(2000.0, help="dpo: KL weight beta"),
+    steps: int = typer.Option(None, help="optimisation steps (ddpo, spo: iterations) at most "
+                              "(default: dpo 400, draft 200, ddpo and spo 100)"),
+    beta: float = typer.Option(None, help="dpo, spo: KL weight beta (default: dpo 2000, spo "
+                               "10)"),
     k: int = typer.Option(1, help="draft: sampling steps the gradient flows through (the last "
                           "K)"),
     reward_net: str = typer.Option("", help="draft: the reward net folder it climbs "
                                    "(benchmarks/align_rewardnet.py writes one)"),
     penalty: float = typer.Option(0.0, help="draft: weight of the LoRA weights' squared norm"),
+    group: int = typer.Option(4, help="ddpo: images per prompt, normalised against each "
+                              "other; spo: candidate next states per step"),
+    prompts: int = typer.Option(4, help="ddpo, spo: prompts per iteration"),
+    train_steps: int = typer.Option(6, help="ddpo, spo: sampler steps per iteration trained "
+                                    "on"),
+    inner: int = typer.Option(1, help="ddpo: optimisation passes over each iteration's "
+                              "samples"),
+    clip: float = typer.Option(1e-4, help="ddpo: PPO clip range of the importance ratio"),
+    kl: float = typer.Option(0.0, help="ddpo: weight of the KL to the base's transition"),
     lr: float = typer.Option(1e-3, help="learning rate"),
     batch_size: int = typer.Option(None, help="pairs (dpo, default 8) or prompts (draft, "
                                    "default 4) per step"),
@@ -35,14 +45,35 @@ def align_command(
     seed: int = typer.Option(0, help="seed of the data draws and LoRA initialisation"),
     out: str = typer.Option(..., help="new adapter folder (`difflab sample BASE --adapter OUT`)"),
 ) -> None:
-    """Align BASE by Diffusion-DPO on evaluator-ranked pairs or by DRaFT-K on a reward net:
+    """Align BASE by Diffusion-DPO on evaluator-ranked pairs, DRaFT-K on a reward net, DDPO or
+    SPO on the evaluator's reward:
     `difflab align shapes-base --method dpo --budget-minutes 20 --out runs/dpo`."""
     from difflab.demo import DEMO_SAMPLING
     from difflab.runtime import load
     from difflab.tune.adapters import base_reference
 
     suites = tuple(s.strip() for s in suite.split(",") if s.strip())
-    if method == "draft":
+    if method not in ALIGN_METHODS:
+        raise ConfigError(f"unknown alignment method {method!r}; valid: "
+                          + ", ".join(ALIGN_METHODS))
+    if method == "ddpo":
+        from difflab.align.ddpo import DdpoConfig, check_chain
+
+        cfg = DdpoConfig(suites=suites, group=group, prompts=prompts,
+                         iterations=100 if steps is None else steps, train_steps=train_steps,
+                         inner=inner, clip=clip, kl=kl, budget_minutes=budget_minutes, lr=lr,
+                         rank=rank, seed=seed)
+        check_chain(DEMO_SAMPLING)
+    elif method == "spo":
+        from difflab.align.ddpo import check_chain
+        from difflab.align.spo import SpoConfig
+
+        cfg = SpoConfig(suites=suites, candidates=group, prompts=prompts,
+                        iterations=100 if steps is None else steps, train_steps=train_steps,
+                        beta=10.0 if beta is None else beta, budget_minutes=budget_minutes,
+                        lr=lr, rank=rank, seed=seed)
+        check_chain(DEMO_SAMPLING)
+    elif method == "draft":
         from difflab.align.draft import DraftConfig, check_sampling
 
         cfg = DraftConfig(suites=suites, k=k, steps=200 if steps is None else steps,
@@ -58,13 +89,30 @@ def align_command(
     else:
         from difflab.align.dpo import AlignConfig
 
-        cfg = AlignConfig(method=method, suites=suites, images=images, beta=beta,
+        cfg = AlignConfig(method=method, suites=suites, images=images,
+                          beta=2000.0 if beta is None else beta,
                           steps=400 if steps is None else steps, budget_minutes=budget_minutes,
                           lr=lr, batch_size=8 if batch_size is None else batch_size, rank=rank,
                           seed=seed)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     reference = base_reference(base)
+    if method == "ddpo":
+        from difflab.align.ddpo import align_ddpo, save_policy_run
+
+        result = align_ddpo(load(base), cfg, DEMO_SAMPLING, log=typer.echo)
+        save_policy_run(result, out, reference, DEMO_SAMPLING, "ddpo")
+        _report_policy(result, "ddpo", out)
+        return
+    if method == "spo":
+        from difflab.align.ddpo import save_policy_run
+        from difflab.align.spo import align_spo
+
+        result = align_spo(load(base), cfg, DEMO_SAMPLING, log=typer.echo)
+        save_policy_run(result, out, reference, DEMO_SAMPLING, "spo",
+                        {"step_pairs": sum(result.pairs)})
+        _report_policy(result, "spo", out)
+        return
     if method == "draft":
         from difflab.align.draft import align_draft, save_draft
 
@@ -76,6 +124,14 @@ def align_command(
                    f" (first 10 steps) -> {sum(last) / len(last):.3f} (last 10); wrote {out}/")
         return
     _align_dpo(base, cfg, reference, out)
+
+
+def _report_policy(result, method: str, out: str) -> None:
+    """The closing line of a DDPO or SPO run: iterations, time, reward first vs last."""
+    first, last = result.rewards[:5], result.rewards[-5:]
+    typer.echo(f"aligned by {method}: {result.steps_done} iterations, "
+               f"{result.seconds / 60:.1f} min, evaluator reward {sum(first) / len(first):.3f} "
+               f"(first 5 iterations) -> {sum(last) / len(last):.3f} (last 5); wrote {out}/")
 
 
 def _align_dpo(base: str, cfg, reference: dict, out: str) -> None:

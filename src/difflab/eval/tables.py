@@ -414,7 +414,8 @@ def align_methods_table(search_path: str, tune_paths: Sequence[str], reno_path: 
     split, FD, single-object change and the hacking verdict."""
     search = _load(search_path)
     head = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
-            "| FD | single-object change | guard |\n|---|---|---|---|---|---|---|---|---|")
+            "| FD | single-object change | guard | vs base (only this, only base, p) |\n"
+            + "|---" * 10 + "|")
     rows = [head, *_align_search_rows(search, "plain sampling (base)")]
     first_base = None
     for path in tune_paths:
@@ -445,7 +446,8 @@ def align_methods_table(search_path: str, tune_paths: Sequence[str], reno_path: 
             "here over its four template categories, FD over all of them)." + note_reno
             + " Sampling: Euler ancestral, 20 steps, CFG 3 (one model evaluation per step). "
             "Guard: FD up by more than 20% or single-object accuracy down by more than 2 points "
-            "against the row's own baseline.\n")
+            "against the row's own baseline. Paired test: exact McNemar on the tuned model's and "
+            "the base's pass flags over the same images (all 226 for tuning rows).\n")
     return "\n".join(rows) + "\n" + note
 
 
@@ -470,7 +472,7 @@ def _align_search_rows(data: dict, plain_label: str) -> list[str]:
                                  for c in ("binding", "counting", "spatial"))
                     + f" | {format_accuracy(k, n)} | {r['fd']:.1f} | "
                     + ("-" if name == "plain" else change) + " | "
-                    + ("-" if name == "plain" else verdict) + " |")
+                    + ("-" if name == "plain" else verdict) + " | - |")
     return rows
 
 
@@ -478,9 +480,12 @@ def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
     """One row of an align_eval result file: the base, or a tuned adapter with its guard."""
     c = m["categories"]
     k, n = _overall4(m["passed"], c)
+    vs = "-"
     if is_base:
         compute, change, verdict, label = "-", "-", "-", f"{name} (base)"
     else:
+        t = m["vs_base"]
+        vs = f"{t['only_a']}, {t['only_b']}, p {format_p(t['p_value'])}"
         meta, align = m["adapter_manifest"]["metrics"], m["adapter_manifest"]["config"]["align"]
         compute = f"{meta['seconds'] / 60:.0f} min tuning, no extra at sampling"
         change = f"{100 * m['guard']['single_change']:+.1f}"
@@ -488,9 +493,11 @@ def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
         label = align.get("method", name)
         if label == "draft":
             label = f"draft (K={align['k']}, lr {align['lr']:g})"
+        elif label in ("ddpo", "spo"):
+            label = f"{label} (lr {align['lr']:g}, {meta['iterations']} iterations)"
     return (f"| {label} | {compute} | "
             + " | ".join(_cat_acc(m["passed"], c, x) for x in ("binding", "counting", "spatial"))
-            + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} |")
+            + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} | {vs} |")
 
 
 def align_search_table(path: str) -> str:
@@ -1034,7 +1041,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "interop_agreement": interop_agreement_table,
     "align_methods": lambda: align_methods_table(
         "benchmarks/results/align/search-test.json",
-        ["benchmarks/results/align/dpo-test.json", "benchmarks/results/align/draft-test.json"],
+        ["benchmarks/results/align/dpo-test.json", "benchmarks/results/align/draft-test.json",
+         "benchmarks/results/align/policy-test.json"],
         "benchmarks/results/align/reno-test.json"),
     "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
     "align_draft_dev": lambda: align_draft_dev_table("benchmarks/results/align/draft-dev.json"),
