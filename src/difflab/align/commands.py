@@ -17,11 +17,16 @@ def align_command(
     method: str = typer.Option("dpo", help=", ".join(ALIGN_METHODS)),
     suite: str = typer.Option("binding,counting,spatial", help="dev-split suites whose prompts "
                               "it tunes on: " + ", ".join(ALIGN_SUITES)),
-    images: int = typer.Option(4, help="dpo: dev images per prompt, ranked into one pair"),
+    images: int = typer.Option(None, help="dpo: dev images per prompt, ranked into one pair "
+                               "(default 4); raft: per prompt per round (default 8)"),
+    rounds: int = typer.Option(1, help="raft: rounds of sampling, filtering and fine-tuning"),
+    tuner: str = typer.Option("dreambooth", help="raft: what fine-tunes on the kept samples: "
+                              "dreambooth (every weight, prior loss) or lora"),
     budget_minutes: float = typer.Option(20.0, help="wall-clock budget (dpo: pairs and "
                                          "training)"),
-    steps: int = typer.Option(None, help="optimisation steps (ddpo, spo: iterations) at most "
-                              "(default: dpo 400, draft 200, ddpo and spo 100)"),
+    steps: int = typer.Option(None, help="optimisation steps (ddpo, spo: iterations; raft: per "
+                              "round) at most (default: dpo 400, draft 200, ddpo and spo 100, "
+                              "raft 600)"),
     beta: float = typer.Option(None, help="dpo, spo: KL weight beta (default: dpo 2000, spo "
                                "10)"),
     k: int = typer.Option(1, help="draft: sampling steps the gradient flows through (the last "
@@ -38,7 +43,7 @@ def align_command(
                               "samples"),
     clip: float = typer.Option(1e-4, help="ddpo: PPO clip range of the importance ratio"),
     kl: float = typer.Option(0.0, help="ddpo: weight of the KL to the base's transition"),
-    lr: float = typer.Option(1e-3, help="learning rate"),
+    lr: float = typer.Option(None, help="learning rate (default: raft 3e-4, else 1e-3)"),
     batch_size: int = typer.Option(None, help="pairs (dpo, default 8) or prompts (draft, "
                                    "default 4) per step"),
     rank: int = typer.Option(4, help="LoRA rank"),
@@ -46,7 +51,7 @@ def align_command(
     out: str = typer.Option(..., help="new adapter folder (`difflab sample BASE --adapter OUT`)"),
 ) -> None:
     """Align BASE by Diffusion-DPO on evaluator-ranked pairs, DRaFT-K on a reward net, DDPO or
-    SPO on the evaluator's reward:
+    SPO on the evaluator's reward, or RAFT on the samples the evaluator passes:
     `difflab align shapes-base --method dpo --budget-minutes 20 --out runs/dpo`."""
     from difflab.demo import DEMO_SAMPLING
     from difflab.runtime import load
@@ -56,7 +61,18 @@ def align_command(
     if method not in ALIGN_METHODS:
         raise ConfigError(f"unknown alignment method {method!r}; valid: "
                           + ", ".join(ALIGN_METHODS))
-    if method == "ddpo":
+    if method != "raft":
+        lr = 1e-3 if lr is None else lr
+        images = 4 if images is None else images
+    if method == "raft":
+        from difflab.align.raft import RaftConfig
+
+        cfg = RaftConfig(suites=suites, images=8 if images is None else images, rounds=rounds,
+                         steps=600 if steps is None else steps, tuner=tuner,
+                         lr=3e-4 if lr is None else lr,
+                         batch_size=8 if batch_size is None else batch_size, rank=rank,
+                         budget_minutes=budget_minutes, seed=seed)
+    elif method == "ddpo":
         from difflab.align.ddpo import DdpoConfig, check_chain
 
         cfg = DdpoConfig(suites=suites, group=group, prompts=prompts,
@@ -97,6 +113,9 @@ def align_command(
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     reference = base_reference(base)
+    if method == "raft":
+        _align_raft(base, cfg, reference, out)
+        return
     if method == "ddpo":
         from difflab.align.ddpo import align_ddpo, save_policy_run
 
@@ -152,3 +171,20 @@ def _align_dpo(base: str, cfg, reference: dict, out: str) -> None:
     typer.echo(f"aligned by {cfg.method} on {result.pairs} pairs: {result.steps_done} steps, "
                f"{result.seconds / 60:.1f} min, final loss {curve[-1] if curve else 'n/a'}; "
                f"wrote {out}/")
+
+
+def _align_raft(base: str, cfg, reference: dict, out: str) -> None:
+    """RAFT: rounds of sampling, filtering and fine-tuning, then the adapter folder."""
+    from difflab.align.raft import align_raft
+    from difflab.demo import DEMO_SAMPLING
+    from difflab.runtime import load
+    from difflab.tune.adapters import save_adapter
+
+    result = align_raft(load(base), cfg, DEMO_SAMPLING, log=typer.echo)
+    save_adapter(result, out, reference, {"rounds": [asdict(r) for r in result.rounds]},
+                 sections={"align": {"method": "raft", **asdict(cfg),
+                                     "sampling": asdict(DEMO_SAMPLING)}})
+    kept = sum(sum(r.kept.values()) for r in result.rounds)
+    sampled = sum(sum(r.sampled.values()) for r in result.rounds)
+    typer.echo(f"aligned by raft: {len(result.rounds)} round(s), kept {kept} of {sampled} "
+               f"samples, {result.seconds / 60:.1f} min; wrote {out}/")

@@ -25,7 +25,8 @@ from difflab.config import ConfigError
 from difflab.limits import check_float, check_int, check_seed
 from difflab.tune.methods import DEFAULT_TARGETS
 
-ALIGN_METHODS: tuple[str, ...] = ("dpo", "draft", "ddpo", "spo")  # the others: difflab.align.<name>
+# dpo is configured here, the others in difflab.align.<name>
+ALIGN_METHODS: tuple[str, ...] = ("dpo", "draft", "ddpo", "spo", "raft")
 ALIGN_SUITES: tuple[str, ...] = ("single", "binding", "counting", "spatial")
 
 
