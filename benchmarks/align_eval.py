@@ -41,13 +41,14 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--base", default="shapes-base")
     ap.add_argument("--split", default="test")
     ap.add_argument("--suite", default="all")
+    ap.add_argument("--seeds", type=int, default=1, help="images per prompt")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     models = {}
     for name in [args.base, *args.adapters]:
         t = time.perf_counter()
         pipe = load(name)
-        result = evaluate_suite(pipe, args.suite, DEMO_SAMPLING, 1, split=args.split)
+        result = evaluate_suite(pipe, args.suite, DEMO_SAMPLING, args.seeds, split=args.split)
         m = result.metrics()
         m["seconds"] = round(time.perf_counter() - t, 1)
         m["categories"] = [s.category for s in result.specs]
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> None:
     write_json(args.out, {
         "provenance": provenance(args.split, str(folder), checkpoint_identity(folder),
                                  {"sampling": DEMO_SAMPLING.__dict__, "suite": args.suite,
+                                  "seeds_per_prompt": args.seeds,
                                   "adapters": args.adapters,
                                   "guard": {"fd_rise": FD_RISE, "single_drop": SINGLE_DROP}}),
         "note": "shared 2-core machine (other jobs running); seconds are indicative only",

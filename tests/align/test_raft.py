@@ -84,3 +84,20 @@ def test_align_raft_writes_an_adapter_that_loads(tmp_path, capsys):
     assert manifest.config["align"]["method"] == "raft"
     assert manifest.metrics["rounds"][0]["sampled"] == {"single": len(load_suite("single"))}
     load(str(out))  # the adapter applies to its base
+
+
+@pytest.mark.parametrize("budget, rounds", [(3.0, 1), (10_000.0, 3)])
+def test_no_round_starts_that_would_pass_the_budget(monkeypatch, budget, rounds):
+    import types
+
+    import difflab.align.raft as raft
+
+    clock = iter(range(0, 100_000, 60))  # each reading of RAFT's clock is a minute later
+    monkeypatch.setattr(raft, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    cfg = RaftConfig(suites=("single",), images=1, rounds=3, steps=1, batch_size=2,
+                     budget_minutes=budget)
+    logged: list[str] = []
+    result = align_raft(load("shapes-base"), cfg, FAST, progress=False, log=logged.append)
+    # round 0 reads the clock 4 times (3 minutes spent): a second round would end past 3 min
+    assert len(result.rounds) == rounds
+    assert any("stopping after 1 round" in line for line in logged) == (rounds == 1)

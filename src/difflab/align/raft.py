@@ -135,7 +135,11 @@ def align_raft(pipe: Any, cfg: RaftConfig, sampling: Any, progress: bool = True,
     base = {k: v.detach().clone() for k, v in pipe.net.named_parameters()}
     rounds, losses, result = [], [], None
     for r in range(cfg.rounds):
-        if r and time.perf_counter() - start > 60 * cfg.budget_minutes:
+        spent = time.perf_counter() - start
+        if r and spent + spent / r > 60 * cfg.budget_minutes:  # another round would overrun
+            if log:
+                log(f"stopping after {r} round(s): another would pass the "
+                    f"{cfg.budget_minutes:g}-minute budget")
             break
         t = time.perf_counter()
         images, prompts, sampled, kept = passing_samples(pipe, cfg, sampling, r, progress)
