@@ -347,11 +347,13 @@ _IN_STRING = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
 
 def _leaves(data: Any, key: str = "") -> Iterator[tuple[str, float]]:
-    """(leaf key, number) for every number in a JSON value, numbers in strings included."""
+    """(leaf key, number) for every number in a JSON value, numbers in strings and the lengths
+    of lists (a count of evaluations, images, ...) included."""
     if isinstance(data, dict):
         for k, v in data.items():
             yield from _leaves(v, str(k))
     elif isinstance(data, list):
+        yield key + "#len", float(len(data))
         for v in data:
             yield from _leaves(v, key)
     elif isinstance(data, bool) or data is None:
