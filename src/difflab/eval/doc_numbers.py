@@ -87,7 +87,7 @@ SCALES: dict[str, tuple[float, ...]] = {
     "%": (1.0, 0.01), "points": (1.0, 0.01), "ms": (1.0, 1e-3), "s": (1.0, 1e3),
     "min": (1.0, 60.0), "h": (1.0, 3600.0, 60.0), "GFLOP": (1.0, 1e9),
     "TFLOP": (1.0, 1e12), "MFLOP": (1.0, 1e6), "GB": (1.0, 1e9, 2.0**30, 1e3),
-    "MB": (1.0, 1e6, 2.0**20), "KB": (1.0, 1e3, 2.0**10), "M": (1.0, 1e6), "k": (1.0, 1e3),
+    "MB": (1.0, 1e6, 2.0**20), "KB": (1.0, 1e3, 2.0**10), "M": (1.0, 1e6), "k": (1e3,),
 }
 # words after a number that make it a setting of the machine or the set-up, not a result
 NON_RESULT_WORDS = re.compile(r"\s?-?(?:cores?|threads?|CPUs?|GPUs?|processes|process|bits?|"
@@ -380,13 +380,36 @@ def has_provenance(records: Sequence[Any]) -> bool:
 
 
 @functools.cache
+def table_numbers(root: Path = ROOT) -> dict[str, dict[str, list[float]]]:
+    """result file -> {table name: the numbers its committed generated tables show}: what
+    difflab.eval.tables computes from the file (speed-ups from the timing rounds, Wilson
+    intervals), which tests/test_tables.py keeps equal to the file."""
+    from difflab.eval.tables import MARKER, PAGES, TABLES
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for page in PAGES:
+        if not (root / page).is_file():
+            continue
+        for m in MARKER.finditer((root / page).read_text(encoding="utf-8")):
+            if m.group("name") not in TABLES:
+                continue
+            numbers = [float(x.group(0)) for x in _IN_STRING.finditer(m.group("body"))]
+            for c in table_files(m.group("name")):
+                for path in _files_of(c, root):
+                    out.setdefault(path, {}).setdefault(m.group("name"), []).extend(numbers)
+    return out
+
+
+@functools.cache
 def result_file(path: str, root: Path = ROOT) -> FileNumbers:
-    """The numbers of one result file."""
+    """The numbers of one result file, with those its generated tables show."""
     records = _records(root / path)
     keyed: dict[str, list[float]] = {}
     for record in records:
         for key, value in _leaves(record):
             keyed.setdefault(key, []).append(value)
+    for name, numbers in table_numbers(root).get(path, {}).items():
+        keyed[f"table:{name}"] = numbers
     by_key = {k: np.unique(np.asarray(v)) for k, v in keyed.items()}
     values = np.unique(np.concatenate(list(by_key.values()))) if by_key else np.zeros(0)
     return FileNumbers(path, values, by_key, has_provenance(records))
