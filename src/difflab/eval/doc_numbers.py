@@ -299,6 +299,8 @@ def read_page(page: str, root: Path = ROOT) -> Page:
     lines, raw, paragraphs, page_files = [], {}, [set()], set()
     fence, table = "", ""
     for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("|") and not fence and not table and paragraphs[-1]:
+            paragraphs.append(set())  # each row of a hand-written table is its own paragraph
         for c in _citations(line):
             files = _files_of(c, root)
             paragraphs[-1] |= files
@@ -393,7 +395,8 @@ def table_numbers(root: Path = ROOT) -> dict[str, dict[str, list[float]]]:
         for m in MARKER.finditer((root / page).read_text(encoding="utf-8")):
             if m.group("name") not in TABLES:
                 continue
-            numbers = [float(x.group(0)) for x in _IN_STRING.finditer(m.group("body"))]
+            body = re.sub(r"(\d)[x×](?!\w)", r"\1 ", m.group("body"))  # 1.51x -> 1.51
+            numbers = [float(x.group(0)) for x in _IN_STRING.finditer(body)]
             for c in table_files(m.group("name")):
                 for path in _files_of(c, root):
                     out.setdefault(path, {}).setdefault(m.group("name"), []).extend(numbers)
@@ -456,10 +459,22 @@ def _in(values: np.ndarray, target: float, tol: float) -> float | None:
     return None
 
 
-def _difference(numbers: FileNumbers, target: float, tol: float) -> str:
-    """A key whose two values differ by `target` (within `tol`), as "key: a - b", or ""."""
+# which keys a difference may be taken within, by the quote's unit (tables: any)
+DIFFERENCE_KEYS = {"dB": re.compile(r"psnr|db|^table:", re.I),
+                   "points": re.compile(r"acc|pass|rate|score|^table:", re.I),
+                   "%": re.compile(r"acc|pass|rate|score|^table:", re.I)}
+NOT_DIFFERENCE_KEYS = re.compile(r"seed|latenc|second|time|bytes|flops|step|#len|#text", re.I)
+
+
+def _difference(numbers: FileNumbers, target: float, tol: float, unit: str = "") -> str:
+    """A key whose two values differ by `target` (within `tol`), as "key: a - b", or ""; keys
+    of the quantity the unit names only (PSNR for dB, accuracies for points), never timings,
+    seeds or counts."""
+    allowed = DIFFERENCE_KEYS.get(unit)
     for key, a in numbers.by_key.items():
-        if len(a) < 2 or len(a) > MAX_DIFFERENCE_KEY:
+        if len(a) < 2 or len(a) > MAX_DIFFERENCE_KEY or NOT_DIFFERENCE_KEYS.search(key):
+            continue
+        if allowed is not None and not allowed.search(key):
             continue
         low = np.searchsorted(a, a - target - tol)
         ok = (low < len(a)) & (a[np.minimum(low, len(a) - 1)] <= a - target + tol)
@@ -484,7 +499,7 @@ def match_file(q: Quote, numbers: FileNumbers) -> str:
     if q.signed or q.unit == "points":
         for target, tol, how in _targets(q):
             if target > 0:
-                diff = _difference(numbers, target, tol)
+                diff = _difference(numbers, target, tol, q.unit)
                 if diff:
                     return f"difference {diff}{how}"
     return ""
