@@ -49,7 +49,9 @@ DIMENSIONS = re.compile(r"\b\d+(?:\s?[×x]\s?\d+)+\b(?!\s?(?:faster|slower|speed
 # numbers that are part of a method's or format's name: DPM-Solver++ 2M, FLUX.1, SD 1.5, GPT-2
 NAMES = re.compile(r"DPM-Solver\+\+\s?(?:\(?\d[MS]\)?|2M SDE)|\b(?:FLUX|SD|SDXL|GPT|PixArt|"
                    r"Stable Diffusion|Llama|CLIP|T5|MiniLM|Lumina|ViT|ResNet|VGG|Inception"
-                   r")[\s.-]?v?\d+(?:\.\d+)?\b|\b\d+(?:st|nd|rd|th)\b|\bO\(\S+\)")
+                   r")[\s.-]?v?\d+(?:\.\d+)?\b|\b\d+(?:st|nd|rd|th)\b|\bO\(\S+\)|"
+                   r"\b(?:Sec|Section|Fig|Figure|Table|Eq|Algorithm|Appendix|App)\.?\s?\(?\d+"
+                   r"(?:\.\d+)*\)?")  # a paper's parts: "LDM, Sec. 4.1", "Algorithm 2"
 # an accuracy and its 95% Wilson interval, "86.9% [78.1, 92.5]" (difflab.eval.stats)
 WILSON = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?%\s?\[(\d+(?:\.\d+)?),\s?(\d+(?:\.\d+)?)\]")
 MINUTES_SECONDS = re.compile(r"(?<![\w.])(\d+)\s?min\s(\d+)\s?s\b")
