@@ -49,6 +49,7 @@ DeepCache at 1.94x; PSNR +12.2 dB over the baseline and -2.4 points of accuracy.
 
 Elsewhere, 47.3 dB; and 123.4 nowhere (Wilson 1927, torch 2.3.1, on 2026-12-06, `--steps 77`,
 runs/x-555.json, [link 8888](https://example.org/9999), 2 cores, seeds from 6000).
+DPM++ 2M gets 429 (LDM, Sec. 4.1); the run took 34 min 33 s.
 
 ```
 binding 12.3%
@@ -60,6 +61,7 @@ binding 12.3%
 """
 RESULTS = {
     "run/a.json": {"accuracy": 0.9166667, "speedup": 1.5512, "time_ratio": 0.5155, "fd": 35.19,
+                   "total_seconds": 2073.2,
                    "method": {"psnr": 30.1, "acc": 0.512}, "base": {"psnr": 17.9, "acc": 0.536}},
     "other/b.json": {"psnr": 47.31, "provenance": {k: "" for k in dn.PROVENANCE_KEYS}},
 }
@@ -70,7 +72,7 @@ def test_quotes_skip_code_tables_links_dates_versions_paths_and_settings(tmp_pat
     found = [(q.line, q.text) for q in dn.quotes("docs/page.md", root)]
     assert found == [(3, "91.7%"), (3, "83.8"), (3, "95.9"), (3, "1.55x"), (4, "1.94x"),
                      (4, "+12.2 dB"), (4, "-2.4 points"), (4, "35.19"), (6, "47.3 dB"),
-                     (6, "123.4")]
+                     (6, "123.4"), (8, "34 min 33 s")]
 
 
 def test_rounding_percent_ratios_and_differences_trace_to_the_cited_file(tmp_path):
@@ -78,7 +80,7 @@ def test_rounding_percent_ratios_and_differences_trace_to_the_cited_file(tmp_pat
     report = dn.check(["docs/page.md"], allowlist=[], root=root)
     status = {v.quote.text: (v.status, v.file) for v in report.verdicts}
     cited = ("traced", "benchmarks/results/run/a.json")
-    for text in ("91.7%", "1.55x", "1.94x", "+12.2 dB", "-2.4 points", "35.19"):
+    for text in ("91.7%", "1.55x", "1.94x", "+12.2 dB", "-2.4 points", "35.19", "34 min 33 s"):
         assert status[text] == cited, text
     # No file stores the interval: it is the 95% Wilson interval of 91.7% (77 of 84 images).
     assert status["83.8"] == status["95.9"] == cited

@@ -47,7 +47,7 @@ PATH = re.compile(r"[\w.~-]*/[\w./*~-]+|\b[\w.*-]+\.(?:json|jsonl|md|py|toml|png
 FLAG = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*(?:[ =](?!-)[^\s,;)]+)?")
 DIMENSIONS = re.compile(r"\b\d+(?:\s?[×x]\s?\d+)+\b(?!\s?(?:faster|slower|speed))")
 # numbers that are part of a method's or format's name: DPM-Solver++ 2M, FLUX.1, SD 1.5, GPT-2
-NAMES = re.compile(r"DPM-Solver\+\+\s?(?:\(?\d[MS]\)?|2M SDE)|\b(?:FLUX|SD|SDXL|GPT|PixArt|"
+NAMES = re.compile(r"DPM(?:-Solver)?\+\+\s?(?:\(?\d[MS]\)?|2M SDE)|\b(?:FLUX|SD|SDXL|GPT|PixArt|"
                    r"Stable Diffusion|Llama|CLIP|T5|MiniLM|Lumina|ViT|ResNet|VGG|Inception"
                    r")[\s.-]?v?\d+(?:\.\d+)?\b|\b\d+(?:st|nd|rd|th)\b|\bO\(\S+\)|"
                    r"\b(?:Sec|Section|Fig|Figure|Table|Eq|Algorithm|Appendix|App)\.?\s?\(?\d+"
