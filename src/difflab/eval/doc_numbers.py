@@ -59,7 +59,7 @@ HOURS_MINUTES = re.compile(r"(?<![\w.])(\d+)\s?h\s(\d+)\s?min\b")
 
 # --- numbers -----------------------------------------------------------------------------------
 NUMBER = re.compile(
-    r"(?<![\w.,/\\#^-])(?P<sign>(?<![\w)\]])[+\-−±~≈]?)"
+    r"(?<![\w.,/\\#^])(?<!\D-)(?P<sign>(?<![\w)\]])[+\-−±~≈]?)"  # "12-35": both numbers
     r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<frac>\.\d+)?(?:[eE](?P<exp>[+\-−]?\d+))?"
     r"(?![\w]*[/.]\w)(?=(?P<tail>[^\n]{0,24}))")
 UNITS = (  # (unit, regex on the text right after the number)
@@ -225,10 +225,8 @@ def _numbers(prose: str) -> Iterator[tuple[str, float, int, str, bool, str]]:
         if value in HTTP_CODES and not frac and (HTTP_BEFORE.search(before)
                                                  or HTTP_AFTER.match(tail)):
             continue
-        if not unit and not frac and not exp and (value <= SMALL_INT
-                                                  or NON_RESULT_WORDS.match(tail)):
-            continue
-        if not unit and NON_RESULT_WORDS.match(tail):
+        if not unit and (NON_RESULT_WORDS.match(tail)
+                         or (not frac and not exp and value <= SMALL_INT)):
             continue
         signed = sign in ("+", "-") and not before.rstrip().endswith(("=",))
         if sign == "-":
