@@ -119,5 +119,10 @@ def test_cited_files_without_provenance_are_listed(tmp_path):
 
 
 def test_generated_tables_count_as_citations_of_their_files():
+    from difflab.eval import tables
+
+    entries, _, pages = dn._table_sources()  # read from the source of difflab.eval.tables
+    assert list(entries) == list(tables.TABLES) and pages == tables.PAGES
+    assert dn.TABLE_MARKER.pattern == tables.MARKER.pattern
     assert dn.table_files("samplers") == ("benchmarks/results/samplers/bench.json",)
     assert "benchmarks/results/demo-avx2/metrics.json" in dn.table_files("shipped")

@@ -3,11 +3,12 @@ cites (benchmarks/results/**.json, .jsonl), allowing the rounding the text shows
 
 from __future__ import annotations
 
+import ast
 import functools
-import inspect
 import json
 import math
 import re
+import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,23 +263,50 @@ def _files_of(citation: str, root: Path) -> set[str]:
             if p.suffix in (".json", ".jsonl")}
 
 
+# where the generated tables come from (difflab.eval.tables), read as source: importing it would
+# import scipy, which costs more than the whole check
+TABLE_MODULES = ("tables.py", "reference_tables.py")
+TABLE_MARKER = re.compile(  # tables.MARKER
+    r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.DOTALL)
+
+
+@functools.cache
+def _table_sources() -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
+    """(table name -> source of its TABLES entry, module-level name -> its source, PAGES)."""
+    entries: dict[str, str] = {}
+    definitions: dict[str, str] = {}
+    pages: tuple[str, ...] = ()
+    for module in TABLE_MODULES:
+        text = (Path(__file__).parent / module).read_text(encoding="utf-8")
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                continue
+            for name in names:
+                definitions[name] = ast.get_source_segment(text, node) or ""
+            if "TABLES" in names and isinstance(node.value, ast.Dict):
+                for key, value in zip(node.value.keys, node.value.values, strict=True):
+                    entries[ast.literal_eval(key)] = ast.get_source_segment(text, value) or ""
+            if "PAGES" in names:
+                pages = tuple(ast.literal_eval(node.value))
+    return entries, definitions, pages
+
+
 @functools.cache
 def table_files(name: str) -> tuple[str, ...]:
-    """The result files a generated table reads (read statically from its source)."""
-    from difflab.eval import reference_tables, tables
-
-    seen: set[str] = set()
-    sources = [inspect.getsource(tables.TABLES[name])]
+    """The result files a generated table reads: the paths in its entry of tables.TABLES and in
+    the functions and constants that entry names, read from their source."""
+    entries, definitions, _ = _table_sources()
+    sources, seen = [entries[name]], set()
     for source in sources:
-        for ident in set(re.findall(r"\b[A-Za-z_]\w*\b", source)):
-            obj = getattr(tables, ident, None) or getattr(reference_tables, ident, None)
-            if ident in seen or obj is None:
-                continue
+        for ident in set(re.findall(r"\b[A-Za-z_]\w*\b", source)) - seen:
             seen.add(ident)
-            if inspect.isfunction(obj) and obj.__module__.startswith("difflab.eval"):
-                sources.append(inspect.getsource(obj))
-            elif isinstance(obj, str | tuple | dict):
-                sources.append(repr(obj))
+            if ident in definitions:
+                sources.append(definitions[ident])
     return tuple(sorted(c for s in sources for c in _citations(s)))
 
 
@@ -312,9 +340,7 @@ def read_page(page: str, root: Path = ROOT) -> Page:
         opened = TABLE_OPEN.search(line)
         if opened and not fence:
             table = opened.group(1)
-            from difflab.eval.tables import TABLES
-
-            if table in TABLES:
+            if table in _table_sources()[0]:
                 files = {f for c in table_files(table) for f in _files_of(c, root)}
                 paragraphs[-1] |= files
                 page_files |= files
@@ -386,14 +412,13 @@ def table_numbers(root: Path = ROOT) -> dict[str, dict[str, list[float]]]:
     """result file -> {table name: the numbers its committed generated tables show}: what
     difflab.eval.tables computes from the file (speed-ups from the timing rounds, Wilson
     intervals), which tests/test_tables.py keeps equal to the file."""
-    from difflab.eval.tables import MARKER, PAGES, TABLES
-
+    entries, _, pages = _table_sources()
     out: dict[str, dict[str, list[float]]] = {}
-    for page in PAGES:
+    for page in pages:
         if not (root / page).is_file():
             continue
-        for m in MARKER.finditer((root / page).read_text(encoding="utf-8")):
-            if m.group("name") not in TABLES:
+        for m in TABLE_MARKER.finditer((root / page).read_text(encoding="utf-8")):
+            if m.group("name") not in entries:
                 continue
             body = re.sub(r"(\d)[x×](?!\w)", r"\1 ", m.group("body"))  # 1.51x -> 1.51
             numbers = [float(x.group(0)) for x in _IN_STRING.finditer(body)]
@@ -522,19 +547,18 @@ MAX_WILSON_N = 20000
 def wilson_consistent(accuracy: str, bound: float, decimals: int) -> bool:
     """Whether `bound` (percent, as rounded) is a bound of the 95% Wilson interval of
     `accuracy` ("86.9%") for some count of images n <= MAX_WILSON_N."""
-    from difflab.eval.stats import Z95
-
+    z = statistics.NormalDist().inv_cdf(0.975)  # stats.Z95
     p = float(accuracy.rstrip("%")) / 100
     p_decimals = len(accuracy.rstrip("%").partition(".")[2]) + 2
     n = np.arange(1, MAX_WILSON_N + 1, dtype=float)
     k = np.round(p * n)
     n, k = n[np.abs(k / n - p) <= 0.5 * 10.0 ** -p_decimals + 1e-12], k[
         np.abs(k / n - p) <= 0.5 * 10.0 ** -p_decimals + 1e-12]
-    z2 = Z95 * Z95
+    z2 = z * z
     phat = k / n
     denom = 1 + z2 / n
     centre = (phat + z2 / (2 * n)) / denom
-    half = Z95 / denom * np.sqrt(phat * (1 - phat) / n + z2 / (4 * n * n))
+    half = z / denom * np.sqrt(phat * (1 - phat) / n + z2 / (4 * n * n))
     lo = np.where(k == 0, 0.0, np.maximum(0.0, centre - half))
     hi = np.where(k == n, 1.0, np.minimum(1.0, centre + half))
     tol = 0.5 * 10.0 ** -decimals + 1e-9
