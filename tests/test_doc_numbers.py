@@ -61,7 +61,8 @@ binding 12.3%
 """
 RESULTS = {
     "run/a.json": {"accuracy": 0.9166667, "speedup": 1.5512, "time_ratio": 0.5155, "fd": 35.19,
-                   "total_seconds": 2073.2,
+                   "total_seconds": 2073.2, "index": 123.4,  # positions and per-image arrays
+                   "psnr_per_image": [0.0] * 20 + [123.4],  # are not results: 123.4 untraced
                    "method": {"psnr": 30.1, "acc": 0.512}, "base": {"psnr": 17.9, "acc": 0.536}},
     "other/b.json": {"psnr": 47.31, "provenance": {k: "" for k in dn.PROVENANCE_KEYS}},
 }

@@ -46,11 +46,11 @@ VERSION = re.compile(r"\bv\d+(?:\.\d+)*\b|\b\d+\.\d+\.\d+[\w.+-]*|\b(?:Python|Py
 PATH = re.compile(r"[\w.~-]*/[\w./*~-]+|\b[\w.*-]+\.(?:json|jsonl|md|py|toml|png|html|txt|log|"
                   r"safetensors|pt|pth|yaml|yml|csv|sh|cfg|ini|gz|zip)\b")
 FLAG = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*(?:[ =](?!-)[^\s,;)]+)?")
-DIMENSIONS = re.compile(r"\b\d+(?:\s?[×x]\s?\d+)+\b(?!\s?(?:faster|slower|speed))")
+DIMENSIONS = re.compile(r"\b\d+(?:\s?[×x…]\s?\d+)+\b(?!\s?(?:faster|slower|speed))")
 # numbers that are part of a method's or format's name: DPM-Solver++ 2M, FLUX.1, SD 1.5, GPT-2
 NAMES = re.compile(r"DPM(?:-Solver)?\+\+\s?(?:\(?\d[MS]\)?|2M SDE)|\b(?:FLUX|SD|SDXL|GPT|PixArt|"
-                   r"Stable Diffusion|Llama|CLIP|T5|MiniLM|Lumina|ViT|ResNet|VGG|Inception"
-                   r")[\s.-]?v?\d+(?:\.\d+)?\b|\b\d+(?:st|nd|rd|th)\b|\bO\(\S+\)|"
+                   r"PixArt-[αΣ]|Stable Diffusion|Llama|CLIP|T5|MiniLM|Lumina|ViT|ResNet|VGG|"
+                   r"Inception)[\s.-]?v?\d+(?:\.\d+)?\b|\b\d+(?:st|nd|rd|th)\b|\bO\(\S+\)|"
                    r"\b(?:Sec|Section|Fig|Figure|Table|Eq|Algorithm|Appendix|App)\.?\s?\(?\d+"
                    r"(?:\.\d+)*\)?")  # a paper's parts: "LDM, Sec. 4.1", "Algorithm 2"
 # an accuracy and its 95% Wilson interval, "86.9% [78.1, 92.5]" (difflab.eval.stats)
@@ -95,7 +95,7 @@ SCALES: dict[str, tuple[float, ...]] = {
 # words after a number that make it a setting of the machine or the set-up, not a result
 NON_RESULT_WORDS = re.compile(r"\s?-?(?:cores?|threads?|CPUs?|GPUs?|processes|process|bits?|"
                               r"bytes? per|px|pixels?|channels?|d\b|D\b|dims?|dimensional|"
-                              r"-dimensional|character|chars?|lines?|columns?)\b")
+                              r"-dimensional|character|chars?|lines?|columns?|tokens?)\b")
 # words before a number that make it a setting: "seeds from 6000", "family 23", "batch 64"
 SETTING_BEFORE = re.compile(r"(?:\bseeds?(?: from)?|\bfamily|\bmodel|\bbatch|\brank|\bdim|\bdepth|"
                             r"\bpatch|\blr|\bmax|\bexit (?:status|code)|\b[a-zA-Z]\s?=)\s*$")
@@ -374,14 +374,25 @@ def quotes(page: str, root: Path = ROOT) -> list[Quote]:
 _IN_STRING = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
 
+# keys whose numbers are never results: positions, seeds, dates, hashes, machine load
+META_KEYS = re.compile(r"^(?:index|idx|seeds?|seed_offset|date|cpu_id|code_version|pid|"
+                       r"checkpoint_sha256|sha256|load_average\w*)(?:#text)?$")
+MAX_ARRAY = 16  # a longer list of plain numbers is per-image or per-step data: only its length
+
+
 def _leaves(data: Any, key: str = "") -> Iterator[tuple[str, float]]:
     """(leaf key, number) for every number in a JSON value, numbers in strings and the lengths
-    of lists (a count of evaluations, images, ...) included."""
+    of lists (a count of evaluations, images, ...) included; not the elements of long numeric
+    arrays (per-image verdicts, curves) nor the values of META_KEYS."""
+    if META_KEYS.match(key):
+        return
     if isinstance(data, dict):
         for k, v in data.items():
             yield from _leaves(v, str(k))
     elif isinstance(data, list):
         yield key + "#len", float(len(data))
+        if len(data) > MAX_ARRAY and all(isinstance(v, int | float) for v in data):
+            return
         for v in data:
             yield from _leaves(v, key)
     elif isinstance(data, bool) or data is None:
@@ -509,8 +520,9 @@ def _difference(numbers: FileNumbers, target: float, tol: float, unit: str = "")
     return ""
 
 
-def match_file(q: Quote, numbers: FileNumbers) -> str:
-    """How the quote appears in one result file ("" when it does not)."""
+def match_file(q: Quote, numbers: FileNumbers, differences: bool = True) -> str:
+    """How the quote appears in one result file ("" when it does not); with `differences`
+    False, only as a value or, for a speed-up, the inverse of one."""
     for target, tol, how in _targets(q):
         found = _in(numbers.values, target, tol)
         if found is not None:
@@ -521,7 +533,7 @@ def match_file(q: Quote, numbers: FileNumbers) -> str:
         found = _in(numbers.values, (low + high) / 2, (high - low) / 2)
         if found is not None:
             return f"1 / {found:g}"
-    if q.signed or q.unit == "points":
+    if differences and (q.signed or q.unit == "points"):
         for target, tol, how in _targets(q):
             if target > 0:
                 diff = _difference(numbers, target, tol, q.unit)
@@ -576,11 +588,12 @@ def trace(q: Quote, root: Path = ROOT) -> Verdict:
             return Verdict(q, accuracy.status, accuracy.file,
                            f"Wilson interval of {q.interval_of} ({accuracy.how})")
         return Verdict(q, "untraced", how=f"not a Wilson bound of {q.interval_of}")
-    for files in (q.paragraph_files, q.page_files):
-        for path in files:
-            how = match_file(q, result_file(path, root))
-            if how:
-                return Verdict(q, "traced", path, how)
+    for differences in (False, True):  # a value anywhere cited before a difference
+        for files in (q.paragraph_files, q.page_files):
+            for path in files:
+                how = match_file(q, result_file(path, root), differences)
+                if how:
+                    return Verdict(q, "traced", path, how)
     path, how = match_anywhere(q, root)
     if not path and q.unit == "x":
         for other in result_paths(root):
