@@ -63,6 +63,8 @@ def test_sample_with_reno_search(tmp_path, capsys):
     (["align", "shapes-base", "--method", "raft", "--tuner", "full", "--out", "x"],
      "unknown RAFT tuner"),
     (["align", "shapes-base", "--method", "raft", "--rounds", "0", "--out", "x"], "rounds"),
+    (["align", "shapes-base", "--method", "raft", "--prior-weight", "-1", "--out", "x"],
+     "prior_weight"),
     (["align", "shapes-base", "--method", "draft", "--k", "0", "--out", "x"], "k = 0"),
     (["align", "shapes-base", "--method", "draft", "--k", "30", "--out", "x"], "exceeds"),
     (["align", "shapes-base", "--method", "draft", "--reward-net", "x", "--out", "x"],

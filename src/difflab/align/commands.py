@@ -22,6 +22,8 @@ def align_command(
     rounds: int = typer.Option(1, help="raft: rounds of sampling, filtering and fine-tuning"),
     tuner: str = typer.Option("dreambooth", help="raft: what fine-tunes on the kept samples: "
                               "dreambooth (every weight, prior loss) or lora"),
+    prior_weight: float = typer.Option(1.0, help="raft: weight of the class-prior "
+                                       "preservation loss on single-object renders"),
     budget_minutes: float = typer.Option(20.0, help="wall-clock budget (dpo: pairs and "
                                          "training)"),
     steps: int = typer.Option(None, help="optimisation steps (ddpo, spo: iterations; raft: per "
@@ -71,7 +73,7 @@ def align_command(
                          steps=600 if steps is None else steps, tuner=tuner,
                          lr=3e-4 if lr is None else lr,
                          batch_size=8 if batch_size is None else batch_size, rank=rank,
-                         budget_minutes=budget_minutes, seed=seed)
+                         prior_weight=prior_weight, budget_minutes=budget_minutes, seed=seed)
     elif method == "ddpo":
         from difflab.align.ddpo import DdpoConfig, check_chain
 
