@@ -169,7 +169,8 @@ def sample(
                                           "with --control of a GLIGEN adapter)"),
     structured: bool = typer.Option(False, "--structured", help="structured cross-attention: "
                                     "each noun phrase encoded alone, the values averaged "
-                                    "(prompts in the suites' templates)"),
+                                    "(prompts in the suites' templates; fp32 unless "
+                                    "--precision is given)"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""

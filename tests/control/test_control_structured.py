@@ -235,7 +235,7 @@ def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
 def test_sample_structured_from_the_command_line(tmp_path, capsys, monkeypatch):
     code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--structured", "-p", TWO,
                          "-p", "two green triangles", "--n", "2", "--steps", "2", "--cfg", "2",
-                         "--precision", "fp32", "--out", tmp_path / "s.png")
+                         "--out", tmp_path / "s.png")  # auto: fp32, the benchmarks' precision
     assert code == 0 and (tmp_path / "s.png").is_file()
     assert "structured over 2, 1 noun phrases, euler x2, cfg 2.0, fp32)" in text
 

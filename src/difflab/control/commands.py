@@ -112,7 +112,10 @@ def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed
 def sample_structured(checkpoint: str, prompts: list[str], n: int, config, seed: int, out: str,
                       sampler: str | None, steps: int | None, cfg: float | None) -> None:
     """`difflab sample BASE --structured -p PROMPT`: n images per prompt with structured
-    cross-attention (Feng et al., 2023); the output line names the precision it ran in."""
+    cross-attention (Feng et al., 2023), in fp32 unless --precision says otherwise (the
+    benchmarks' precision); the output line names the precision it ran in."""
+    from dataclasses import replace
+
     from difflab.cli import _own_defaults
     from difflab.control.structured import generate_structured, noun_phrases
     from difflab.data.grid import make_grid
@@ -130,6 +133,8 @@ def sample_structured(checkpoint: str, prompts: list[str], n: int, config, seed:
     phrases = {p: noun_phrases(p) for p in prompts}  # before the model loads
     pipe = load(checkpoint)
     config = _own_defaults(pipe, config, sampler, steps, cfg)
+    if config.precision == "auto":  # what the benchmarks measured; --precision bf16 is kept
+        config = replace(config, precision="fp32")
     precision = resolve_precision(config.precision, pipe.device).name
     every = [p for p in prompts for _ in range(n)]
     images = generate_structured(pipe, every, [seed + i for i in range(len(every))], config,
