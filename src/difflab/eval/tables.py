@@ -1062,6 +1062,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/control/adapters-test.json"),
     "control_empty_layout": lambda: control_table(
         "benchmarks/results/control/empty-layout-single-test.json"),
+    "control_binding_long_dev": lambda: control_table(
+        "benchmarks/results/control/binding-long-dev.json"),
+    "control_binding_long_test": lambda: control_table(
+        "benchmarks/results/control/binding-long-test.json"),
     "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
