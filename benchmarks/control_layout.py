@@ -9,6 +9,8 @@ exact test; on the `layout` suite each requested object's box IoU and mask IoU a
         --method base --method box:scale=0.1 --out runs/control-dev.json
     python benchmarks/control_layout.py --suite layout --split test --method base \
         --method controlnet:dir=runs/controlnet --out benchmarks/results/control/layout-test.json
+    python benchmarks/control_layout.py --base shapes-long --suite binding --split dev \
+        --seeds 2 --method base --method structured:fraction=0.5 --out runs/binding-dev.json
     python benchmarks/control_layout.py --suite layout --split test --method base \
         --method t2i-adapter:dir=runs/t2i-adapter --method gligen:dir=runs/gligen \
         --reference benchmarks/results/control/layout-test.json \
@@ -32,6 +34,7 @@ import numpy as np
 from difflab.control.guidance import GuidanceConfig
 from difflab.control.layout import Layout
 from difflab.control.sampling import generate_controlled
+from difflab.control.structured import StructuredConfig, generate_structured
 from difflab.control.train import METHODS, weights_name
 from difflab.data.captions import noun
 from difflab.data.grid import make_grid
@@ -70,7 +73,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N prompts only (0: all)")
     ap.add_argument("--method", action="append", required=True,
                     help="base | box:scale=..,fraction=.. | attend-excite:.. | "
-                    "controlnet|t2i-adapter|gligen:dir=..")
+                    "structured:fraction=..,blocks=1+2 | "
+                    "controlnet|t2i-adapter|gligen:dir=..[,grounding=TAU]")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--batch", type=int, default=16)
@@ -129,7 +133,8 @@ def main() -> None:
 
     controls = {o["dir"]: sha256_file(Path(o["dir"]) / weights_name(name))
                 for name, o in methods if name in METHODS}
-    out = {"suite": args.suite, "n_images": len(rows), "seeds_per_prompt": args.seeds,
+    out = {"base": args.base, "suite": args.suite, "n_images": len(rows),
+           "seeds_per_prompt": args.seeds,
            "control_weights_sha256": controls,
            "sampling": {"sampler": "euler", "steps": args.steps, "cfg": args.cfg,
                         "precision": "fp32"},
@@ -234,13 +239,19 @@ def _runner(pipe, name: str, opts: dict, config: SampleConfig):
 
         net = load_control(opts["dir"], pipe, name)
         empty = opts.get("empty", "0") == "1"
+        tau = float(opts.get("grounding", 1.0))  # GLIGEN's scheduled sampling
 
         def run(lays, seeds):
             if empty:  # the prompt only: no boxes for the adapter to read
                 lays = [Layout(lay.prompt, (), ()) for lay in lays]
-            with apply_control(pipe, net) as handle:
+            with apply_control(pipe, net, tau) as handle:
                 return generate_controlled(pipe, lays, seeds, config, control=handle)
         return run
+    if name == "structured":  # blocks=1+2: indices into model.blocks, "+"-separated
+        blocks = tuple(int(b) for b in opts.get("blocks", "").split("+") if b)
+        structured = StructuredConfig(blocks=blocks, fraction=float(opts.get("fraction", 1.0)))
+        return lambda lays, seeds: generate_structured(pipe, [lay.prompt for lay in lays],
+                                                       seeds, config, structured)
     guidance = GuidanceConfig(method=name, scale=float(opts.get("scale", 0.5)),
                               fraction=float(opts.get("fraction", 0.5)),
                               iterations=int(opts.get("iterations", 1)))

@@ -164,6 +164,13 @@ def sample(
                                          "--attend-excite (0: the method's default)"),
     control: str = typer.Option("", help="control folder (`difflab control train`) that "
                                 "conditions on --layout"),
+    grounding_steps: float = typer.Option(1.0, help="GLIGEN scheduled sampling: ground only "
+                                          "the first TAU fraction of the steps (0 < TAU <= 1; "
+                                          "with --control of a GLIGEN adapter)"),
+    structured: bool = typer.Option(False, "--structured", help="structured cross-attention: "
+                                    "each noun phrase encoded alone, the values averaged "
+                                    "(prompts in the suites' templates; fp32 unless "
+                                    "--precision is given)"),
     out: str = typer.Option("grid.png", help="output PNG grid"),
 ) -> None:
     """Sample a grid: `difflab sample runs/demo --prompt "a red circle" --out grid.png`."""
@@ -175,6 +182,19 @@ def sample(
     config = _sample_config("euler" if sampler is None else sampler, 20 if steps is None else steps,
                             1.0 if cfg is None else cfg, precision=precision,
                             bottleneck=bottleneck)
+    if structured:
+        from difflab.control.commands import sample_structured
+
+        others = (("--layout", layout), ("--box-guidance", box_guidance),
+                  ("--attend-excite", attend_excite), ("--control", control),
+                  ("--grounding-steps", grounding_steps != 1.0), ("--search", search),
+                  ("--adapter", adapter), ("--quant", quant), ("--accel", accel),
+                  ("--plan", plan), ("--bottleneck", bottleneck))
+        ignored = [name for name, value in others if value]
+        if ignored:
+            raise ConfigError(f"--structured does not combine with {', '.join(ignored)}")
+        sample_structured(checkpoint, prompt, n, config, seed, out, sampler, steps, cfg)
+        return
     if layout or box_guidance or attend_excite or control:
         ignored = [name for name, value in (("--search", search), ("--adapter", adapter),
                                             ("--quant", quant), ("--accel", accel)) if value]
@@ -183,8 +203,11 @@ def sample(
         from difflab.control.commands import sample_with_layout
 
         sample_with_layout(checkpoint, prompt, n, config, seed, layout, box_guidance,
-                           attend_excite, guidance_scale, control, out)
+                           attend_excite, guidance_scale, control, out, grounding_steps)
         return
+    if grounding_steps != 1.0:
+        raise ConfigError("--grounding-steps is GLIGEN's scheduled sampling: give --layout "
+                          "layout.json and --control DIR (a GLIGEN adapter)")
     if not prompt:
         raise ConfigError("give --prompt (repeatable), or --layout layout.json")
     for p in prompt:

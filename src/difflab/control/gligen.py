@@ -8,7 +8,8 @@ unet-tiny: level 1 down, mid, level 1 up, all 16x16), a gated self-attention rea
 tokens and the grounding tokens together and adds tanh(gamma) times its visual outputs to the
 block's residual stream, beside the cross-attention's (a post-forward hook on the
 CrossAttention module, whose input is the block's normalised visual tokens). gamma starts at 0,
-so a fresh adapter leaves the base bit-identical; `remove()` detaches it all.
+so a fresh adapter leaves the base bit-identical; `remove()` detaches it all. With scheduled
+sampling (`grounding_steps` tau < 1) the gated layers are off after the first tau of the steps.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from difflab.accel.hooks import AccelHandle, ModelHook, StepState, attach
 from difflab.config import ConfigError
 from difflab.control.layout import MAX_BOXES
 from difflab.control.probe import cross_attention_modules
+from difflab.core.context import current_context
+from difflab.limits import check_float
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,25 @@ class _ComputeTokens(ModelHook):
 
 class _GatedAfterCross(ModelHook):
     """On one CrossAttention: add the gated self-attention of its input tokens and the
-    grounding tokens to its output (both join the block's residual stream)."""
+    grounding tokens to its output (both join the block's residual stream), in the first
+    `grounding_steps` fraction of the sampling steps only (GLIGEN's scheduled sampling)."""
 
-    def __init__(self, gated: GatedSelfAttention, state: _Grounding) -> None:
-        self.gated, self.state = gated, state
+    def __init__(self, gated: GatedSelfAttention, state: _Grounding,
+                 grounding_steps: float = 1.0) -> None:
+        self.gated, self.state, self.grounding_steps = gated, state, grounding_steps
 
     def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor):
+        ctx = current_context()  # outside a sampler (training) grounding is always on
+        if ctx is not None and ctx.step >= switch_step(self.grounding_steps, ctx.num_steps):
+            return output  # beta = 0: the base model alone
         x = args[0] if args else kwargs["x"]
         return output + self.gated(x, self.state.tokens, self.state.keep)
+
+
+def switch_step(grounding_steps: float, num_steps: int) -> int:
+    """The first sampling step without grounding: ceil(tau * steps) (GLIGEN's scheduled
+    sampling, Li et al. 2023); tau = 1 grounds every step."""
+    return math.ceil(grounding_steps * num_steps)
 
 
 class GligenHandle(AccelHandle):
@@ -164,10 +178,12 @@ class GligenHandle(AccelHandle):
         self.set_grounding(phrases.to(device), boxes.to(device), valid.to(device))
 
 
-def apply_gligen(model: nn.Module, net: Gligen,
-                 encode: Callable[[list[str]], Tensor]) -> GligenHandle:
+def apply_gligen(model: nn.Module, net: Gligen, encode: Callable[[list[str]], Tensor],
+                 grounding_steps: float = 1.0) -> GligenHandle:
     """Attach the grounding `net` to `model` (a UNet, frozen); `encode(phrases)` gives each
-    phrase's embedding (N, D) from the base's own text encoder."""
+    phrase's embedding (N, D) from the base's own text encoder. The gated layers run in the
+    first `grounding_steps` (tau, 0 < tau <= 1) fraction of the sampling steps only."""
+    check_float("--grounding-steps", grounding_steps, 0.0, 1.0, lo_open=True)
     found = dict(cross_attention_modules(model))
     if list(found) != net.names:
         raise ConfigError(f"this GLIGEN adapter grounds {net.names}; the model's cross-attention "
@@ -175,7 +191,7 @@ def apply_gligen(model: nn.Module, net: Gligen,
     state = _Grounding()
     compute = _ComputeTokens(net, state)
     hooks = [(model, compute)]
-    hooks += [(found[name], _GatedAfterCross(g, state))
+    hooks += [(found[name], _GatedAfterCross(g, state, grounding_steps))
               for name, g in zip(net.names, net.gated, strict=True)]
     handle = attach("gligen", model, StepState(), hooks)
     out = GligenHandle(handle.name, handle.state, handle.hooks)

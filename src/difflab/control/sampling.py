@@ -28,11 +28,13 @@ from difflab.data.grid import to_uint8
 from difflab.runtime.pipeline import Pipeline, SampleConfig
 
 
-def _tokenizer(pipe: Pipeline):
+def text_tokenizer(pipe: Pipeline, what: str = "latent guidance"):
+    """(tokenizer, max_length) of the pipeline's transformers text encoder, else ConfigError
+    saying that `what` needs one."""
     encoder = getattr(getattr(pipe.conditioner, "cache", None), "encoder", None)
     tokenizer = getattr(encoder, "tokenizer", None)
     if tokenizer is None:
-        raise ConfigError("latent guidance needs a text model with a transformers tokenizer "
+        raise ConfigError(f"{what} needs a text model with a transformers tokenizer "
                           "(e.g. minilm); this model has none")
     return tokenizer, encoder.max_length
 
@@ -40,7 +42,7 @@ def _tokenizer(pipe: Pipeline):
 def targets(pipe: Pipeline, layouts: Sequence[Layout], cond: dict[str, Tensor],
             resolution: int, subject_words: bool = False) -> Targets:
     """The token selections, box masks at the maps' `resolution` and word mask of a batch."""
-    tokenizer, max_length = _tokenizer(pipe)
+    tokenizer, max_length = text_tokenizer(pipe)
     B, K = len(layouts), max(len(lay.phrases) for lay in layouts)
     tokens, boxes = torch.zeros(B, K, max_length), torch.zeros(B, K, resolution, resolution)
     valid = torch.zeros(B, K)

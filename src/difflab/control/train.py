@@ -54,10 +54,14 @@ def method_of(net: torch.nn.Module) -> str:
     return getattr(net, "method", "")
 
 
-def apply_control(pipe: Any, net: torch.nn.Module):
+def apply_control(pipe: Any, net: torch.nn.Module, grounding_steps: float = 1.0):
     """Attach `net` (any method) to `pipe.net`; the handle's `set_layouts(layouts, device)`
-    gives it the layouts of the batch about to run, `remove()` detaches it."""
+    gives it the layouts of the batch about to run, `remove()` detaches it. `grounding_steps`
+    < 1 is GLIGEN's scheduled sampling (other methods refuse it)."""
     method = method_of(net)
+    if grounding_steps != 1.0 and method != "gligen":
+        raise ConfigError(f"--grounding-steps is GLIGEN's scheduled sampling; this control "
+                          f"adapter is {method or type(net).__name__}")
     if method == "controlnet":
         return apply_controlnet(pipe.net, net)
     if method == "t2i-adapter":
@@ -67,7 +71,7 @@ def apply_control(pipe: Any, net: torch.nn.Module):
     if method == "gligen":
         from difflab.control.gligen import apply_gligen, phrase_encoder
 
-        return apply_gligen(pipe.net, net, phrase_encoder(pipe))
+        return apply_gligen(pipe.net, net, phrase_encoder(pipe), grounding_steps)
     raise ConfigError(f"{type(net).__name__} is not a control adapter")
 
 

@@ -656,6 +656,11 @@ def distill_table(path: str) -> str:
     return format_distill(_load(path))
 
 
+def _control_base(data: dict) -> str:
+    """The base model a control result file sampled (its provenance's checkpoint)."""
+    return data.get("base") or data["provenance"]["checkpoint"]
+
+
 def control_table(path: str) -> str:
     """Layout control methods side by side: accuracy with its interval, relation, box and mask
     IoU, time per image and McNemar against the plain base."""
@@ -664,8 +669,8 @@ def control_table(path: str) -> str:
     head = "| method | accuracy (95% CI) | relation |"
     head += " box IoU | mask IoU | objects IoU >= 0.5 |" if layout else ""
     head += " s/image | extra s/image | vs first (only first / only this, p) |"
-    rows = [f"{data['suite']} suite, {data['provenance']['split']} split, "
-            f"{data['n_images']} images ({path})", "", head,
+    rows = [f"{_control_base(data)}, {data['suite']} suite, "
+            f"{data['provenance']['split']} split, {data['n_images']} images ({path})", "", head,
             "|" + "---|" * (head.count("|") - 1)]
     for name, r in data["methods"].items():
         lo, hi = r["interval"]
@@ -693,8 +698,8 @@ def control_adapters_table(path: str) -> str:
     head = "| method | trainable params (share of base) | train min | accuracy (95% CI) |"
     head += " relation | box IoU | mask IoU |" if layout else ""
     head += " s/image | vs base (only base / only this, p) |"
-    rows = [f"{data['suite']} suite, {data['provenance']['split']} split, "
-            f"{data['n_images']} images ({path})", "", head,
+    rows = [f"{_control_base(data)}, {data['suite']} suite, "
+            f"{data['provenance']['split']} split, {data['n_images']} images ({path})", "", head,
             "|" + "---|" * (head.count("|") - 1)]
     for name, r in data["methods"].items():
         lo, hi = r["interval"]
@@ -1057,6 +1062,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/control/adapters-test.json"),
     "control_empty_layout": lambda: control_table(
         "benchmarks/results/control/empty-layout-single-test.json"),
+    "control_binding_long_dev": lambda: control_table(
+        "benchmarks/results/control/binding-long-dev.json"),
+    "control_binding_long_test": lambda: control_table(
+        "benchmarks/results/control/binding-long-test.json"),
     "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
