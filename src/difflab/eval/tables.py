@@ -451,6 +451,35 @@ def align_methods_table(search_path: str, tune_paths: Sequence[str], reno_path: 
     return "\n".join(rows) + "\n" + note
 
 
+def align_tuned_table(paths: Sequence[str]) -> str:
+    """Tuning methods against their base on the test split's 'all' suite (align_eval files):
+    accuracy per category, FD, the hacking guard and the paired test."""
+    head = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
+            "| FD | single-object change | guard | vs base (only this, only base, p) |\n"
+            + "|---" * 10 + "|")
+    rows, first_base, bases = [head], None, set()
+    for path in paths:
+        data = _load(path)
+        models = data["models"]
+        base_name = next(name for name, m in models.items() if "guard" not in m)
+        bases.add(base_name)
+        for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
+            if name == base_name and first_base is not None and m["passed"] == first_base:
+                continue  # the same base on the same images: shown once
+            rows.append(_align_tuned_row(name, m, name == base_name))
+        first_base = first_base or models[base_name]["passed"]
+    first = _load(paths[0])
+    m, prov = first["models"][next(iter(bases))], first["provenance"]
+    per = prov["config"].get("seeds_per_prompt", 1)
+    note = (f"\nBase {', '.join(sorted(bases))}; the {prov['split']} split's 'all' suite "
+            f"({m['n_images']} images, {per} per prompt; overall over its four template "
+            "categories, FD over all of them). Sampling: Euler ancestral, 20 steps, CFG 3. "
+            "Guard: FD up by more than 20% or single-object accuracy down by more than 2 points. "
+            "Paired test: exact McNemar "
+            "on the pass flags of the same images.\n")
+    return "\n".join(rows) + "\n" + note
+
+
 def _align_search_rows(data: dict, plain_label: str) -> list[str]:
     """Rows of a search-style result file (search, ReNO), each against its own plain row."""
     cats, runs = data["categories"], data["runs"]
@@ -495,6 +524,12 @@ def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
             label = f"draft (K={align['k']}, lr {align['lr']:g})"
         elif label in ("ddpo", "spo"):
             label = f"{label} (lr {align['lr']:g}, {meta['iterations']} iterations)"
+        elif label == "raft":
+            rounds = len(meta["rounds"])
+            label = (f"raft ({align['tuner']}, {rounds} round{'s' if rounds > 1 else ''} of "
+                     f"{align['steps']} steps, lr {align['lr']:g}"
+                     + (f", prior weight {align['prior_weight']:g}"
+                        if align["prior_weight"] != 1 else "") + ")")
     return (f"| {label} | {compute} | "
             + " | ".join(_cat_acc(m["passed"], c, x) for x in ("binding", "counting", "spatial"))
             + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} | {vs} |")
@@ -1049,6 +1084,13 @@ TABLES: dict[str, Callable[[], str]] = {
         ["benchmarks/results/align/dpo-test.json", "benchmarks/results/align/draft-test.json",
          "benchmarks/results/align/policy-test.json"],
         "benchmarks/results/align/reno-test.json"),
+    "align_long": lambda: align_tuned_table(
+        ["benchmarks/results/align/long-dpo-test.json",
+         "benchmarks/results/align/raft-test.json"]),
+    "align_raft_dev": lambda: align_tuned_table(
+        ["benchmarks/results/align/raft-dev/lr3e-4-s600.json",
+         "benchmarks/results/align/raft-dev/sweep.json",
+         "benchmarks/results/align/raft-dev/prior3.json"]),
     "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
     "align_draft_dev": lambda: align_draft_dev_table("benchmarks/results/align/draft-dev.json"),
     "align_rewardnet": lambda: align_rewardnet_table("benchmarks/results/align/rewardnet.json"),
