@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from control_nets import CTX, all_hooks, inputs, tiny_unet
 
-from difflab.accel.hooks import hook_names
 from difflab.config import ConfigError
 from difflab.control import gligen, t2i_adapter
 from difflab.control.controlnet import parameter_count
@@ -21,31 +21,6 @@ from difflab.control.train import (
     save_control,
     train_control,
 )
-from difflab.models.unet import UNet, UNetConfig
-
-CTX = 8
-
-
-def tiny_unet() -> UNet:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(input_size=8, base_channels=8, channel_mult=(1, 2), norm_groups=4,
-                          num_heads=2, attention_levels=(1,), context_dim=CTX))
-    with torch.no_grad():  # every weight random, so no branch is trivially zero
-        for p in net.parameters():
-            p.normal_(0, 0.2)
-    return net.eval()
-
-
-def inputs(b: int = 2):
-    g = torch.Generator().manual_seed(1)
-    x, t = torch.randn(b, 3, 8, 8, generator=g), torch.rand(b, generator=g)
-    ctx, mask = torch.randn(b, 5, CTX, generator=g), torch.ones(b, 5, dtype=torch.bool)
-    mask[0, 3:] = False
-    return x, t, {"context": ctx, "context_mask": mask}
-
-
-def _all_hooks(net) -> list:
-    return [n for m in net.modules() for n in hook_names(m)]
 
 LAYOUTS = [Layout("a red circle left of a blue square", ("red circle", "blue square"),
                   ((0.0, 0.2, 0.5, 0.7), (0.5, 0.2, 1.0, 0.7))),
@@ -76,7 +51,7 @@ def test_a_fresh_t2i_adapter_leaves_the_base_bit_identical_and_removal_restores_
         assert not torch.allclose(changed, before)
         handle.set_layouts(LAYOUTS)  # maps rendered at the model's resolution
         assert not torch.equal(net(x, t, **cond), changed)
-    assert _all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+    assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
 
 
 def test_a_fresh_gligen_leaves_the_base_bit_identical_and_removal_restores_it():
@@ -100,7 +75,7 @@ def test_a_fresh_gligen_leaves_the_base_bit_identical_and_removal_restores_it():
         assert not torch.allclose(net(x, t, **cond), changed)
         handle.set_layouts(LAYOUTS[:1])  # one layout per image: a CFG batch of 2 repeats it
         assert net(x[:1].repeat(2, 1, 1, 1), t[:1].repeat(2), **cond).shape == before.shape
-    assert _all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+    assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
 
 
 def test_gligen_ignores_padding_tokens():
@@ -126,7 +101,7 @@ def test_each_adapter_trains_only_its_own_weights_on_the_tiny_pipeline(tiny_pipe
     assert net.method == method and parameter_count(net) > 0
     after = tiny_pipeline.net.state_dict()
     assert all(torch.equal(base[k], after[k]) for k in base)
-    assert _all_hooks(tiny_pipeline.net) == []
+    assert all_hooks(tiny_pipeline.net) == []
     if method == "gligen":
         assert not gligen.is_zero_initialised(net)  # the gates opened
     else:

@@ -5,38 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from control_nets import all_hooks, inputs, tiny_unet
 
-from difflab.accel.hooks import hook_names
 from difflab.config import ConfigError
 from difflab.control.controlnet import ControlNet, apply_controlnet, is_zero_initialised
 from difflab.control.guidance import ENERGIES, GuidanceConfig, Targets
 from difflab.control.layout import MAP_CHANNELS, Layout
 from difflab.control.probe import ProbeConfig, apply_attention_probe, token_maps
-from difflab.models.unet import UNet, UNetConfig
-
-CTX = 8
-
-
-def tiny_unet() -> UNet:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(input_size=8, base_channels=8, channel_mult=(1, 2), norm_groups=4,
-                          num_heads=2, attention_levels=(1,), context_dim=CTX))
-    with torch.no_grad():  # every weight random, so no branch is trivially zero
-        for p in net.parameters():
-            p.normal_(0, 0.2)
-    return net.eval()
-
-
-def inputs(b: int = 2):
-    g = torch.Generator().manual_seed(1)
-    x, t = torch.randn(b, 3, 8, 8, generator=g), torch.rand(b, generator=g)
-    ctx, mask = torch.randn(b, 5, CTX, generator=g), torch.ones(b, 5, dtype=torch.bool)
-    mask[0, 3:] = False
-    return x, t, {"context": ctx, "context_mask": mask}
-
-
-def _all_hooks(net) -> list:
-    return [n for m in net.modules() for n in hook_names(m)]
 
 
 def test_the_probe_reads_maps_without_changing_the_output_and_removes_cleanly():
@@ -52,7 +27,7 @@ def test_the_probe_reads_maps_without_changing_the_output_and_removes_cleanly():
             assert torch.allclose(m.sum(-1), torch.ones(2, 16))
             assert m[0, :, 3:].abs().max() == 0  # padding gets no attention
         assert token_maps(probe).shape == (2, 5, 4, 4)
-    assert _all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+    assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
     assert all(dict(m.__dict__) == dicts[id(m)] for m in net.modules())
     with pytest.raises(ConfigError, match="out of range"):
         apply_attention_probe(net, ProbeConfig(blocks=(9,)))
@@ -80,7 +55,7 @@ def test_a_fresh_controlnet_leaves_the_base_bit_identical_and_removal_restores_i
         assert not torch.allclose(changed, before)
         handle.set_map(cmap[:1])  # one map per image: a CFG batch of 2 repeats it
         assert net(x[:1].repeat(2, 1, 1, 1), t[:1].repeat(2), **cond).shape == before.shape
-    assert _all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+    assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
 
 
 def test_the_controlnet_trains_only_its_own_weights():

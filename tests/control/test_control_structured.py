@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from control_nets import CTX, all_hooks, inputs, tiny_unet
 
 from difflab import cli
-from difflab.accel.hooks import hook_names
 from difflab.config import ConfigError
 from difflab.control.gligen import Gligen, apply_gligen, switch_step
 from difflab.control.layout import Layout
@@ -26,34 +26,13 @@ from difflab.control.train import apply_control, build_adapter
 from difflab.core.context import StepContext, step_context
 from difflab.models.dit import DiT, DiTConfig
 from difflab.models.layers import CrossAttention, merge_heads, split_heads
-from difflab.models.unet import UNet, UNetConfig
 from difflab.runtime import SampleConfig, load
 
-CTX = 8
 CONFIG = SampleConfig(steps=3, cfg=2.0, precision="fp32", batch_size=4)
 TWO = "a red circle and a blue square"
 
 
-def tiny_unet() -> UNet:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(input_size=8, base_channels=8, channel_mult=(1, 2), norm_groups=4,
-                          num_heads=2, attention_levels=(1,), context_dim=CTX))
-    with torch.no_grad():  # every weight random, so no branch is trivially zero
-        for p in net.parameters():
-            p.normal_(0, 0.2)
-    return net.eval()
 
-
-def inputs(b: int = 2):
-    g = torch.Generator().manual_seed(1)
-    x, t = torch.randn(b, 3, 8, 8, generator=g), torch.rand(b, generator=g)
-    ctx, mask = torch.randn(b, 5, CTX, generator=g), torch.ones(b, 5, dtype=torch.bool)
-    mask[0, 3:] = False
-    return x, t, {"context": ctx, "context_mask": mask}
-
-
-def _all_hooks(net) -> list:
-    return [n for m in net.modules() for n in hook_names(m)]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +76,7 @@ def test_the_hook_averages_the_values_and_leaves_other_rows_and_the_maps_alone(m
     with apply_structured(net) as handle:
         handle.set_contexts(ctx, mean)
         got = net(x.repeat(2, 1, 1, 1), t.repeat(2), **batch)
-    assert _all_hooks(net) == []
+    assert all_hooks(net) == []
     assert torch.equal(got[:2], plain[:2])  # the unconditional rows are untouched
     assert not torch.allclose(got[2:], plain[2:])
     with monkeypatch.context() as m:
@@ -141,7 +120,7 @@ def test_one_noun_phrase_is_plain_sampling_and_removal_restores_the_base(pipe):
     assert moved[0, :1].max() == 0 and moved[0, 4:5].max() == 0 and moved[0, 8:].max() == 0
     plain = pipe.generate(two, [0, 1], CONFIG)
     assert not np.array_equal(generate_structured(pipe, two, [0, 1], CONFIG), plain)
-    assert _all_hooks(pipe.net) == []
+    assert all_hooks(pipe.net) == []
     assert all(dict(m.__dict__) == dicts[id(m)] for m in pipe.net.modules())
     assert np.array_equal(pipe.generate(two, [0, 1], CONFIG), plain)
     assert np.array_equal(pipe.generate(single, seeds, CONFIG), base)
@@ -161,7 +140,7 @@ def test_bad_input_to_structured_cross_attention_is_refused():
             net(x, t, **cond)
         with pytest.raises(ConfigError, match="need two equal"):
             handle.set_contexts(cond["context"], cond["context"][:1])
-    assert _all_hooks(net) == [] and torch.equal(net(x, t, **cond), net(x, t, **cond))
+    assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), net(x, t, **cond))
     torch.manual_seed(0)  # a DiT projects its text tokens before cross-attention
     dit = DiT(DiTConfig(input_size=8, patch_size=2, hidden_size=16, depth=1, num_heads=2,
                         context_dim=CTX)).eval()
@@ -169,7 +148,7 @@ def test_bad_input_to_structured_cross_attention_is_refused():
         handle.set_contexts(cond["context"], cond["context"] + 1)
         with pytest.raises(ConfigError, match="transformed first"):
             dit(x, t, **cond)
-    assert _all_hooks(dit) == []
+    assert all_hooks(dit) == []
 
 
 def test_gligen_scheduled_sampling_turns_the_gates_off_after_the_switch_step():
@@ -209,7 +188,7 @@ def test_gligen_scheduled_sampling_turns_the_gates_off_after_the_switch_step():
         else:  # after the switch step: no gated layer runs, the base alone
             assert torch.equal(out, plain) and n == 0
     assert not torch.allclose(runs[1.0][3][0], plain)
-    assert _all_hooks(net) == []
+    assert all_hooks(net) == []
     for tau in (0.0, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="grounding-steps"):
             apply_gligen(net, ground, encode, grounding_steps=tau)
@@ -218,7 +197,7 @@ def test_gligen_scheduled_sampling_turns_the_gates_off_after_the_switch_step():
 def test_grounding_steps_belong_to_gligen_only(pipe):
     with pytest.raises(ConfigError, match="GLIGEN's scheduled sampling"):
         apply_control(pipe, build_adapter("t2i-adapter", pipe), grounding_steps=0.5)
-    assert _all_hooks(pipe.net) == []
+    assert all_hooks(pipe.net) == []
 
 
 def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
