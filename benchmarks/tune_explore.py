@@ -1,7 +1,7 @@
 """Choose tuning recipes on the dev split: tune a base (--base, default shapes-base) on a
 concept with each named config, score the concept's prompts and suite `single` on dev (seeds
-per prompt: --seeds), and append one JSON line per config (with the base, machine, load average
-and date) to the output file.
+per prompt: --seeds), and append one JSON line per config (with the base model, machine, load
+average and date) to the output file.
 
     python benchmarks/tune_explore.py --runs runs.json --out benchmarks/results/tune/dev.jsonl
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             seconds, trainable = result.seconds, result.trainable
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
         res = evaluate_sets(pipe, sets, token, args.concept)
-        row = {"name": name, "base": base, "config": fields,
+        row = {"name": name, "base_model": base, "config": fields,
                "trainable": trainable, "tune_seconds": round(seconds, 1), "split": "dev",
                "tuned_concept": args.concept, "images": args.images,
                **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
