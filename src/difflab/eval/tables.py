@@ -206,7 +206,7 @@ def tune_table(path: str) -> str:
             f"{data['sets']['concept']['suite']} prompts; base suite = "
             f"{data['sets']['base']['images']} images of suite {data['sets']['base']['suite']!r}"
             f"; extended evaluator; timed on {m.get('cpu', '?')} ({m.get('capability', '?')}), "
-            f"{m.get('threads')} threads")
+            f"{m.get('threads')} thread{'' if m.get('threads') == 1 else 's'}")
     loads = [k["load_average_1min"] for k in costs.values() if "load_average_1min" in k]
     if loads:  # other jobs on the machine while timing
         note += f", 1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 cores"
