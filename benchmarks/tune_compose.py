@@ -10,6 +10,9 @@ SVDQuant runs LoRAs); the share of the adapter's accuracy gain that survives =
 
     python benchmarks/tune_compose.py --shape runs/tune/star-lora-test \
         --color runs/tune/pink-lora-test --split test --out benchmarks/results/tune/compose.json
+
+The adapters must have been tuned on --base (default shapes-base); applying them to another
+base is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from difflab.eval.stats import wilson_interval
 from difflab.io import write_json
 from difflab.runtime import load, quantize_pipeline, read_manifest
 from difflab.runtime.machine import resolve_precision, run_record
-from difflab.tune.adapters import apply_adapters, join_adapters
+from difflab.tune.adapters import apply_adapters, base_reference, join_adapters
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tune_concepts import concept_specs  # noqa: E402
@@ -54,10 +57,10 @@ def score(pipe, specs, seeds, accel=None) -> dict:
             "interval": list(wilson_interval(sum(flags), len(flags))), "passed": flags}
 
 
-def pipeline(adapters, how="sum", quant=""):
+def pipeline(base, adapters, how="sum", quant=""):
     """The base with adapters merged then quantized, or (quant "R+joined") quantized by R then
     the LoRA adapters joined to its low-rank branches."""
-    pipe = load("shapes-base")
+    pipe = load(base)
     recipe, _, joined = quant.partition("+")
     if adapters and not joined:
         apply_adapters(pipe, [(a, 1.0) for a in adapters], how)
@@ -72,6 +75,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", required=True, help="adapter of the shape concept (star)")
     ap.add_argument("--color", required=True, help="adapter of the colour concept (pink)")
+    ap.add_argument("--base", default="shapes-base", help="the base both adapters were tuned on")
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--out", required=True)
@@ -86,15 +90,15 @@ def main(argv: list[str]) -> int:
     variants = {"base": [], f"{shape} only": [args.shape], f"{color} only": [args.color],
                 "sum": [args.shape, args.color], "ties": [args.shape, args.color]}
     for name, adapters in variants.items():
-        pipe = pipeline(adapters, "ties" if name == "ties" else "sum")
+        pipe = pipeline(args.base, adapters, "ties" if name == "ties" else "sum")
         rows[name] = {k: score(pipe, *v) for k, v in sets.items()}
         print(name, {k: round(v["accuracy"], 3) for k, v in rows[name].items()}, flush=True)
     kept = {}
     for method in [*ACCEL, *QUANT]:
         accel = method if method in ACCEL else None
         quant = method if method in QUANT else ""
-        base = score(pipeline([], quant=quant), *sets[shape], accel)
-        tuned = score(pipeline([args.shape], quant=quant), *sets[shape], accel)
+        base = score(pipeline(args.base, [], quant=quant), *sets[shape], accel)
+        tuned = score(pipeline(args.base, [args.shape], quant=quant), *sets[shape], accel)
         gain_plain = rows[f"{shape} only"][shape]["accuracy"] - rows["base"][shape]["accuracy"]
         gain = tuned["accuracy"] - base["accuracy"]
         kept[method] = {"base": base, "adapter": tuned, "gain": gain, "gain_plain": gain_plain,
@@ -104,6 +108,7 @@ def main(argv: list[str]) -> int:
               f"kept {kept[method]['kept']}", flush=True)
     write_json(args.out, {
         "command": "python benchmarks/tune_compose.py " + " ".join(argv),
+        "base": base_reference(args.base),
         "adapters": {"shape": args.shape, "color": args.color},
         "adapter_manifests": {k: read_manifest(v).files for k, v in
                               (("shape", args.shape), ("color", args.color))},

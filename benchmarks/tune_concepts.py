@@ -1,4 +1,4 @@
-"""Teach shapes-base a new concept with every tuning method and measure it side by side.
+"""Teach a base (--base, default shapes-base) a new concept with every tuning method, side by side.
 
 For each method: tune on N rendered images of the concept (`difflab.data.concepts`), save the
 adapter, then score, on one split, (a) the concept's prompts of the novel suites and (b) a base
@@ -36,6 +36,12 @@ from difflab.tune.fit import TuneConfig, tune
 from difflab.tune.methods import METHODS
 
 CONCEPT_SUITE = {"star": "novel-shape", "heart": "novel-shape", "pink": "novel-color"}
+
+
+def adapter_folder(root: str, base: str, concept: str, method: str, split: str) -> Path:
+    """Where a run's adapter goes: named by concept, method, base and split, so runs on
+    different bases never overwrite each other (a rerun of the same run replaces its own)."""
+    return Path(root) / f"{concept}-{method}-{Path(base).name}-{split}"
 
 
 def concept_specs(concept: str) -> list:
@@ -76,7 +82,7 @@ def summarise(res: dict, base: dict, real: np.ndarray) -> dict:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="shapes-base")
+    ap.add_argument("--base", default="shapes-base", help="shipped model name or checkpoint")
     ap.add_argument("--concept", default="star")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
@@ -117,7 +123,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         result = tune(pipe, cfg, images, captions, progress=False)
         wall = time.perf_counter() - t0
-        folder = Path(args.adapters) / f"{args.concept}-{method}-{args.split}"
+        folder = adapter_folder(args.adapters, args.base, args.concept, method, args.split)
         if folder.exists():
             import shutil
 

@@ -1,6 +1,7 @@
-"""Choose tuning recipes on the dev split: tune shapes-base on a concept with each named
-config, score the concept's prompts and suite `single` on dev (seeds per prompt: --seeds),
-and append one JSON line per config (with machine and date) to the output file.
+"""Choose tuning recipes on the dev split: tune a base (--base, default shapes-base) on a
+concept with each named config, score the concept's prompts and suite `single` on dev (seeds
+per prompt: --seeds), and append one JSON line per config (with the base model, machine, load
+average and date) to the output file.
 
     python benchmarks/tune_explore.py --runs runs.json --out benchmarks/results/tune/dev.jsonl
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from difflab.data.concepts import concept_images
 from difflab.data.suites import expand_suite, load_suite
 from difflab.runtime import load
 from difflab.runtime.machine import resolve_precision, run_record
+from difflab.tune.adapters import base_reference
 from difflab.tune.fit import TuneConfig, tune
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,6 +31,7 @@ from tune_concepts import concept_specs, evaluate_sets  # noqa: E402
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", required=True)
+    ap.add_argument("--base", default="shapes-base", help="shipped model name or checkpoint")
     ap.add_argument("--concept", default="star")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", default="2,1", help="seeds per prompt: concept,base")
@@ -38,19 +42,23 @@ def main(argv: list[str]) -> int:
     sets = {"concept": expand_suite(concept_specs(args.concept), k_concept, split="dev"),
             "base": expand_suite(load_suite("single"), k_base, split="dev")}
     images, captions = concept_images(args.concept, args.images)
+    base = base_reference(args.base)
     for name, fields in runs:
-        pipe = load("shapes-base")
-        seconds, cfg = 0.0, None
+        pipe = load(args.base)
+        seconds, cfg, trainable = 0.0, None, 0
         if name != "base":
             cfg = TuneConfig(concept=args.concept, **fields)
-            seconds = tune(pipe, cfg, images, captions, progress=False).seconds
+            result = tune(pipe, cfg, images, captions, progress=False)
+            seconds, trainable = result.seconds, result.trainable
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
         res = evaluate_sets(pipe, sets, token, args.concept)
-        row = {"name": name, "config": fields, "tune_seconds": round(seconds, 1),
-               "split": "dev", "tuned_concept": args.concept, "images": args.images,
+        row = {"name": name, "base_model": base, "config": fields,
+               "trainable": trainable, "tune_seconds": round(seconds, 1), "split": "dev",
+               "tuned_concept": args.concept, "images": args.images,
                **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
                "command": "python benchmarks/tune_explore.py " + " ".join(argv),
                "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
+               "load_average_1min": round(os.getloadavg()[0], 2),  # shared machine: times
                "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -117,3 +117,15 @@ def test_sampler_pivot_puts_each_point_under_its_nfe_budget():
         "CFG 3 — accuracy / FD / PSNR (dB) / time ratio, by NFE",
         "| sampler | NFE 5 | NFE 10 |", "|---|---|---|",
         "| euler | 0.0% / 10 / inf / 0.50 |  |"]
+
+
+def test_tune_tables_name_the_base_they_measured(tmp_path, monkeypatch):
+    results, _ = _copy_results(tmp_path, monkeypatch)
+    path = results / "tune/star-test.json"
+    _edit(path, lambda d: d["base"].update(path="/x/runs/shapes-long"))
+    table = tables.tune_table("benchmarks/results/tune/star-test.json")
+    assert "| base (shapes-long) |" in table and "Base shapes-long;" in table
+    path = results / "tune/compose.json"
+    _edit(path, lambda d: d.update(base={"path": "shapes-long", "sha256": "0"}))
+    assert "Base shapes-long; split: " in tables.compose_table(
+        "benchmarks/results/tune/compose.json")

@@ -271,3 +271,29 @@ def test_a_base_prior_target_starts_at_zero():
         first.append(result.losses[0])
     assert first[0] == pytest.approx(first[1], rel=1e-6)
     assert first[2] > first[1]
+
+
+def test_res_conv_targets_add_the_mid_block_the_defaults_leave_out():
+    from difflab.tune.methods import DEFAULT_TARGETS, RES_CONV_TARGETS, matching
+
+    net = load(BASE).net
+    mid = {n for n, _ in net.named_modules() if ".res1.conv" in n or ".res2.conv" in n}
+    convs = set(matching(net, RES_CONV_TARGETS))
+    assert mid and mid <= convs
+    assert not mid & set(matching(net, DEFAULT_TARGETS))
+    assert convs - mid == {n for n in matching(net, DEFAULT_TARGETS) if ".conv" in n}
+
+
+def test_benchmark_adapter_folders_differ_by_base():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks/tune_concepts.py"
+    spec = importlib.util.spec_from_file_location("tune_concepts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folders = {module.adapter_folder("runs/tune", base, "star", "lora", "test")
+               for base in ("shapes-base", "shapes-long", "/x/runs/shapes-long-2")}
+    assert len(folders) == 3
+    assert module.adapter_folder("runs", "shapes-long", "star", "lora", "dev") != \
+        module.adapter_folder("runs", "shapes-long", "star", "lora", "test")

@@ -172,11 +172,16 @@ def bench_table(path: str, labels: dict[str, str] | None = None) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+def _base_name(data: dict) -> str:
+    """The base model a tune result file measured: a shipped name, or a checkpoint's folder."""
+    return Path(data["base"]["path"]).name
+
+
 def tune_table(path: str) -> str:
     """Tuning methods side by side: cost, new-concept accuracy, base-suite change, FD, size."""
     data = _load(path)
     res, costs, params = data["results"], data["costs"], data["base_parameters"]
-    base = res["base"]
+    base, base_name = res["base"], _base_name(data)
     head = ("| method | trainable (share) | tune time | new concept | base suite (change, "
             "McNemar p) | FD base suite | adapter on disk |\n|---|---|---|---|---|---|---|")
     rows = [head]
@@ -185,7 +190,7 @@ def tune_table(path: str) -> str:
         acc = format_accuracy(sum(c["passed"]), c["n"])
         kept = format_accuracy(sum(b["passed"]), b["n"])
         if name == "base":
-            rows.append(f"| base (shapes-base) | - | - | {acc} | {kept} | {b['fd']:.1f} | - |")
+            rows.append(f"| base ({base_name}) | - | - | {acc} | {kept} | {b['fd']:.1f} | - |")
             continue
         k = costs[name]
         p = format_p(mcnemar_exact(base["base"]["passed"], b["passed"]).p_value)
@@ -195,12 +200,13 @@ def tune_table(path: str) -> str:
                     f"{k['adapter_bytes'] / 1024:,.0f} KiB |")
     m = data["machine"]
     n_img = len(data["training_images"])
-    note = (f"\nConcept {data['concept']!r}: {n_img} training images; split: {data['split']}; "
+    note = (f"\nBase {base_name}; concept {data['concept']!r}: {n_img} training images; "
+            f"split: {data['split']}; "
             f"new concept = {data['sets']['concept']['images']} images of its "
             f"{data['sets']['concept']['suite']} prompts; base suite = "
             f"{data['sets']['base']['images']} images of suite {data['sets']['base']['suite']!r}"
             f"; extended evaluator; timed on {m.get('cpu', '?')} ({m.get('capability', '?')}), "
-            f"{m.get('threads')} threads")
+            f"{m.get('threads')} thread{'' if m.get('threads') == 1 else 's'}")
     loads = [k["load_average_1min"] for k in costs.values() if "load_average_1min" in k]
     if loads:  # other jobs on the machine while timing
         note += f", 1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 cores"
@@ -225,7 +231,8 @@ def compose_table(path: str) -> str:
         rows.append(f"| {method} | {format_accuracy(sum(k['base']['passed']), k['base']['n'])} "
                     f"| {format_accuracy(sum(k['adapter']['passed']), k['adapter']['n'])} | "
                     f"{100 * k['gain']:+.1f} ({100 * k['gain_plain']:+.1f}) | {kept} |")
-    return "\n".join(rows) + f"\n\nSplit: {data['split']}; extended evaluator.\n"
+    base = f"Base {_base_name(data)}; split" if "base" in data else "Split"
+    return "\n".join(rows) + f"\n\n{base}: {data['split']}; extended evaluator.\n"
 
 
 def serve_load_table(path: str) -> str:
@@ -1073,6 +1080,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
+    "tune_star_long": lambda: tune_table("benchmarks/results/tune/star-long-test.json"),
+    "tune_pink_long": lambda: tune_table("benchmarks/results/tune/pink-long-test.json"),
+    "tune_compose_long": lambda: compose_table("benchmarks/results/tune/compose-long.json"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),

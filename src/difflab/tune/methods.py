@@ -26,7 +26,12 @@ METHODS: tuple[str, ...] = PEFT_METHODS + NATIVE_METHODS
 # Attention projections of every native model (UNet/DiT self- and cross-attention, MMDiT's
 # joint attention of both streams) and the UNet's residual-block convolutions: on the dev split
 # attention alone learned no new shape (0-6% with or without the prior loss).
+# `res\.conv` names the residual blocks of the UNet's down and up levels only: the mid block's
+# two (`res1`, `res2`) are left out of the defaults (chosen on the dev split as they are).
 DEFAULT_TARGETS = r"(attn\.(qkv|proj)|cross\.(q|kv|proj)|_stream\.(qkv|proj)|res\.conv[12])$"
+# Every residual-block convolution of the UNet, the mid block's included (`--targets` for a
+# convolution-only LoRA).
+RES_CONV_TARGETS = r"res\d?\.conv[12]$"
 CUSTOM_TARGETS = r"cross\.kv$"  # Custom Diffusion: the cross-attention key/value projection
 # DiffFit's scaled branch outputs: attention and MLP output projections.
 DIFFFIT_SCALED = r"(attn\.proj|cross\.proj|_stream\.proj|mlp\.fc2)$"
