@@ -103,10 +103,11 @@ def test_allowlist_covers_untraced_numbers_and_reports_unused_entries(tmp_path):
     (root / dn.ALLOWLIST).write_text(
         "# page | number | reason\n"
         "docs/page.md | 123.4 | a constant of the method\n"
-        "docs/page.md | 91.7 | traces, so not needed\n")
+        "docs/page.md | 91.7 | traces, so not needed\n"
+        "docs/page.md | 47.3 | a setting; only an uncited file holds it, by coincidence\n")
     allow = dn.read_allowlist(root / dn.ALLOWLIST)
     report = dn.check(["docs/page.md"], allowlist=allow, root=root)
-    assert [v.quote.text for v in report.with_status("allowed")] == ["123.4"]
+    assert [v.quote.text for v in report.with_status("allowed")] == ["47.3 dB", "123.4"]
     assert [(a.number, a.line) for a in report.unused] == [("91.7", 3)]
     (root / dn.ALLOWLIST).write_text("docs/page.md | 123.4\n")
     with pytest.raises(ConfigError, match="expected 'page | number | reason'"):

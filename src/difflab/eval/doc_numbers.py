@@ -136,7 +136,7 @@ _NUMBER_TEXT = re.compile(r"[+\-−±~≈]?[\d,]+(?:\.\d+)?(?:[eE][+\-−]?\d+)?
 @dataclass
 class Verdict:
     """Where a quote was found: traced (a cited file), weak (another result file), untraced,
-    or allowed (untraced but on the allowlist)."""
+    or allowed (untraced or weakly traced, and on the allowlist)."""
 
     quote: Quote
     status: str
@@ -654,7 +654,8 @@ def check(pages: Iterable[str] | None = None, allowlist: Sequence[Allowed] | Non
     for page in pages:
         for q in quotes(page, root):
             v = trace(q, root)
-            if v.status == "untraced" and (page, q.number) in allowed:
+            # a weak trace (a value in some uncited file) is no reason to drop an entry
+            if v.status in ("untraced", "weak") and (page, q.number) in allowed:
                 v = Verdict(q, "allowed", how=allowed[page, q.number].reason)
                 used.add((page, q.number))
             verdicts.append(v)

@@ -1122,6 +1122,7 @@ TABLES: dict[str, Callable[[], str]] = {
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
     "samplers": lambda: sampler_table("benchmarks/results/samplers/bench.json"),
+    "samplers_test": lambda: sampler_table("benchmarks/results/samplers-test/bench.json"),
     "train_loop": lambda: train_loop_table("benchmarks/results/precision/train_loop.json"),
     "presets": presets_table,
     "evaluator_audit": lambda: evaluator_audit_table(
