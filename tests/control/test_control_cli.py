@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from difflab import cli
+from cli_helpers import difflab
 from difflab.control.controlnet import ControlNet, apply_controlnet
 from difflab.control.guidance import GuidanceConfig
 from difflab.control.layout import Layout
@@ -43,17 +43,6 @@ def test_controlled_sampling_is_the_base_when_nothing_controls_it(pipe):
         guided = generate_controlled(pipe, [lay] * 2, [0, 1], CONFIG,
                                      GuidanceConfig(method, scale=0.5, fraction=1.0))
         assert guided.shape == base.shape and not np.array_equal(guided, base)
-
-
-def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr("sys.argv", ["difflab", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.mark.parametrize("method", ["controlnet", "t2i-adapter", "gligen"])

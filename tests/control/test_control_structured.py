@@ -11,7 +11,7 @@ import pytest
 import torch
 from control_nets import CTX, all_hooks, inputs, tiny_unet
 
-from difflab import cli
+from cli_helpers import difflab
 from difflab.config import ConfigError
 from difflab.control.gligen import Gligen, apply_gligen, switch_step
 from difflab.control.layout import Layout
@@ -30,9 +30,6 @@ from difflab.runtime import SampleConfig, load
 
 CONFIG = SampleConfig(steps=3, cfg=2.0, precision="fp32", batch_size=4)
 TWO = "a red circle and a blue square"
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +195,6 @@ def test_grounding_steps_belong_to_gligen_only(pipe):
     with pytest.raises(ConfigError, match="GLIGEN's scheduled sampling"):
         apply_control(pipe, build_adapter("t2i-adapter", pipe), grounding_steps=0.5)
     assert all_hooks(pipe.net) == []
-
-
-def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr("sys.argv", ["difflab", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def test_sample_structured_from_the_command_line(tmp_path, capsys, monkeypatch):

@@ -6,20 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from difflab import cli
+from cli_helpers import difflab
 from difflab.data.shapes import render
 from difflab.edit.suite import edit_suite
-
-
-def difflab(capsys, monkeypatch, *args) -> tuple[int, str]:
-    monkeypatch.setattr("sys.argv", ["difflab", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.fixture

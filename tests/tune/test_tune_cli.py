@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import json
 
-from difflab import cli
-
-
-def difflab(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr("sys.argv", ["difflab", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+from cli_helpers import difflab
 
 
 def test_tune_then_sample_with_the_adapter(tmp_path, capsys, monkeypatch):
