@@ -1078,6 +1078,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "shipped": shipped_table,
     "demo_machines": demo_machines_table,
     "accel_unet": lambda: bench_table("benchmarks/results/accel_unet/bench.json"),
+    "accel_unet_test": lambda: bench_table("benchmarks/results/accel_unet_test/bench.json"),
     "tune_star": lambda: tune_table("benchmarks/results/tune/star-test.json"),
     "tune_compose": lambda: compose_table("benchmarks/results/tune/compose.json"),
     "tune_star_long": lambda: tune_table("benchmarks/results/tune/star-long-test.json"),
