@@ -9,10 +9,10 @@ from difflab.config import ConfigError
 from difflab.eval import tables
 
 # Every folder a table reads: the drift checks below run on copies of them.
-RESULT_FOLDERS = ("demo", "demo-long", "demo-avx2", "accel_unet", "accel_unet_test",
-                  "accel_dit", "tune", "serve", "edit", "interop", "align", "autotune", "distill", "control", "quant",
-                  "quant_euler", "samplers", "samplers-test", "precision", "evaluator_audit",
-                  "latent", "reworded", "shapes-long", "evaluator", "core")
+RESULT_FOLDERS = ("demo", "demo-long", "demo-avx2", "accel_unet", "accel_unet_test", "accel_dit",
+                  "tune", "serve", "edit", "interop", "align", "autotune", "distill", "control",
+                  "quant", "quant_euler", "samplers", "samplers-test", "precision",
+                  "evaluator_audit", "latent", "reworded", "shapes-long", "evaluator", "core")
 
 
 def _copy_results(tmp_path, monkeypatch):
