@@ -25,7 +25,8 @@ def align_command(
     prior_weight: float = typer.Option(1.0, help="raft: weight of the class-prior "
                                        "preservation loss on single-object renders"),
     budget_minutes: float = typer.Option(20.0, help="wall-clock budget (dpo: pairs and "
-                                         "training)"),
+                                         "training; raft: no round starts that would pass "
+                                         "it)"),
     steps: int = typer.Option(None, help="optimisation steps (ddpo, spo: iterations; raft: per "
                               "round) at most (default: dpo 400, draft 200, ddpo and spo 100, "
                               "raft 600)"),

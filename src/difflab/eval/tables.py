@@ -415,25 +415,35 @@ def _guard(fd: float, fd_ref: float, single: float, single_ref: float) -> tuple[
     return f"{change:+.1f}", "hacking" if hacking else "ok"
 
 
+ALIGN_HEAD = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
+              "| FD | single-object change | guard | vs base (only this, only base, p) |\n"
+              + "|---" * 10 + "|")
+
+
+def _align_tuned_rows(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Rows of align_eval result files, each base first and shown once when later files
+    scored it on the same images; and each file's base name."""
+    rows, bases, first_base = [], [], None
+    for path in paths:
+        models = _load(path)["models"]
+        base_name = next(name for name, m in models.items() if "guard" not in m)  # reference
+        bases.append(base_name)
+        for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
+            if name == base_name and first_base is not None and m["passed"] == first_base:
+                continue  # the same base on the same images: shown once
+            rows.append(_align_tuned_row(name, m, name == base_name))
+        first_base = first_base or models[base_name]["passed"]
+    return rows, bases
+
+
 def align_methods_table(search_path: str, tune_paths: Sequence[str], reno_path: str = ""
                         ) -> str:
     """Alignment methods side by side: compute, accuracy per category and overall on the test
     split, FD, single-object change and the hacking verdict."""
     search = _load(search_path)
-    head = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
-            "| FD | single-object change | guard | vs base (only this, only base, p) |\n"
-            + "|---" * 10 + "|")
-    rows = [head, *_align_search_rows(search, "plain sampling (base)")]
-    first_base = None
-    for path in tune_paths:
-        models = _load(path)["models"]
-        base_name = next(name for name, m in models.items() if "guard" not in m)  # reference
-        base = models[base_name]
-        for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
-            if name == base_name and first_base is not None and m["passed"] == first_base:
-                continue  # the same base on the same images: shown once
-            rows.append(_align_tuned_row(name, m, name == base_name))
-        first_base = first_base or base["passed"]
+    tuned, bases = _align_tuned_rows(tune_paths)
+    base = _load(tune_paths[-1])["models"][bases[-1]]
+    rows = [ALIGN_HEAD, *_align_search_rows(search, "plain sampling (base)"), *tuned]
     note_reno = ""
     if reno_path:
         reno = _load(reno_path)
@@ -461,24 +471,12 @@ def align_methods_table(search_path: str, tune_paths: Sequence[str], reno_path: 
 def align_tuned_table(paths: Sequence[str]) -> str:
     """Tuning methods against their base on the test split's 'all' suite (align_eval files):
     accuracy per category, FD, the hacking guard and the paired test."""
-    head = ("| method | compute per image | binding | counting | spatial | overall (4 suites) "
-            "| FD | single-object change | guard | vs base (only this, only base, p) |\n"
-            + "|---" * 10 + "|")
-    rows, first_base, bases = [head], None, set()
-    for path in paths:
-        data = _load(path)
-        models = data["models"]
-        base_name = next(name for name, m in models.items() if "guard" not in m)
-        bases.add(base_name)
-        for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
-            if name == base_name and first_base is not None and m["passed"] == first_base:
-                continue  # the same base on the same images: shown once
-            rows.append(_align_tuned_row(name, m, name == base_name))
-        first_base = first_base or models[base_name]["passed"]
+    tuned, bases = _align_tuned_rows(paths)
+    rows = [ALIGN_HEAD, *tuned]
     first = _load(paths[0])
-    m, prov = first["models"][next(iter(bases))], first["provenance"]
+    m, prov = first["models"][bases[0]], first["provenance"]
     per = prov["config"].get("seeds_per_prompt", 1)
-    note = (f"\nBase {', '.join(sorted(bases))}; the {prov['split']} split's 'all' suite "
+    note = (f"\nBase {', '.join(sorted(set(bases)))}; the {prov['split']} split's 'all' suite "
             f"({m['n_images']} images, {per} per prompt; overall over its four template "
             "categories, FD over all of them). Sampling: Euler ancestral, 20 steps, CFG 3. "
             "Guard: FD up by more than 20% or single-object accuracy down by more than 2 points. "
