@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from difflab.eval.provenance import provenance
 from difflab.io import write_json
 from difflab.models import PRESETS, build_model, count_parameters, flops_per_image
 from difflab.models.layers import attend
@@ -165,7 +166,8 @@ def main() -> None:
         print(f"  {a['dtype']:>8} {a['tokens']:>5} tokens: {a['sdpa_over_math_inference']:.2f}"
               f" | {a['sdpa_over_math_train']:.2f}")
     if args.json:
-        write_json(args.json, {"bf16_peak_gflops": peak, "fp32_peak_gflops": peak32,
+        write_json(args.json, {"provenance": provenance("none", config=vars(args)),
+                               "bf16_peak_gflops": peak, "fp32_peak_gflops": peak32,
                                "batch": args.batch, "presets": rows, "attention": attention})
 
 

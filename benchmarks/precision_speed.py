@@ -22,6 +22,7 @@ from train_loop_speed import fixed_batches, make_step
 
 from difflab.core.samplers import initial_noise, sample_euler
 from difflab.eval.cost import time_interleaved
+from difflab.eval.provenance import provenance
 from difflab.io import write_json
 from difflab.runtime.machine import configure_threads, resolve_precision, run_record
 from difflab.train.config import load_train_config
@@ -76,7 +77,9 @@ def main() -> None:
         ratios[f"{kind}_bf16_over_fp32"] = {"median": float(np.median(r)),
                                            "q1": float(np.percentile(r, 25)),
                                            "q3": float(np.percentile(r, 75))}
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    result = {"provenance": provenance("none", config=vars(args), command=command),
+              "command": command,
               "config": args.config, "model": cfg.model.preset,
               "train_batch": cfg.schedule.batch_size, "sample_batch": args.sample_batch,
               "sample_steps": args.sample_steps, "machine": run_record(),

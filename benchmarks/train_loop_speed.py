@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from difflab.eval.cost import time_interleaved
+from difflab.eval.provenance import provenance
 from difflab.io import write_json
 from difflab.runtime.machine import configure_threads, resolve_precision, run_record
 from difflab.text.cache import EmbeddingCache
@@ -164,7 +165,9 @@ def main() -> None:
                                             float(np.percentile(ratio, 75))]}
     outside = outside_parts(parts, cfg, args.rounds)
     reuse = caption_reuse(parts, cfg, min(cfg.schedule.steps, 300))
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    result = {"provenance": provenance("none", config=vars(args), command=command),
+              "command": command,
               "config": args.config, "overrides": args.override,
               "batch_size": cfg.schedule.batch_size, "model": cfg.model.preset,
               "machine": run_record(prec), "step_variants": rows, "outside_step": outside,

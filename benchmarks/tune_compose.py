@@ -31,6 +31,7 @@ from difflab.accel.api import apply_accel
 from difflab.data.suites import expand_suite
 from difflab.data.world import ObjectSpec, PromptSpec
 from difflab.demo import DEMO_SAMPLING
+from difflab.eval.provenance import provenance
 from difflab.eval.shapeeval import evaluate
 from difflab.eval.stats import wilson_interval
 from difflab.io import write_json
@@ -106,9 +107,12 @@ def main(argv: list[str]) -> int:
                         "setting": ACCEL.get(method, (method, {}))}
         print(method, f"base {base['accuracy']:.3f} adapter {tuned['accuracy']:.3f} "
               f"kept {kept[method]['kept']}", flush=True)
+    base = base_reference(args.base)
     write_json(args.out, {
+        "provenance": provenance(args.split, base["path"], base["sha256"], vars(args),
+                                 "python benchmarks/tune_compose.py " + " ".join(argv)),
         "command": "python benchmarks/tune_compose.py " + " ".join(argv),
-        "base": base_reference(args.base),
+        "base": base,
         "adapters": {"shape": args.shape, "color": args.color},
         "adapter_manifests": {k: read_manifest(v).files for k, v in
                               (("shape", args.shape), ("color", args.color))},

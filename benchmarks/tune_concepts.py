@@ -26,6 +26,7 @@ from difflab.data.concepts import concept_images
 from difflab.data.suites import expand_suite, load_suite
 from difflab.demo import DEMO_SAMPLING
 from difflab.eval.features import extract_features, frechet_distance
+from difflab.eval.provenance import provenance
 from difflab.eval.shapeeval import evaluate
 from difflab.eval.stats import mcnemar_exact, wilson_interval
 from difflab.io import write_json
@@ -142,9 +143,12 @@ def main(argv: list[str]) -> int:
         print(f"{method:<10} {result.seconds:6.1f} s  {result.trainable:>8,} trainable  {line}",
               flush=True)
     params = sum(p.numel() for p in base_pipe.net.parameters())
+    base = base_reference(args.base)
     write_json(args.out, {
+        "provenance": provenance(args.split, base["path"], base["sha256"], vars(args),
+                                 "python benchmarks/tune_concepts.py " + " ".join(argv)),
         "command": "python benchmarks/tune_concepts.py " + " ".join(argv),
-        "base": base_reference(args.base), "base_parameters": params,
+        "base": base, "base_parameters": params,
         "concept": args.concept, "split": args.split, "training_images": captions,
         "sample_config": asdict(DEMO_SAMPLING), "evaluator_vocabulary": "extended",
         "sets": {k: {"suite": CONCEPT_SUITE[args.concept] if k == "concept" else

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from difflab.data.concepts import concept_images
 from difflab.data.suites import expand_suite, load_suite
+from difflab.eval.provenance import provenance
 from difflab.runtime import load
 from difflab.runtime.machine import resolve_precision, run_record
 from difflab.tune.adapters import base_reference
@@ -52,11 +53,13 @@ def main(argv: list[str]) -> int:
             seconds, trainable = result.seconds, result.trainable
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
         res = evaluate_sets(pipe, sets, token, args.concept)
-        row = {"name": name, "base_model": base, "config": fields,
+        command = "python benchmarks/tune_explore.py " + " ".join(argv)
+        row = {"provenance": provenance("dev", base["path"], base["sha256"], fields, command),
+               "name": name, "base_model": base, "config": fields,
                "trainable": trainable, "tune_seconds": round(seconds, 1), "split": "dev",
                "tuned_concept": args.concept, "images": args.images,
                **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
-               "command": "python benchmarks/tune_explore.py " + " ".join(argv),
+               "command": command,
                "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
                "load_average_1min": round(os.getloadavg()[0], 2),  # shared machine: times
                "date": time.strftime("%Y-%m-%dT%H:%M:%S")}

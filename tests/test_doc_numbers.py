@@ -115,9 +115,34 @@ def test_allowlist_covers_untraced_numbers_and_reports_unused_entries(tmp_path):
 
 
 def test_cited_files_without_provenance_are_listed(tmp_path):
-    root = _repo(tmp_path, PAGE + "\nSee `benchmarks/results/other/`.\n", RESULTS)
+    flat = {**RESULTS, "other/c.json": {"psnr": 1.0, **{k: "" for k in dn.PROVENANCE_KEYS}},
+            "other/d.json": {"psnr": 2.0, "command": "x"}}  # keys at the top level count
+    root = _repo(tmp_path, PAGE + "\nSee `benchmarks/results/other/`.\n", flat)
     assert dn.cited_without_provenance(["docs/page.md"], root) == {
+        "benchmarks/results/other/d.json": ["docs/page.md"],
         "benchmarks/results/run/a.json": ["docs/page.md"]}
+
+
+def test_provenance_exceptions_must_cover_every_lacking_file_and_stay_needed(tmp_path):
+    root = _repo(tmp_path, PAGE + "\nSee `benchmarks/results/other/b.json`.\n", RESULTS)
+    assert dn.provenance_problems(["docs/page.md"], root) == (
+        {"benchmarks/results/run/a.json": ["docs/page.md"]}, [])
+    (root / dn.PROVENANCE_EXCEPTIONS).write_text(
+        "# file | why\n"
+        "benchmarks/results/run/a.json | measured on a machine we no longer have\n"
+        "benchmarks/results/other/b.json | carries provenance: the entry is stale\n")
+    assert dn.provenance_problems(["docs/page.md"], root) == (
+        {}, ["benchmarks/results/other/b.json"])
+    (root / dn.PROVENANCE_EXCEPTIONS).write_text("benchmarks/results/run/a.json\n")
+    with pytest.raises(ConfigError, match="expected 'file | reason'"):
+        dn.provenance_problems(["docs/page.md"], root)
+
+
+def test_every_cited_result_file_has_provenance_or_a_reason():
+    missing, stale = dn.provenance_problems(PAGES)
+    assert missing == {}, ("cited result files without provenance (record it, or say why in "
+                           f"{dn.PROVENANCE_EXCEPTIONS}): {sorted(missing)}")
+    assert stale == [], f"{dn.PROVENANCE_EXCEPTIONS} entries no longer needed: {stale}"
 
 
 def test_generated_tables_count_as_citations_of_their_files():

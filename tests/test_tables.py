@@ -9,10 +9,11 @@ from difflab.config import ConfigError
 from difflab.eval import tables
 
 # Every folder a table reads: the drift checks below run on copies of them.
-RESULT_FOLDERS = ("demo", "demo-long", "demo-avx2", "accel_unet", "accel_unet_test", "accel_dit",
-                  "tune", "serve", "edit", "interop", "align", "autotune", "distill", "control",
-                  "quant", "quant_euler", "samplers", "samplers-test", "precision",
-                  "evaluator_audit", "latent", "reworded", "shapes-long", "evaluator", "core")
+RESULT_FOLDERS = (
+    "demo", "demo-long", "demo-avx2", "demo-avx512", "accel_unet", "accel_unet_test", "accel_dit",
+    "tune", "serve", "edit", "interop", "align", "autotune", "distill", "control", "quant",
+    "quant_euler", "quant-test", "samplers", "samplers-test", "precision", "evaluator_audit",
+    "latent", "reworded", "shapes-long", "evaluator", "core")
 
 
 def _copy_results(tmp_path, monkeypatch):
@@ -53,8 +54,10 @@ def test_a_drifted_table_or_file_is_caught(tmp_path, monkeypatch):
     data = json.loads(metrics.read_text())
     data["fd"] += 1.0
     metrics.write_text(json.dumps(data))
-    assert tables.stale_pages(pages) == ["docs/training.md", "docs/machine.md"]  # both read it
+    assert tables.stale_pages(pages) == ["docs/training.md"]
     assert f"{data['fd']:.1f}" in tables.demo_table()
+    _edit(results / "demo-avx512/metrics.json", lambda d: d.update(fd=d["fd"] + 1.0))
+    assert tables.stale_pages(pages) == ["docs/training.md", "docs/machine.md"]
 
 
 def test_unknown_table_and_different_machines_are_refused():
@@ -84,6 +87,14 @@ def test_quant_dit_sampler_and_train_loop_tables_follow_their_files(tmp_path, mo
     _edit(results / "quant_euler/bench.json", euler_only)
     row = next(r for r in tables.TABLES["quant"]().splitlines() if "last step only" in r)
     assert row.endswith("| (150.0) | - / 21.8 | 0.500 |") and "| (89.3% [" in row
+
+    def w4a4_passes_all(d):  # the test-split table recounts accuracy and McNemar p per image
+        p = next(p for p in d["points"] if p["name"] == "w4a4")
+        p["passed"] = [True] * len(p["passed"])
+
+    _edit(results / "quant-test/bench.json", w4a4_passes_all)
+    row = next(r for r in tables.TABLES["quant_test"]().splitlines() if r.startswith("| w4a4 |"))
+    assert "| 100.0% [95.6, 100.0] | 0.0039 |" in row  # bf16 fails 9 of 84: p = 2 / 2^9
     _edit(results / "samplers/bench.json",
           lambda d: d["points"][0]["cost"].update(time_ratio=0.5))
     _edit(results / "precision/train_loop.json",

@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[3]  # the repository (src/difflab/eval -> root)
 RESULTS = "benchmarks/results"
 ALLOWLIST = "benchmarks/doc_numbers_allowlist.txt"
+PROVENANCE_EXCEPTIONS = "benchmarks/provenance_exceptions.txt"
 PROVENANCE_KEYS = ("command", "code_version", "split", "checkpoint", "checkpoint_sha256",
                    "config", "machine", "date")  # what difflab.eval.provenance.provenance writes
 
@@ -413,9 +414,13 @@ def _records(path: Path) -> list[Any]:
 
 
 def has_provenance(records: Sequence[Any]) -> bool:
-    """Whether a result file carries the block difflab.eval.provenance.provenance writes."""
-    return any(isinstance(r, dict) and isinstance(r.get("provenance"), dict)
-               and all(k in r["provenance"] for k in PROVENANCE_KEYS) for r in records)
+    """Whether a result file carries what difflab.eval.provenance.provenance writes: as a
+    "provenance" block, or its keys at the top level of a record."""
+    def complete(d: Any) -> bool:
+        return isinstance(d, dict) and all(k in d for k in PROVENANCE_KEYS)
+
+    return any(isinstance(r, dict) and (complete(r.get("provenance")) or complete(r))
+               for r in records)
 
 
 @functools.cache
@@ -672,6 +677,37 @@ def cited_without_provenance(pages: Iterable[str] | None = None,
             if not result_file(path, root).has_provenance:
                 out.setdefault(path, []).append(page)
     return dict(sorted(out.items()))
+
+
+def read_provenance_exceptions(path: Path | None = None) -> dict[str, str]:
+    """`file | reason` lines of the cited result files written without provenance that cannot
+    be made again here; blank lines and # comments skipped."""
+    from difflab.config import ConfigError
+
+    path = path or ROOT / PROVENANCE_EXCEPTIONS
+    out: dict[str, str] = {}
+    if not path.exists():
+        return out
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|", 1)]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"{path.name}:{i}: expected 'file | reason', got {line!r}")
+        out[parts[0]] = parts[1]
+    return out
+
+
+def provenance_problems(pages: Iterable[str] | None = None,
+                        root: Path = ROOT) -> tuple[dict[str, list[str]], list[str]]:
+    """(cited files lacking provenance and not excepted -> citing pages, exceptions that no
+    longer apply: the file is no longer cited or now carries provenance)."""
+    pages = list(pages) if pages is not None else doc_pages(root)
+    lacking = cited_without_provenance(pages, root)
+    excepted = read_provenance_exceptions(root / PROVENANCE_EXCEPTIONS)
+    missing = {f: p for f, p in lacking.items() if f not in excepted}
+    stale = [f for f in excepted if f not in lacking]
+    return missing, stale
 
 
 def near_values(q: Quote, root: Path = ROOT, limit: int = 3) -> list[tuple[str, float, str]]:

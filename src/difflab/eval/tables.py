@@ -110,8 +110,7 @@ def shipped_table() -> str:
 
 # (label, file): one row per kind of CPU the demo was measured on
 DEMO_MACHINES = (
-    ("AMD EPYC, AVX-512 BF16 (recorded before machine records)",
-     "benchmarks/results/demo/metrics.json"),
+    ("AMD EPYC family 26 model 2, AVX-512 BF16", "benchmarks/results/demo-avx512/metrics.json"),
     ("AMD EPYC family 23 model 1, AVX2 only", "benchmarks/results/demo-avx2/metrics.json"),
 )
 
@@ -866,6 +865,53 @@ def quant_table(ancestral_path: str, euler_path: str) -> str:
     return "\n".join(rows) + "\n" + note
 
 
+# Labels of benchmarks/quant_grid_test.toml's points
+QUANT_TEST_LABELS = {
+    "bf16": "bf16 eager (baseline)",
+    "bf16_compiled": "bf16 compiled",
+    "w8a8_real": "w8a8_real eager",
+    "w8a8_real_compiled": "w8a8_real compiled",
+    "w8a8_static": "w8a8_static, min-max, 4 timestep groups",
+    "w4a8_static": "w4a8_static, min-max, every step (Q-Diffusion)",
+    "w4a8_static_last": "w4a8_static, min-max, last step only",
+    "w4a4_svd": "w4a4_svd (rank 32)",
+    "fp8": "fp8 e4m3",
+    "fp4": "fp4 e2m1 (fp8 activations)",
+    "mixed": "mixed int4/int8, 6-bit budget",
+}
+
+
+def quant_test_table(path: str) -> str:
+    """One quantization bench run: execution, weight size, paired speed-up of the timed
+    points, accuracy with its Wilson interval and McNemar p against the baseline, FD, PSNR and
+    SSIM against the float reference on the same noise."""
+    data = _load(path)
+    base = next(p for p in data["points"] if p["name"] == data["grid"]["baseline"])
+    n = len(data["prompts"])
+    head = ["point", "execution", "weights MB", "speed-up [interval]", "accuracy [95% CI]",
+            "McNemar p", "FD", "PSNR dB", "SSIM"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in data["points"]:
+        q = p["quality"]
+        pval = "-" if p is base else format_p(mcnemar_exact(p["passed"], base["passed"]).p_value)
+        rows.append(f"| {QUANT_TEST_LABELS.get(p['name'], p['name'])} | "
+                    f"{_execution(p['config'])} | {p['cost']['weight_bytes'] / 1e6:.2f} | "
+                    f"{_timed_speedup(p, base)} | {format_accuracy(sum(p['passed']), n)} | "
+                    f"{pval} | {q['fd']:.1f} | {_num(q['psnr'])} | {q['ssim']:.3f} |")
+    g, m = data["grid"], data["machine"]
+    floor = data.get("fd_floor")
+    timed = next(p for p in data["points"] if p is not base and "timing" in p["cost"])
+    cover = speedup_interval(timed["cost"]["timing"]["times"],
+                             base["cost"]["timing"]["times"]).coverage
+    where = m.get("cpu", "?") + (f" ({m['capability']})" if m.get("capability") else "")
+    note = (f"\n{n} images per point ({g['suite']} suite), split: {_split(g)}; FD floor (real "
+            f"vs real, same count): {'-' if floor is None else f'{floor:.1f}'}; speed-up: median "
+            f"of {g['timing_repeats']} paired interleaved rounds against bf16 eager, interval of "
+            f"{100 * cover:.0f}% coverage (simulated points are not timed); timed on {where}, "
+            f"{m.get('threads', m.get('torch_threads'))} thread(s).\n")
+    return "\n".join(rows) + "\n" + note
+
+
 def format_sampler_pivot(data: dict[str, Any]) -> str:
     """A sampler grid as one table per CFG scale: a row per sampler, a column per NFE budget,
     each cell accuracy / FD / PSNR / time ratio (the NFE used in brackets where a sampler's
@@ -1117,6 +1163,7 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/control/binding-long-dev.json"),
     "control_binding_long_test": lambda: control_table(
         "benchmarks/results/control/binding-long-test.json"),
+    "quant_test": lambda: quant_test_table("benchmarks/results/quant-test/bench.json"),
     "quant": lambda: quant_table("benchmarks/results/quant/bench.json",
                                  "benchmarks/results/quant_euler/bench.json"),
     "accel_dit": lambda: bench_table("benchmarks/results/accel_dit/bench.json", DIT_LABELS),
