@@ -6,6 +6,8 @@ the model cannot know, scored by the shapes evaluator on the same seeds.
     # one run: template suites, the reworded suite (test split only), unknown-word prompts
     python benchmarks/reworded_eval.py evaluate --split test --run runs/para \
         --out benchmarks/results/reworded/paraphrase-test.json
+    # does the frozen text encoder put each paraphrase next to its world word? (no images)
+    python benchmarks/reworded_eval.py synonymy --out benchmarks/results/reworded/synonymy.json
     # runs side by side, paired against the first
     python benchmarks/reworded_eval.py compare --runs control=benchmarks/results/reworded/\
 control-test.json,paraphrase=benchmarks/results/reworded/paraphrase-test.json \
@@ -149,6 +151,56 @@ def diagnose(args) -> dict:
                                      checkpoint_identity(resolve(args.base)))}
 
 
+# The frames a colour and a shape word are read in: the suites' own single-object wording.
+SYNONYM_FRAMES = {"color": "a {} circle", "shape": "a red {}"}
+
+
+def word_states(encoder, frame: str, words: list[str]) -> np.ndarray:
+    """Mean last-layer MiniLM state over each word's own tokens in `frame` (what the network's
+    cross-attention reads at that word), unit length: (len(words), D)."""
+    prefix = encoder.tokenizer(frame.split("{}")[0].strip())["input_ids"][:-1]  # [CLS] a ...
+    enc = encoder.encode([frame.format(w) for w in words])
+    out = []
+    for i, w in enumerate(words):
+        n = len(encoder.tokenizer(w, add_special_tokens=False)["input_ids"])
+        v = enc.tokens[i, len(prefix):len(prefix) + n].mean(0).numpy()
+        out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+
+def synonymy(args) -> dict:
+    """Does the frozen text encoder put each paraphrase next to its world word? For every colour
+    and shape synonym of both halves: cosine similarity of its token states, in a suite frame,
+    to each world word's in the same frame; the nearest world word and the margin."""
+    from difflab.data.paraphrase import COLOR_WORDS, HALVES, SHAPE_WORDS
+    from difflab.text.hf import build_minilm
+
+    encoder = build_minilm(max_length=args.max_length)
+    kinds = {"color": {w: s for w, s in COLOR_WORDS.items()},
+             "shape": {w: (s[0][0], s[1][0]) for w, s in SHAPE_WORDS.items()}}
+    rows, summary = [], {}
+    for kind, table in kinds.items():
+        world = list(table)
+        ref = word_states(encoder, SYNONYM_FRAMES[kind], world)
+        for h, half in enumerate(HALVES):
+            words = [table[w][h] for w in world]
+            sims = word_states(encoder, SYNONYM_FRAMES[kind], words) @ ref.T  # (n, n)
+            hits = 0
+            for i, w in enumerate(world):
+                order = np.argsort(-sims[i])
+                nearest = world[order[0]]
+                hits += nearest == w
+                rows.append({"kind": kind, "half": half, "word": words[i], "world_word": w,
+                             "nearest": nearest, "similarity": float(sims[i, i]),
+                             "best_other": float(max(s for j, s in enumerate(sims[i]) if j != i)),
+                             "rank": int(np.where(order == i)[0][0]) + 1})
+            summary[f"{kind}/{half}"] = {"nearest_is_own": int(hits), "words": len(world)}
+    return {"what": "nearest world word of each paraphrase by MiniLM token states in a suite "
+                    "frame (cosine); no images", "frames": SYNONYM_FRAMES,
+            "max_length": args.max_length, "words": rows, "summary": summary,
+            "provenance": provenance("none", "minilm", "", {"frames": SYNONYM_FRAMES})}
+
+
 def paired(a: dict, b: dict, key: str) -> dict:
     """Exact McNemar of run b against run a on one set's per-image `key` flags."""
     t = mcnemar_exact(a["flags"][key], b["flags"][key])
@@ -233,7 +285,7 @@ def compare(args) -> dict:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("diagnose", "evaluate", "compare"))
+    ap.add_argument("mode", choices=("diagnose", "evaluate", "compare", "synonymy"))
     ap.add_argument("--base", default="shapes-base", help="diagnose: the model")
     ap.add_argument("--seeds", type=int, default=2, help="diagnose: images per prompt")
     ap.add_argument("--max-length", type=int, default=16, help="diagnose: text max_length")
@@ -250,7 +302,8 @@ def main(argv: list[str]) -> None:
         ap.error("compare needs --runs name=file[,name=file...]")
     if args.mode == "evaluate" and not args.run:
         ap.error("evaluate needs --run")
-    result = {"diagnose": diagnose, "evaluate": evaluate_run, "compare": compare}[args.mode](args)
+    result = {"diagnose": diagnose, "evaluate": evaluate_run, "compare": compare,
+              "synonymy": synonymy}[args.mode](args)
     write_json(args.out, result)
     print(f"wrote {args.out}")
 

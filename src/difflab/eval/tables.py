@@ -1070,6 +1070,24 @@ def reworded_diagnosis_table(path: str) -> str:
             + f"\n\n{s['n_images']} images, dev split; {_evaluated_on(data)}; {path}\n")
 
 
+def reworded_synonymy_table(path: str) -> str:
+    """Per kind and paraphrase half: how many synonyms' MiniLM token states (in a suite frame)
+    lie nearest their own world word, and where the others land."""
+    data = _load(path)
+    rows = ["| words | nearest world word is its own | the others (word: nearest, own rank) | "
+            "similarity to own, median |", "|---|---|---|---|"]
+    for key, s in data["summary"].items():
+        kind, half = key.split("/")
+        words = [w for w in data["words"] if w["kind"] == kind and w["half"] == half]
+        misses = ", ".join(f"{w['word']}: {w['nearest']} ({w['rank']})" for w in words
+                           if w["nearest"] != w["world_word"])
+        med = float(np.median([w["similarity"] for w in words]))
+        rows.append(f"| {kind}, {half} half | {s['nearest_is_own']} of {s['words']} | "
+                    f"{misses or '-'} | {med:.2f} |")
+    frames = ", ".join(f"{k} in \"{v}\"" for k, v in data["frames"].items())
+    return "\n".join(rows) + f"\n\nFrames: {frames}; cosine of mean token states; {path}\n"
+
+
 def reworded_compare_table(path: str) -> str:
     """Runs trained side by side: template and reworded accuracy, the reworded-minus-template
     gap on the same scenes and seeds, unknown-word prompts, and empty images."""
@@ -1173,6 +1191,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "presets": presets_table,
     "evaluator_audit": lambda: evaluator_audit_table(
         "benchmarks/results/evaluator_audit/generated.json"),
+    "reworded_synonymy": lambda: reworded_synonymy_table(
+        "benchmarks/results/reworded/synonymy.json"),
     "reworded_diagnosis": lambda: reworded_diagnosis_table(
         "benchmarks/results/reworded/diagnosis.json"),
     "reworded_compare": lambda: reworded_compare_table("benchmarks/results/reworded/compare.json"),
