@@ -1172,6 +1172,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/autotune/issue-budget/frontier.json"),
     "distill": lambda: distill_table("benchmarks/results/distill/eval.json"),
     "control_layout": lambda: control_table("benchmarks/results/control/layout-test.json"),
+    "control_layout_long": lambda: control_table(
+        "benchmarks/results/control/layout-long-test.json"),
+    "control_empty_layout_long": lambda: control_table(
+        "benchmarks/results/control/empty-layout-single-long-test.json"),
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
     "control_adapters": lambda: control_adapters_table(
         "benchmarks/results/control/adapters-test.json"),
