@@ -711,7 +711,9 @@ def control_table(path: str) -> str:
     rows = [f"{_control_base(data)}, {data['suite']} suite, "
             f"{data['provenance']['split']} split, {data['n_images']} images ({path})", "", head,
             "|" + "---|" * (head.count("|") - 1)]
-    for name, r in data["methods"].items():
+    # the file keeps methods sorted by name; the row every other is compared with goes first
+    for name, r in sorted(data["methods"].items(), key=lambda kv: "vs_first" in kv[1]
+                          and kv[1]["vs_first"] is not None):
         lo, hi = r["interval"]
         rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
         row = f"| {name} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
