@@ -56,6 +56,9 @@ def test_train_an_adapter_then_sample_with_a_layout(tmp_path, capsys, monkeypatc
     manifest = json.loads((out / "difflab.json").read_text())
     assert manifest["kind"] == "control" and manifest["metrics"]["steps_done"] == 2
     assert manifest["config"]["method"] == method
+    # GLIGEN's gate openings, the diagnostic of whether it learned, are printed and kept
+    assert ("gates |tanh(gamma)|" in text) == (method == "gligen")
+    assert ("gates" in manifest["metrics"]) == (method == "gligen")
     grid = tmp_path / "grid.png"
     guidance = [["--box-guidance"], ["--attend-excite"]] if method == "controlnet" else []
     for flags in (["--control", str(out)], *guidance):

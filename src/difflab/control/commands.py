@@ -43,6 +43,9 @@ def train_command(
     typer.echo(f"wrote {out} ({metrics['steps_done']} steps in {metrics['seconds']} s, "
                f"{metrics['parameters']:,} parameters = "
                f"{metrics['parameters'] / metrics['base_parameters']:.0%} of the base)")
+    if metrics.get("gates"):
+        typer.echo("gates |tanh(gamma)|: " + ", ".join(f"{name} {v:.3f}"
+                                                      for name, v in metrics["gates"].items()))
 
 
 def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed: int,
