@@ -117,12 +117,12 @@ def scene_batch(n: int, size: int, gen: np.random.Generator):
     return torch.stack(images), captions, layouts
 
 
-def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
-                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train an adapter of `cfg.method` on `pipe`'s frozen network; returns it and what the run
-    cost."""
+def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True,
+                  options: dict | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train an adapter of `cfg.method` (its config's defaults, or the fields in `options`) on
+    `pipe`'s frozen network; returns it and what the run cost."""
     torch.manual_seed(cfg.seed)
-    net = to_device(build_adapter(cfg.method, pipe), pipe.net)
+    net = to_device(build_adapter(cfg.method, pipe, options), pipe.net)
     pipe.net.requires_grad_(False)
     handle = apply_control(pipe, net)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
