@@ -99,6 +99,22 @@ def test_gligen_positions_tell_identical_visual_tokens_apart(positions):
         assert spread < 1e-6  # nothing distinguishes the positions
 
 
+def test_gligen_attention_probe_is_the_attention_its_forward_uses():
+    torch.manual_seed(0)
+    gated = GatedSelfAttention(dim=8, token_dim=6, num_heads=2, pos_freqs=4)
+    with torch.no_grad():
+        gated.gamma.fill_(0.5)
+    x, tokens = torch.randn(2, 16, 8), torch.randn(2, 3, 6)
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    attn = gated.attention(x, tokens, valid)  # (2, heads, 16, 16 + 3)
+    assert attn.shape == (2, 2, 16, 19)
+    assert torch.allclose(attn.sum(-1), torch.ones(2, 2, 16))
+    assert attn[0, :, :, 18].abs().max() == 0 and attn[1, :, :, 17:].abs().max() == 0
+    _, _, v, _ = gated._attention_inputs(x, tokens, valid)
+    out = gated.out((attn @ v).transpose(1, 2).flatten(-2)) * torch.tanh(gated.gamma)
+    assert torch.allclose(out, gated(x, tokens, valid), atol=1e-5)
+
+
 def test_gligen_token_centres_follow_the_layout_convention():
     centres = gligen.token_centres(4)  # a 2x2 grid, row-major: x to the right, y down
     assert torch.equal(centres, torch.tensor([[0.25, 0.25], [0.75, 0.25],

@@ -93,6 +93,24 @@ class GatedSelfAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
+        N = x.shape[1]
+        q, k, v, keep = self._attention_inputs(x, tokens, valid)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None])
+        out = self.out(out.transpose(1, 2).flatten(-2))[:, :N]  # the visual tokens' outputs
+        return torch.tanh(self.gamma) * out
+
+    @torch.no_grad()
+    def attention(self, x: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
+        """(B, H, N, N + K): each visual token's attention over [visual; grounding] tokens (a
+        probe, for diagnostics)."""
+        q, k, _, keep = self._attention_inputs(x, tokens, valid)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, N + K, N + K)
+        scores = scores.masked_fill(~keep[:, None, None], float("-inf"))
+        return scores.softmax(-1)[:, :, : x.shape[1]]
+
+    def _attention_inputs(self, x: Tensor, tokens: Tensor, valid: Tensor):
+        """q, k, v (B, H, N + K, Dh) of [visual (+ position); grounding] and which keys to
+        attend to (B, N + K)."""
         B, N, C = x.shape
         visual = x
         if self.proj_pos is not None:  # the attention's input only, not the residual stream
@@ -102,9 +120,7 @@ class GatedSelfAttention(nn.Module):
         q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
                    for t in self.qkv(seq).chunk(3, dim=-1))  # each (B, H, N + K, Dh)
         keep = torch.cat([valid.new_ones(B, N), valid], dim=1)  # (B, N + K) keys to attend to
-        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None])
-        out = self.out(out.transpose(1, 2).flatten(-2))[:, :N]  # the visual tokens' outputs
-        return torch.tanh(self.gamma) * out
+        return q, k, v, keep
 
 
 class Gligen(nn.Module):
