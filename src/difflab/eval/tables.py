@@ -772,6 +772,25 @@ def control_adapters_table(path: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def control_gligen_attention_table(path: str) -> str:
+    """GLIGEN's gated self-attention per layer: how much more a visual token attends to an
+    object's grounding token from inside that object's box than from outside (1 = location
+    ignored), and its attention share on grounding tokens, per run and noise level."""
+    data = _load(path)
+    runs = data["controls"]
+    layers = list(next(iter(runs.values()))["gates"])
+    head = "| run | positions | t |" + "".join(f" {name}: in/out box, grounding share |"
+                                               for name in layers)
+    rows = [f"{_control_base(data)}, {data['scenes']} fresh world scenes ({path})", "", head,
+            "|" + "---|" * (head.count("|") - 1)]
+    for run, r in runs.items():
+        for level in [k for k in r if k.startswith("t=")]:
+            cells = "".join(f" {r[level][n]['inside_outside_ratio']:.2f}, "
+                            f"{r[level][n]['grounding_share']:.1%} |" for n in layers)
+            rows.append(f"| {run} | {'yes' if r['positions'] else 'no'} | {level[2:]} |{cells}")
+    return "\n".join(rows) + "\n"
+
+
 def _timed_speedup(point: dict[str, Any], base: dict[str, Any]) -> str:
     """A bench point's paired speed-up with its interval; "1 (baseline)"; "-" when untimed."""
     if point is base:
@@ -1123,6 +1142,8 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/control/adapters-test.json"),
     "control_gligen_positions_dev": lambda: control_adapters_table(
         "benchmarks/results/control/gligen-pos-dev.json"),
+    "control_gligen_attention": lambda: control_gligen_attention_table(
+        "benchmarks/results/control/gligen-attention.json"),
     "control_empty_layout": lambda: control_table(
         "benchmarks/results/control/empty-layout-single-test.json"),
     "control_binding_long_dev": lambda: control_table(
