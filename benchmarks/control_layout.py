@@ -156,14 +156,18 @@ def main() -> None:
 
 def _adapter_facts(folder: str, method: str) -> dict:
     """An adapter's trainable parameters, share of the base and training run, from its control
-    folder's manifest."""
+    folder's manifest (with its adapter config and, for GLIGEN, its gates' final openings)."""
     from difflab.runtime.artefacts import read_manifest
 
     m = read_manifest(folder)
     params, base = m.metrics["parameters"], m.metrics["base_parameters"]
-    return {"method": method, "parameters": params, "base_parameters": base,
-            "share_of_base": params / base, "train_seconds": m.metrics["seconds"],
-            "steps_done": m.metrics["steps_done"], "train_config": m.config["train"]}
+    facts = {"method": method, "parameters": params, "base_parameters": base,
+             "share_of_base": params / base, "train_seconds": m.metrics["seconds"],
+             "steps_done": m.metrics["steps_done"], "train_config": m.config["train"],
+             "config": m.config.get(method)}
+    if "gates" in m.metrics:  # |tanh(gamma)| per gated layer at the end of training
+        facts["gates"] = m.metrics["gates"]
+    return facts
 
 
 def _architecture_facts(method: str, base: str) -> dict:

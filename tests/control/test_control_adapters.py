@@ -1,7 +1,10 @@
 """T2I-Adapter and GLIGEN grounding attach through hooks: bit-identical at init, gone after
-removal, trainable on the tiny pipeline, and a control folder is checked before use."""
+removal, trainable on the tiny pipeline, and a control folder is checked before use. GLIGEN's
+visual-token positions reach its gated self-attention, and older folders load without them."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ from control_nets import CTX, all_hooks, inputs, tiny_unet
 from difflab.config import ConfigError
 from difflab.control import gligen, t2i_adapter
 from difflab.control.controlnet import parameter_count
-from difflab.control.gligen import Gligen, apply_gligen
+from difflab.control.gligen import GatedSelfAttention, Gligen, GligenConfig, apply_gligen
 from difflab.control.layout import MAP_CHANNELS, Layout
 from difflab.control.t2i_adapter import T2IAdapter, apply_t2i_adapter
 from difflab.control.train import (
@@ -54,11 +57,13 @@ def test_a_fresh_t2i_adapter_leaves_the_base_bit_identical_and_removal_restores_
     assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
 
 
-def test_a_fresh_gligen_leaves_the_base_bit_identical_and_removal_restores_it():
+@pytest.mark.parametrize("positions", [True, False])
+def test_a_fresh_gligen_leaves_the_base_bit_identical_and_removal_restores_it(positions):
     net, (x, t, cond) = tiny_unet(), inputs()
     before = net(x, t, **cond)
-    ground = Gligen(net)
+    ground = Gligen(net, GligenConfig(positions=positions))
     assert gligen.is_zero_initialised(ground) and len(ground.gated) == 3
+    assert all((g.proj_pos is not None) == positions for g in ground.gated)
     with apply_gligen(net, ground, fake_encode) as handle:
         with pytest.raises(ConfigError, match="no grounding"):
             net(x, t, **cond)
@@ -76,6 +81,50 @@ def test_a_fresh_gligen_leaves_the_base_bit_identical_and_removal_restores_it():
         handle.set_layouts(LAYOUTS[:1])  # one layout per image: a CFG batch of 2 repeats it
         assert net(x[:1].repeat(2, 1, 1, 1), t[:1].repeat(2), **cond).shape == before.shape
     assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+
+
+@pytest.mark.parametrize("positions", [True, False])
+def test_gligen_positions_tell_identical_visual_tokens_apart(positions):
+    torch.manual_seed(0)
+    gated = GatedSelfAttention(dim=8, token_dim=6, num_heads=2, pos_freqs=4 if positions else 0)
+    with torch.no_grad():
+        gated.gamma.fill_(0.5)
+    x = torch.randn(1, 1, 8).expand(2, 16, 8)  # the same visual token at all 4x4 positions
+    tokens, valid = torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool)
+    out = gated(x, tokens, valid)  # (2, 16, 8)
+    spread = (out - out[:, :1]).abs().amax().item()
+    if positions:
+        assert spread > 1e-3  # each position attends differently
+    else:
+        assert spread < 1e-6  # nothing distinguishes the positions
+
+
+def test_gligen_attention_probe_is_the_attention_its_forward_uses():
+    torch.manual_seed(0)
+    gated = GatedSelfAttention(dim=8, token_dim=6, num_heads=2, pos_freqs=4)
+    with torch.no_grad():
+        gated.gamma.fill_(0.5)
+    x, tokens = torch.randn(2, 16, 8), torch.randn(2, 3, 6)
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    attn = gated.attention(x, tokens, valid)  # (2, heads, 16, 16 + 3)
+    assert attn.shape == (2, 2, 16, 19)
+    assert torch.allclose(attn.sum(-1), torch.ones(2, 2, 16))
+    assert attn[0, :, :, 18].abs().max() == 0 and attn[1, :, :, 17:].abs().max() == 0
+    _, _, v, _ = gated._attention_inputs(x, tokens, valid)
+    out = gated.out((attn @ v).transpose(1, 2).flatten(-2)) * torch.tanh(gated.gamma)
+    assert torch.allclose(out, gated(x, tokens, valid), atol=1e-5)
+
+
+def test_gligen_token_centres_follow_the_layout_convention():
+    centres = gligen.token_centres(4)  # a 2x2 grid, row-major: x to the right, y down
+    assert torch.equal(centres, torch.tensor([[0.25, 0.25], [0.75, 0.25],
+                                              [0.25, 0.75], [0.75, 0.75]]))
+
+
+def test_gligen_positions_refuse_a_non_square_token_grid():
+    gated = GatedSelfAttention(dim=8, token_dim=6, num_heads=2, pos_freqs=4)
+    with pytest.raises(ConfigError, match="square token grid; got 12 visual tokens"):
+        gated(torch.randn(1, 12, 8), torch.randn(1, 3, 6), torch.ones(1, 3, dtype=torch.bool))
 
 
 def test_gligen_ignores_padding_tokens():
@@ -104,6 +153,8 @@ def test_each_adapter_trains_only_its_own_weights_on_the_tiny_pipeline(tiny_pipe
     assert all_hooks(tiny_pipeline.net) == []
     if method == "gligen":
         assert not gligen.is_zero_initialised(net)  # the gates opened
+        gates = metrics["gates"]  # the diagnostic a run keeps: |tanh(gamma)| per gated layer
+        assert list(gates) == net.names and all(0 < v < 1 for v in gates.values())
     else:
         assert not t2i_adapter.is_zero_initialised(net)
 
@@ -126,3 +177,27 @@ def test_a_control_folder_names_its_method_and_is_checked(tiny_pipeline, tmp_pat
         handle.set_layouts(LAYOUTS)
     with pytest.raises(ConfigError, match="valid"):
         ControlTrainConfig(method="lora")
+
+
+def test_a_gligen_folder_saved_before_positions_existed_loads_without_them(tiny_pipeline,
+                                                                            tmp_path):
+    old = Gligen(tiny_pipeline.net, GligenConfig(positions=False))
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_(0, 0.1)
+    folder = tmp_path / "gligen"
+    save_control(old, folder, {"path": "tiny", "sha256": ""},
+                 ControlTrainConfig(method="gligen", steps=1), {})
+    manifest = folder / "difflab.json"
+    data = json.loads(manifest.read_text())
+    del data["config"]["gligen"]["positions"]  # what a folder written before the field holds
+    manifest.write_text(json.dumps(data))
+    loaded = load_control(folder, tiny_pipeline, "gligen")
+    assert loaded.cfg == GligenConfig(positions=False)
+    assert all(g.proj_pos is None for g in loaded.gated)
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(),
+                                                 loaded.state_dict().values(), strict=True))
+    fresh = Gligen(tiny_pipeline.net)  # a new adapter has positions, and saves the field
+    save_control(fresh, tmp_path / "new", {"path": "tiny", "sha256": ""},
+                 ControlTrainConfig(method="gligen", steps=1), {})
+    assert load_control(tmp_path / "new", tiny_pipeline).cfg.positions

@@ -56,6 +56,9 @@ def test_train_an_adapter_then_sample_with_a_layout(tmp_path, capsys, monkeypatc
     manifest = json.loads((out / "difflab.json").read_text())
     assert manifest["kind"] == "control" and manifest["metrics"]["steps_done"] == 2
     assert manifest["config"]["method"] == method
+    # GLIGEN's gate openings, the diagnostic of whether it learned, are printed and kept
+    assert ("gates |tanh(gamma)|" in text) == (method == "gligen")
+    assert ("gates" in manifest["metrics"]) == (method == "gligen")
     grid = tmp_path / "grid.png"
     guidance = [["--box-guidance"], ["--attend-excite"]] if method == "controlnet" else []
     for flags in (["--control", str(out)], *guidance):
@@ -63,6 +66,21 @@ def test_train_an_adapter_then_sample_with_a_layout(tmp_path, capsys, monkeypatc
                              "--n", "1", "--steps", "2", *flags, "--out", grid)
         assert code == 0, text
         assert "2 boxes" in text and grid.is_file()
+
+
+def test_gligen_trains_without_positions_on_request_and_only_gligen_takes_the_flag(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "paper"
+    code, text = difflab(capsys, monkeypatch, "control", "train", "shapes-base", "--method",
+                         "gligen", "--no-positions", "--steps", "1", "--batch-size", "2",
+                         "--out", out)
+    assert code == 0, text
+    manifest = json.loads((out / "difflab.json").read_text())
+    assert manifest["config"]["gligen"]["positions"] is False
+    code, text = difflab(capsys, monkeypatch, "control", "train", "shapes-base", "--method",
+                         "t2i-adapter", "--no-positions", "--out", tmp_path / "t2i")
+    assert code == 2 and "--no-positions is a GLIGEN setting" in text
+    assert not (tmp_path / "t2i").exists()
 
 
 def test_a_control_folder_of_another_base_or_method_is_one_error_line(tmp_path, capsys,

@@ -22,6 +22,8 @@ def train_command(
     lr: float = typer.Option(1e-3, help="learning rate"),
     max_minutes: float = typer.Option(20.0, help="stop after this much wall time"),
     seed: int = typer.Option(0, help="seed of the scene draws and initialisation"),
+    positions: bool = typer.Option(True, help="GLIGEN: give its gated self-attention each "
+                                   "visual token's position (--no-positions: the paper's form)"),
     out: str = typer.Option(..., help="new control folder"),
 ) -> None:
     """Train a control adapter on BASE with the shapes world's layouts: `difflab control train
@@ -33,16 +35,22 @@ def train_command(
 
     cfg = ControlTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr,
                              max_seconds=max_minutes * 60, seed=seed)
+    if not positions and method != "gligen":
+        raise ConfigError(f"--no-positions is a GLIGEN setting; --method is {method}")
+    options = {"positions": positions} if method == "gligen" else None
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
     reference = base_reference(base)
     pipe = load(base)
-    net, metrics = train_control(pipe, cfg)
+    net, metrics = train_control(pipe, cfg, options=options)
     metrics |= {"parameters": parameter_count(net), "base_parameters": parameter_count(pipe.net)}
     save_control(net, out, reference, cfg, metrics)
     typer.echo(f"wrote {out} ({metrics['steps_done']} steps in {metrics['seconds']} s, "
                f"{metrics['parameters']:,} parameters = "
                f"{metrics['parameters'] / metrics['base_parameters']:.0%} of the base)")
+    if metrics.get("gates"):
+        typer.echo("gates |tanh(gamma)|: " + ", ".join(f"{name} {v:.3f}"
+                                                      for name, v in metrics["gates"].items()))
 
 
 def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed: int,

@@ -10,6 +10,14 @@ block's residual stream, beside the cross-attention's (a post-forward hook on th
 CrossAttention module, whose input is the block's normalised visual tokens). gamma starts at 0,
 so a fresh adapter leaves the base bit-identical; `remove()` detaches it all. With scheduled
 sampling (`grounding_steps` tau < 1) the gated layers are off after the first tau of the steps.
+
+Departure from the paper (`GligenConfig.positions`, on by default): each visual token's
+normalised centre (x, y) is Fourier-embedded like the boxes and projected into the block width,
+then added to the visual tokens of the gated self-attention's input sequence only (not to the
+residual stream). The paper's large UNets locate a pixel from deep convolutional features; the
+tiny base's 16x16 tokens carry no positional embedding, so without this a visual token cannot
+attend to "the grounding token whose box holds me". Folders saved before the field existed
+load with it off, exactly as they were trained.
 """
 
 from __future__ import annotations
@@ -31,45 +39,88 @@ from difflab.limits import check_float
 
 @dataclass(frozen=True)
 class GligenConfig:
-    """The grounding tokens' width, the box's Fourier frequencies and the MLP's hidden width."""
+    """The grounding tokens' width, the box's Fourier frequencies, the MLP's hidden width and
+    whether the gated self-attention sees each visual token's position (not in the paper)."""
 
     token_dim: int = 64
     fourier_freqs: int = 8
     hidden: int = 64
+    positions: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> GligenConfig:
+        """The config a control folder saved; one saved before `positions` existed has it off
+        (the adapter it holds was trained without positions)."""
+        return cls(**{"positions": False, **saved})
+
 
 def fourier_embedding(boxes: Tensor, freqs: int) -> Tensor:
-    """(..., 4) boxes in [0, 1] -> (..., 4 * 2 * freqs): sin and cos of 2^k * pi * coordinate
-    (the Fourier embedding GLIGEN gives its boxes)."""
+    """(..., d) coordinates in [0, 1] (boxes: d = 4) -> (..., d * 2 * freqs): sin and cos of
+    2^k * pi * coordinate (the Fourier embedding GLIGEN gives its boxes)."""
     scales = (2.0 ** torch.arange(freqs, dtype=boxes.dtype, device=boxes.device)) * math.pi
     angles = boxes[..., None] * scales  # (..., 4, freqs)
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
 
 
-class GatedSelfAttention(nn.Module):
-    """tanh(gamma) * SelfAttention(LayerNorm([visual; grounding]))[visual], gamma = 0 at init."""
+def token_centres(n: int) -> Tensor:
+    """(n, 2) normalised centres (x, y; y down, as the layouts' boxes) of a square grid's tokens
+    in row-major order (how the UNet flattens its feature maps)."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ConfigError(f"GLIGEN positions need a square token grid; got {n} visual tokens "
+                          f"(not h * h)")
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    y, x = torch.meshgrid(centres, centres, indexing="ij")  # rows top to bottom
+    return torch.stack([x.flatten(), y.flatten()], dim=-1)
 
-    def __init__(self, dim: int, token_dim: int, num_heads: int) -> None:
+
+class GatedSelfAttention(nn.Module):
+    """tanh(gamma) * SelfAttention(LayerNorm([visual (+ position); grounding]))[visual],
+    gamma = 0 at init; `pos_freqs` > 0 adds each visual token's Fourier-embedded centre."""
+
+    def __init__(self, dim: int, token_dim: int, num_heads: int, pos_freqs: int = 0) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.pos_freqs = num_heads, pos_freqs
         self.proj_tokens = nn.Linear(token_dim, dim)
+        # (x, y) -> 2 * 2 * freqs Fourier features -> the block width
+        self.proj_pos = nn.Linear(4 * pos_freqs, dim) if pos_freqs else None
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
-        B, N, C = x.shape
-        seq = self.norm(torch.cat([x, self.proj_tokens(tokens)], dim=1))  # (B, N + K, C)
-        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-                   for t in self.qkv(seq).chunk(3, dim=-1))  # each (B, H, N + K, Dh)
-        keep = torch.cat([valid.new_ones(B, N), valid], dim=1)  # (B, N + K) keys to attend to
+        N = x.shape[1]
+        q, k, v, keep = self._attention_inputs(x, tokens, valid)
         out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None])
         out = self.out(out.transpose(1, 2).flatten(-2))[:, :N]  # the visual tokens' outputs
         return torch.tanh(self.gamma) * out
+
+    @torch.no_grad()
+    def attention(self, x: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
+        """(B, H, N, N + K): each visual token's attention over [visual; grounding] tokens (a
+        probe, for diagnostics)."""
+        q, k, _, keep = self._attention_inputs(x, tokens, valid)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, N + K, N + K)
+        scores = scores.masked_fill(~keep[:, None, None], float("-inf"))
+        return scores.softmax(-1)[:, :, : x.shape[1]]
+
+    def _attention_inputs(self, x: Tensor, tokens: Tensor, valid: Tensor):
+        """q, k, v (B, H, N + K, Dh) of [visual (+ position); grounding] and which keys to
+        attend to (B, N + K)."""
+        B, N, C = x.shape
+        visual = x
+        if self.proj_pos is not None:  # the attention's input only, not the residual stream
+            centres = token_centres(N).to(device=x.device, dtype=x.dtype)  # (N, 2)
+            visual = x + self.proj_pos(fourier_embedding(centres, self.pos_freqs))
+        seq = self.norm(torch.cat([visual, self.proj_tokens(tokens)], dim=1))  # (B, N + K, C)
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+                   for t in self.qkv(seq).chunk(3, dim=-1))  # each (B, H, N + K, Dh)
+        keep = torch.cat([valid.new_ones(B, N), valid], dim=1)  # (B, N + K) keys to attend to
+        return q, k, v, keep
 
 
 class Gligen(nn.Module):
@@ -87,14 +138,22 @@ class Gligen(nn.Module):
         self.tokenizer = nn.Sequential(nn.Linear(self.embed_dim + box_dim, cfg.hidden), nn.SiLU(),
                                        nn.Linear(cfg.hidden, cfg.token_dim))
         self.names = [name for name, _ in found]
+        pos_freqs = cfg.fourier_freqs if cfg.positions else 0
         self.gated = nn.ModuleList(GatedSelfAttention(m.q.in_features, cfg.token_dim,
-                                                      m.num_heads) for _, m in found)
+                                                      m.num_heads, pos_freqs) for _, m in found)
 
     def tokens(self, phrases: Tensor, boxes: Tensor) -> Tensor:
         """Grounding tokens (B, K, token_dim) of phrase embeddings (B, K, D) and boxes
         (B, K, 4)."""
         boxes = fourier_embedding(boxes, self.cfg.fourier_freqs)
         return self.tokenizer(torch.cat([phrases, boxes], dim=-1))
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict:
+        """How far each gated layer has opened: |tanh(gamma)| by cross-attention module name
+        (all 0 for a fresh adapter; an adapter whose gates stay near 0 has not learned)."""
+        return {"gates": {name: round(abs(math.tanh(g.gamma.item())), 4)
+                          for name, g in zip(self.names, self.gated, strict=True)}}
 
 
 class _Grounding:

@@ -34,18 +34,19 @@ def weights_name(method: str) -> str:
 
 
 def build_adapter(method: str, pipe: Any, options: dict | None = None) -> torch.nn.Module:
-    """A fresh adapter of `method` for `pipe`'s network (options: its config's fields)."""
-    options = options or {}
+    """An adapter of `method` for `pipe`'s network: its config's defaults, or the config fields
+    a control folder saved (`options`; a GLIGEN config saved without `positions` has it off)."""
     if method == "controlnet":
-        return ControlNet(pipe.net, ControlNetConfig(**options))
+        return ControlNet(pipe.net, ControlNetConfig(**(options or {})))
     if method == "t2i-adapter":
         from difflab.control.t2i_adapter import T2IAdapter, T2IAdapterConfig
 
-        return T2IAdapter(pipe.net, T2IAdapterConfig(**options))
+        return T2IAdapter(pipe.net, T2IAdapterConfig(**(options or {})))
     if method == "gligen":
         from difflab.control.gligen import Gligen, GligenConfig
 
-        return Gligen(pipe.net, GligenConfig(**options))
+        return Gligen(pipe.net, GligenConfig() if options is None
+                      else GligenConfig.from_dict(options))
     raise ConfigError(f"unknown control method {method!r}; valid: {', '.join(METHODS)}")
 
 
@@ -116,12 +117,12 @@ def scene_batch(n: int, size: int, gen: np.random.Generator):
     return torch.stack(images), captions, layouts
 
 
-def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
-                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train an adapter of `cfg.method` on `pipe`'s frozen network; returns it and what the run
-    cost."""
+def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True,
+                  options: dict | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train an adapter of `cfg.method` (its config's defaults, or the fields in `options`) on
+    `pipe`'s frozen network; returns it and what the run cost."""
     torch.manual_seed(cfg.seed)
-    net = to_device(build_adapter(cfg.method, pipe), pipe.net)
+    net = to_device(build_adapter(cfg.method, pipe, options), pipe.net)
     pipe.net.requires_grad_(False)
     handle = apply_control(pipe, net)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -151,13 +152,22 @@ def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True
             losses.append(loss.item())
             if progress and step % 50 == 0:
                 print(f"step {step} loss {np.mean(losses[-50:]):.4f} "
-                      f"{time.perf_counter() - start:.0f}s", flush=True)
+                      f"{time.perf_counter() - start:.0f}s{_diagnostics_text(net)}", flush=True)
     finally:
         handle.remove()
     net.eval()
     seconds = time.perf_counter() - start
+    diagnostics = getattr(net, "diagnostics", None)  # e.g. GLIGEN's gate openings
     return net, {"steps_done": len(losses), "seconds": round(seconds, 1),
-                 "final_loss": float(np.mean(losses[-50:])) if losses else None}
+                 "final_loss": float(np.mean(losses[-50:])) if losses else None,
+                 **(diagnostics() if diagnostics else {})}
+
+
+def _diagnostics_text(net: torch.nn.Module) -> str:
+    """' gates 0.01/0.02/0.03' for an adapter whose `diagnostics()` reports gate openings."""
+    diagnostics = getattr(net, "diagnostics", None)
+    gates = diagnostics().get("gates") if diagnostics else None
+    return " gates " + "/".join(f"{v:.3f}" for v in gates.values()) if gates else ""
 
 
 def save_control(net: torch.nn.Module, out: str | Path, base: dict[str, str],

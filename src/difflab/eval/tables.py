@@ -731,12 +731,16 @@ def control_table(path: str) -> str:
 
 def control_adapters_table(path: str) -> str:
     """Trained layout adapters beside the plain base: size (trainable parameters and their
-    share of the base), training minutes, accuracy with its interval, relation, box and mask
-    IoU, time per image and McNemar against the plain base."""
+    share of the base), training steps and minutes, GLIGEN's final gate openings when a row
+    records them, accuracy with its interval, relation, box and mask IoU, time per image and
+    McNemar against the plain base."""
     data = _load(path)
     layout = data["suite"] == "layout"
     ref = data.get("reference") or {}
-    head = "| method | trainable params (share of base) | train min | accuracy (95% CI) |"
+    gated = any((r.get("adapter") or {}).get("gates") for r in data["methods"].values())
+    head = "| method | trainable params (share of base) | train min |"
+    head += " train steps | gates abs(tanh(gamma)) |" if gated else ""
+    head += " accuracy (95% CI) |"
     head += " relation | box IoU | mask IoU |" if layout else ""
     head += " s/image | vs base (only base / only this, p) |"
     rows = [f"{_control_base(data)}, {data['suite']} suite, "
@@ -750,7 +754,13 @@ def control_adapters_table(path: str) -> str:
         minutes = "-" if seconds is None else f"{seconds / 60:.1f}"
         rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
         label = name + (" (reference row)" if r.get("from_reference") else "")
-        row = f"| {label} | {size} | {minutes} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
+        row = f"| {label} | {size} | {minutes} |"
+        if gated:
+            gates = (facts or {}).get("gates")
+            steps = (facts or {}).get("steps_done")
+            row += f" {'-' if steps is None else f'{steps:,}'} |"
+            row += f" {' / '.join(f'{v:.2f}' for v in gates.values()) if gates else '-'} |"
+        row += f" {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
         if layout:
             row += f" {r['box_iou']:.3f} | {r['mask_iou']:.3f} |"
         vs = r.get("vs_first")
@@ -760,6 +770,25 @@ def control_adapters_table(path: str) -> str:
     if ref:
         rows += ["", f"Reference rows come from {ref['file']}, whose plain-base row this run "
                  f"reproduced: {'yes' if ref['base_reproduced'] else 'no'}."]
+    return "\n".join(rows) + "\n"
+
+
+def control_gligen_attention_table(path: str) -> str:
+    """GLIGEN's gated self-attention per layer: how much more a visual token attends to an
+    object's grounding token from inside that object's box than from outside (1 = location
+    ignored), and its attention share on grounding tokens, per run and noise level."""
+    data = _load(path)
+    runs = data["controls"]
+    layers = list(next(iter(runs.values()))["gates"])
+    head = "| run | positions | t |" + "".join(f" {name}: in/out box, grounding share |"
+                                               for name in layers)
+    rows = [f"{_control_base(data)}, {data['scenes']} fresh world scenes ({path})", "", head,
+            "|" + "---|" * (head.count("|") - 1)]
+    for run, r in runs.items():
+        for level in [k for k in r if k.startswith("t=")]:
+            cells = "".join(f" {r[level][n]['inside_outside_ratio']:.2f}, "
+                            f"{r[level][n]['grounding_share']:.1%} |" for n in layers)
+            rows.append(f"| {run} | {'yes' if r['positions'] else 'no'} | {level[2:]} |{cells}")
     return "\n".join(rows) + "\n"
 
 
@@ -1181,6 +1210,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
     "control_adapters": lambda: control_adapters_table(
         "benchmarks/results/control/adapters-test.json"),
+    "control_gligen_positions_dev": lambda: control_adapters_table(
+        "benchmarks/results/control/gligen-pos-dev.json"),
+    "control_gligen_attention": lambda: control_gligen_attention_table(
+        "benchmarks/results/control/gligen-attention.json"),
     "control_empty_layout": lambda: control_table(
         "benchmarks/results/control/empty-layout-single-test.json"),
     "control_binding_long_dev": lambda: control_table(
