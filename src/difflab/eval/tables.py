@@ -802,6 +802,13 @@ def _timed_speedup(point: dict[str, Any], base: dict[str, Any]) -> str:
                                            base["cost"]["timing"]["times"]))
 
 
+def _timing_coverage(points: list[dict[str, Any]], base: dict[str, Any]) -> float:
+    """The coverage of the speed-up intervals of a bench run's timed points (one per run)."""
+    timed = next(p for p in points if p is not base and "timing" in p["cost"])
+    return speedup_interval(timed["cost"]["timing"]["times"],
+                            base["cost"]["timing"]["times"]).coverage
+
+
 def _execution(config: dict[str, Any]) -> str:
     """float (no quantizer), real (int8 kernels) or simulated (fake-quantized in float)."""
     quant = config.get("quant")
@@ -885,9 +892,7 @@ def quant_table(ancestral_path: str, euler_path: str) -> str:
                     f"{_timed_speedup(a, base) if a else '-'} | {acc} | {fd} | {psnr} | "
                     f"{'-' if e is None else format(e['quality']['ssim'], '.3f')} |")
     g, m = runs["ancestral"]["grid"], runs["ancestral"]["machine"]
-    timed = next(p for p in runs["ancestral"]["points"] if p is not base and "timing" in p["cost"])
-    cover = speedup_interval(timed["cost"]["timing"]["times"],
-                             base["cost"]["timing"]["times"]).coverage
+    cover = _timing_coverage(runs["ancestral"]["points"], base)
     note = (f"\n{len(runs['ancestral']['prompts'])} images per point ({g['suite']} suite), split: "
             f"{_split(g)}; speed-up: median of {g['timing_repeats']} paired rounds against bf16 "
             f"eager, interval of {100 * cover:.0f}% coverage (ancestral run only; simulated "
@@ -931,9 +936,7 @@ def quant_test_table(path: str) -> str:
                     f"{pval} | {q['fd']:.1f} | {_num(q['psnr'])} | {q['ssim']:.3f} |")
     g, m = data["grid"], data["machine"]
     floor = data.get("fd_floor")
-    timed = next(p for p in data["points"] if p is not base and "timing" in p["cost"])
-    cover = speedup_interval(timed["cost"]["timing"]["times"],
-                             base["cost"]["timing"]["times"]).coverage
+    cover = _timing_coverage(data["points"], base)
     where = m.get("cpu", "?") + (f" ({m['capability']})" if m.get("capability") else "")
     note = (f"\n{n} images per point ({g['suite']} suite), split: {_split(g)}; FD floor (real "
             f"vs real, same count): {'-' if floor is None else f'{floor:.1f}'}; speed-up: median "
