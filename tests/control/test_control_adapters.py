@@ -201,3 +201,25 @@ def test_a_gligen_folder_saved_before_positions_existed_loads_without_them(tiny_
     save_control(fresh, tmp_path / "new", {"path": "tiny", "sha256": ""},
                  ControlTrainConfig(method="gligen", steps=1), {})
     assert load_control(tmp_path / "new", tiny_pipeline).cfg.positions
+
+
+@pytest.mark.parametrize("dropout", [0.0, 1.0])
+def test_layout_dropout_gives_the_adapter_empty_layouts(tiny_pipeline, monkeypatch, dropout):
+    import difflab.control.train as train_module
+
+    seen, real = [], train_module.apply_control
+
+    def spy(pipe, net, *args):
+        handle = real(pipe, net, *args)
+        set_layouts = handle.set_layouts
+        handle.set_layouts = lambda lays, device="cpu": (
+            seen.extend(len(lay.boxes) for lay in lays), set_layouts(lays, device))
+        return handle
+
+    monkeypatch.setattr(train_module, "apply_control", spy)
+    train_control(tiny_pipeline, ControlTrainConfig(method="t2i-adapter", steps=2, batch_size=4,
+                                                    layout_dropout=dropout), progress=False)
+    assert len(seen) == 8
+    assert all(n == 0 for n in seen) if dropout else all(n > 0 for n in seen)
+    with pytest.raises(ConfigError, match="layout_dropout"):
+        ControlTrainConfig(layout_dropout=1.5)

@@ -20,6 +20,9 @@ def train_command(
     steps: int = typer.Option(1500, help="optimisation steps (at most)"),
     batch_size: int = typer.Option(16, help="scenes per step"),
     lr: float = typer.Option(1e-3, help="learning rate"),
+    layout_dropout: float = typer.Option(0.0, help="share of training scenes given an empty "
+                                         "layout (the caption kept), so the adapter learns to "
+                                         "leave the base alone without boxes"),
     max_minutes: float = typer.Option(20.0, help="stop after this much wall time"),
     seed: int = typer.Option(0, help="seed of the scene draws and initialisation"),
     positions: bool = typer.Option(True, help="GLIGEN: give its gated self-attention each "
@@ -34,7 +37,8 @@ def train_command(
     from difflab.tune.adapters import base_reference
 
     cfg = ControlTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr,
-                             max_seconds=max_minutes * 60, seed=seed)
+                             max_seconds=max_minutes * 60, seed=seed,
+                             layout_dropout=layout_dropout)
     if not positions and method != "gligen":
         raise ConfigError(f"--no-positions is a GLIGEN setting; --method is {method}")
     options = {"positions": positions} if method == "gligen" else None

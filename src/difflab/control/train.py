@@ -85,6 +85,9 @@ class ControlTrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     cond_dropout: float = 0.1  # the caption is dropped (the map kept), so CFG still works
+    # the layout is dropped (the caption kept): the adapter learns to leave the base alone
+    # when it is given no boxes (GLIGEN drops its grounding tokens the same way)
+    layout_dropout: float = 0.0
     max_seconds: float = 1200.0  # stop early at this wall time (the 20-minute budget)
     seed: int = 0
 
@@ -96,6 +99,7 @@ class ControlTrainConfig:
         check_int("batch_size", self.batch_size, 1, 1024)
         check_float("lr", self.lr, 1e-7, 1.0)
         check_float("cond_dropout", self.cond_dropout, 0.0, 1.0)
+        check_float("layout_dropout", self.layout_dropout, 0.0, 1.0)
         check_float("max_seconds", self.max_seconds, 1.0, 1e6)
 
 
@@ -138,6 +142,10 @@ def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True,
                                               np.random.default_rng([cfg.seed, step]))
             drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
             captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+            if cfg.layout_dropout > 0:  # drawn after, so runs without it keep their draws
+                empty = torch.rand(cfg.batch_size, generator=gen) < cfg.layout_dropout
+                layouts = [Layout(lay.prompt, (), ()) if e else lay
+                           for lay, e in zip(layouts, empty.tolist(), strict=True)]
             sigma = pipe.process.sample_sigma(cfg.batch_size, generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             x_in, t = pipe.process.net_input(x0, noise, sigma)
