@@ -42,13 +42,14 @@ def main(argv: list[str]) -> int:
     k_concept, k_base = (int(k) for k in args.seeds.split(","))
     sets = {"concept": expand_suite(concept_specs(args.concept), k_concept, split="dev"),
             "base": expand_suite(load_suite("single"), k_base, split="dev")}
-    images, captions = concept_images(args.concept, args.images)
     base = base_reference(args.base)
     for name, fields in runs:
         pipe = load(args.base)
         seconds, cfg, trainable = 0.0, None, 0
+        n_images = fields.get("images", args.images)  # a run may name its own image count
         if name != "base":
             cfg = TuneConfig(concept=args.concept, **fields)
+            images, captions = concept_images(args.concept, n_images)
             result = tune(pipe, cfg, images, captions, progress=False)
             seconds, trainable = result.seconds, result.trainable
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
         row = {"provenance": provenance("dev", base["path"], base["sha256"], fields, command),
                "name": name, "base_model": base, "config": fields,
                "trainable": trainable, "tune_seconds": round(seconds, 1), "split": "dev",
-               "tuned_concept": args.concept, "images": args.images,
+               "tuned_concept": args.concept, "images": n_images,
                **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
                "command": command,
                "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),

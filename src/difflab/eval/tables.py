@@ -731,15 +731,17 @@ def control_table(path: str) -> str:
 
 def control_adapters_table(path: str) -> str:
     """Trained layout adapters beside the plain base: size (trainable parameters and their
-    share of the base), training steps and minutes, GLIGEN's final gate openings when a row
+    share of the base), training minutes and steps (where recorded), GLIGEN's final gate openings when a row
     records them, accuracy with its interval, relation, box and mask IoU, time per image and
     McNemar against the plain base."""
     data = _load(path)
     layout = data["suite"] == "layout"
     ref = data.get("reference") or {}
     gated = any((r.get("adapter") or {}).get("gates") for r in data["methods"].values())
+    stepped = any((r.get("adapter") or {}).get("steps_done") for r in data["methods"].values())
     head = "| method | trainable params (share of base) | train min |"
-    head += " train steps | gates abs(tanh(gamma)) |" if gated else ""
+    head += " train steps |" if stepped else ""
+    head += " gates abs(tanh(gamma)) |" if gated else ""
     head += " accuracy (95% CI) |"
     head += " relation | box IoU | mask IoU |" if layout else ""
     head += " s/image | vs base (only base / only this, p) |"
@@ -755,10 +757,11 @@ def control_adapters_table(path: str) -> str:
         rel = "-" if r["relation"] is None else f"{r['relation']:.1%}"
         label = name + (" (reference row)" if r.get("from_reference") else "")
         row = f"| {label} | {size} | {minutes} |"
-        if gated:
-            gates = (facts or {}).get("gates")
+        if stepped:
             steps = (facts or {}).get("steps_done")
             row += f" {'-' if steps is None else f'{steps:,}'} |"
+        if gated:
+            gates = (facts or {}).get("gates")
             row += f" {' / '.join(f'{v:.2f}' for v in gates.values()) if gates else '-'} |"
         row += f" {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
         if layout:
