@@ -731,9 +731,9 @@ def control_table(path: str) -> str:
 
 def control_adapters_table(path: str) -> str:
     """Trained layout adapters beside the plain base: size (trainable parameters and their
-    share of the base), training minutes and steps (where recorded), GLIGEN's final gate openings when a row
-    records them, accuracy with its interval, relation, box and mask IoU, time per image and
-    McNemar against the plain base."""
+    share of the base), training minutes and steps (where recorded), GLIGEN's final gate
+    openings when a row records them, accuracy with its interval, on the layout suite the
+    relation, box and mask IoU, time per image and McNemar against the plain base."""
     data = _load(path)
     layout = data["suite"] == "layout"
     ref = data.get("reference") or {}
@@ -763,9 +763,9 @@ def control_adapters_table(path: str) -> str:
         if gated:
             gates = (facts or {}).get("gates")
             row += f" {' / '.join(f'{v:.2f}' for v in gates.values()) if gates else '-'} |"
-        row += f" {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | {rel} |"
+        row += f" {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) |"
         if layout:
-            row += f" {r['box_iou']:.3f} | {r['mask_iou']:.3f} |"
+            row += f" {rel} | {r['box_iou']:.3f} | {r['mask_iou']:.3f} |"
         vs = r.get("vs_first")
         cmp = f"{vs['only_first']} / {vs['only_this']}, p {format_p(vs['p'])}" if vs else "-"
         row += f" {r['seconds_per_image']:.2f} | {cmp} |"
@@ -1213,6 +1213,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/control/layout-long-test.json"),
     "control_empty_layout_long": lambda: control_table(
         "benchmarks/results/control/empty-layout-single-long-test.json"),
+    "control_adapters_long": lambda: control_adapters_table(
+        "benchmarks/results/control/adapters-long-test.json"),
+    "control_empty_layout_adapters_long": lambda: control_adapters_table(
+        "benchmarks/results/control/empty-layout-single-adapters-long-test.json"),
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
     "control_adapters": lambda: control_adapters_table(
         "benchmarks/results/control/adapters-test.json"),
