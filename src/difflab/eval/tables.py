@@ -212,6 +212,28 @@ def tune_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note + ".\n"
 
 
+def tune_dev_table(path: str) -> str:
+    """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
+    settings, trainable weights, tune time, new-concept and base-suite accuracy."""
+    rows_data = [json.loads(line) for line in (ROOT / path).read_text().splitlines() if line]
+    head = ("| run | steps | batch | lr | prior weight | images | trainable | tune time | "
+            "new concept | base suite | load |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    for r in rows_data:
+        c, b, cfg = r["concept"], r["base"], r["config"]
+        acc = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
+        kept = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
+        rows.append(f"| {r['name']} | {cfg.get('steps', 300)} | {cfg.get('batch_size', 8)} | "
+                    f"{cfg.get('lr', '-')} | {cfg.get('prior_weight', '-')} | {r['images']} | "
+                    f"{r['trainable']:,} | {r['tune_seconds'] / 60:.1f} min | {acc} | {kept} | "
+                    f"{r['load_average_1min']:.1f} |")
+    first = rows_data[0]
+    note = (f"\nBase {first['base_model']['path']}; concept {first['tuned_concept']!r}; split: "
+            f"dev; timed on {first['machine'].get('cpu', '?')}; load = 1-minute load average "
+            f"on 2 cores after the run.")
+    return "\n".join(rows) + "\n" + note + "\n"
+
+
 def compose_table(path: str) -> str:
     """Two concept adapters together, and one adapter's gain under caches and quantization."""
     data = _load(path)
@@ -1183,6 +1205,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star_long": lambda: tune_table("benchmarks/results/tune/star-long-test.json"),
     "tune_pink_long": lambda: tune_table("benchmarks/results/tune/pink-long-test.json"),
     "tune_compose_long": lambda: compose_table("benchmarks/results/tune/compose-long.json"),
+    "tune_star_long_b16": lambda: tune_table("benchmarks/results/tune/star-long-b16-test.json"),
+    "tune_star_long_dev_steps": lambda: tune_dev_table(
+        "benchmarks/results/tune/star-long-dev-steps.jsonl"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),
