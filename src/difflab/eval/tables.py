@@ -1206,6 +1206,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_pink_long": lambda: tune_table("benchmarks/results/tune/pink-long-test.json"),
     "tune_compose_long": lambda: compose_table("benchmarks/results/tune/compose-long.json"),
     "tune_star_long_b16": lambda: tune_table("benchmarks/results/tune/star-long-b16-test.json"),
+    "tune_compose_long_b16": lambda: compose_table(
+        "benchmarks/results/tune/compose-long-b16.json"),
     "tune_star_long_dev_steps": lambda: tune_dev_table(
         "benchmarks/results/tune/star-long-dev-steps.jsonl"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
