@@ -1229,6 +1229,8 @@ TABLES: dict[str, Callable[[], str]] = {
          "benchmarks/results/align/raft-dev/sweep.json",
          "benchmarks/results/align/raft-dev/prior3.json"]),
     "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
+    "align_search_long": lambda: align_search_table(
+        "benchmarks/results/align/search-long-test.json"),
     "align_draft_dev": lambda: align_draft_dev_table("benchmarks/results/align/draft-dev.json"),
     "align_rewardnet": lambda: align_rewardnet_table("benchmarks/results/align/rewardnet.json"),
     "autotune": lambda: autotune_table("benchmarks/results/autotune/psnr-budget/frontier.json"),
