@@ -247,7 +247,7 @@ def _runner(pipe, name: str, opts: dict, config: SampleConfig):
 
         def run(lays, seeds):
             if empty:  # the prompt only: no boxes for the adapter to read
-                lays = [Layout(lay.prompt, (), ()) for lay in lays]
+                lays = [lay.without_boxes() for lay in lays]
             with apply_control(pipe, net, tau) as handle:
                 return generate_controlled(pipe, lays, seeds, config, control=handle)
         return run

@@ -42,6 +42,10 @@ class Layout:
     phrases: tuple[str, ...]
     boxes: tuple[Box, ...]
 
+    def without_boxes(self) -> Layout:
+        """The same prompt with no objects: what an adapter reads when given no layout."""
+        return Layout(self.prompt, (), ())
+
     def pixel_boxes(self, size: int) -> list[Box]:
         return [tuple(v * size for v in b) for b in self.boxes]
 

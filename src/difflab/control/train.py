@@ -144,7 +144,7 @@ def train_control(pipe: Any, cfg: ControlTrainConfig, progress: bool = True,
             captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
             if cfg.layout_dropout > 0:  # drawn after, so runs without it keep their draws
                 empty = torch.rand(cfg.batch_size, generator=gen) < cfg.layout_dropout
-                layouts = [Layout(lay.prompt, (), ()) if e else lay
+                layouts = [lay.without_boxes() if e else lay
                            for lay, e in zip(layouts, empty.tolist(), strict=True)]
             sigma = pipe.process.sample_sigma(cfg.batch_size, generator=gen)
             noise = torch.randn(x0.shape, generator=gen)

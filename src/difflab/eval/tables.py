@@ -215,16 +215,18 @@ def tune_table(path: str) -> str:
 def tune_dev_table(path: str) -> str:
     """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
     settings, trainable weights, tune time, new-concept and base-suite accuracy."""
+    from difflab.tune.fit import TuneConfig  # a run records only the fields it overrides
+
     rows_data = [json.loads(line) for line in (ROOT / path).read_text().splitlines() if line]
     head = ("| run | steps | batch | lr | prior weight | images | trainable | tune time | "
             "new concept | base suite | load |\n|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [head]
     for r in rows_data:
-        c, b, cfg = r["concept"], r["base"], r["config"]
+        c, b, cfg = r["concept"], r["base"], TuneConfig(**r["config"])
         acc = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
         kept = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
-        rows.append(f"| {r['name']} | {cfg.get('steps', 300)} | {cfg.get('batch_size', 8)} | "
-                    f"{cfg.get('lr', '-')} | {cfg.get('prior_weight', '-')} | {r['images']} | "
+        rows.append(f"| {r['name']} | {cfg.steps} | {cfg.batch_size} | "
+                    f"{cfg.learning_rate} | {cfg.prior} | {r['images']} | "
                     f"{r['trainable']:,} | {r['tune_seconds'] / 60:.1f} min | {acc} | {kept} | "
                     f"{r['load_average_1min']:.1f} |")
     first = rows_data[0]
