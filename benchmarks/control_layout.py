@@ -18,7 +18,9 @@ exact test; on the `layout` suite each requested object's box IoU and mask IoU a
 
 A trained adapter's row records its size (trainable parameters, share of the base) and training
 time from its control folder's manifest. `empty=1` gives the adapter an empty layout (no boxes:
-what the base's own suites are measured with). `--reference FILE` copies FILE's adapter rows
+what the base's own suites are measured with). `--plan` gives the prompts of a suite without
+boxes planned layouts (one box per object, side by side), so a layout adapter or box guidance
+can place each object apart from the others. `--reference FILE` copies FILE's adapter rows
 beside this run's when FILE's first row (the plain base, same prompts and seeds) reproduces this
 run's first row image for image; otherwise it records that they differ and copies nothing.
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from difflab.control.guidance import GuidanceConfig
-from difflab.control.layout import Layout
+from difflab.control.layout import PLANNERS, Layout, plan_layout
 from difflab.control.sampling import generate_controlled
 from difflab.control.structured import StructuredConfig, generate_structured
 from difflab.control.train import METHODS, weights_name
@@ -47,13 +49,17 @@ from difflab.runtime import SampleConfig, load
 from difflab.runtime.machine import run_record
 
 
-def suite_layouts(suite: str) -> tuple[list, list[Layout]]:
-    """(specs, layouts): the layout suite's boxes, or whole-image boxes for another suite."""
+def suite_layouts(suite: str, planner: str = "") -> tuple[list, list[Layout]]:
+    """(specs, layouts): the layout suite's boxes; for another suite, boxes planned from each
+    prompt's parse by `planner` (`plan_layout`, seeded by the prompt's seed) or whole-image
+    boxes."""
     if suite == "layout":
         lps = load_layouts()
         return [lp.spec for lp in lps], [Layout(lp.spec.text, lp.phrases, lp.boxes)
                                          for lp in lps]
     specs = load_suite(suite)
+    if planner:
+        return specs, [plan_layout(s, seed=s.seed, planner=planner) for s in specs]
     return specs, [Layout(s.text, tuple(noun(o.shape, o.color) for o in s.objects),
                           tuple((0.0, 0.0, 1.0, 1.0) for _ in s.objects)) for s in specs]
 
@@ -71,10 +77,14 @@ def main() -> None:
     ap.add_argument("--split", default="dev")
     ap.add_argument("--seeds", type=int, default=1, help="images per prompt")
     ap.add_argument("--limit", type=int, default=0, help="first N prompts only (0: all)")
+    ap.add_argument("--plan", action="store_true", help="boxes planned from each prompt's "
+                    "parse (difflab.control.layout.plan_layout) instead of whole-image boxes, "
+                    "for suites other than layout")
+    ap.add_argument("--planner", default="world", choices=PLANNERS, help="with --plan")
     ap.add_argument("--method", action="append", required=True,
                     help="base | box:scale=..,fraction=.. | attend-excite:.. | "
                     "structured:fraction=..,blocks=1+2 | "
-                    "controlnet|t2i-adapter|gligen:dir=..[,grounding=TAU]")
+                    "controlnet|controlnet-xs|t2i-adapter|gligen:dir=..[,grounding=TAU]")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--batch", type=int, default=16)
@@ -85,7 +95,9 @@ def main() -> None:
     args = ap.parse_args()
     check_split(args.split, args.suite)
     pipe = load(args.base)
-    specs, layouts = suite_layouts(args.suite)
+    if args.plan and args.suite == "layout":
+        ap.error("--plan is for suites without boxes; the layout suite has its own")
+    specs, layouts = suite_layouts(args.suite, args.planner if args.plan else "")
     if args.limit:
         specs, layouts = specs[: args.limit], layouts[: args.limit]
     rows = [(s, lay, seed) for k in range(args.seeds) for s, lay in zip(specs, layouts,
@@ -134,6 +146,8 @@ def main() -> None:
     controls = {o["dir"]: sha256_file(Path(o["dir"]) / weights_name(name))
                 for name, o in methods if name in METHODS}
     out = {"base": args.base, "suite": args.suite, "n_images": len(rows),
+           "layouts": "planned" if args.plan else "given" if args.suite == "layout" else "whole",
+           "planner": args.planner if args.plan else None,
            "seeds_per_prompt": args.seeds,
            "control_weights_sha256": controls,
            "sampling": {"sampler": "euler", "steps": args.steps, "cfg": args.cfg,

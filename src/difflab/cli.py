@@ -154,8 +154,9 @@ def sample(
                                "templates)"),
     reward_net: str = typer.Option("", help="reward net folder: what --search reno climbs; "
                                    "with bestof/smc, the reward instead of the evaluator"),
-    layout: str = typer.Option("", help="layout.json (prompt, phrases and boxes): sample its "
-                               "prompt with --box-guidance, --attend-excite or --control"),
+    layout: str = typer.Option("", help="layout.json (prompt, phrases and boxes), or 'plan' "
+                               "(one box per object of --prompt): sample its prompt with "
+                               "--box-guidance, --attend-excite or --control"),
     box_guidance: bool = typer.Option(False, "--box-guidance", help="steer the layout's phrases "
                                       "into their boxes (cross-attention guidance)"),
     attend_excite: bool = typer.Option(False, "--attend-excite", help="Attend-and-Excite on the "

@@ -1,6 +1,7 @@
-"""T2I-Adapter and GLIGEN grounding attach through hooks: bit-identical at init, gone after
-removal, trainable on the tiny pipeline, and a control folder is checked before use. GLIGEN's
-visual-token positions reach its gated self-attention, and older folders load without them."""
+"""T2I-Adapter, ControlNet-XS and GLIGEN grounding attach through hooks: bit-identical at init,
+gone after removal, trainable on the tiny pipeline, and a control folder is checked before use.
+GLIGEN's visual-token positions reach its gated self-attention, and older folders load without
+them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 from control_nets import CTX, all_hooks, inputs, tiny_unet
 
 from difflab.config import ConfigError
-from difflab.control import gligen, t2i_adapter
+from difflab.control import controlnet_xs, gligen, t2i_adapter
 from difflab.control.controlnet import parameter_count
+from difflab.control.controlnet_xs import ControlNetXS, ControlNetXSConfig, apply_controlnet_xs
 from difflab.control.gligen import GatedSelfAttention, Gligen, GligenConfig, apply_gligen
 from difflab.control.layout import MAP_CHANNELS, Layout
 from difflab.control.t2i_adapter import T2IAdapter, apply_t2i_adapter
@@ -55,6 +57,33 @@ def test_a_fresh_t2i_adapter_leaves_the_base_bit_identical_and_removal_restores_
         handle.set_layouts(LAYOUTS)  # maps rendered at the model's resolution
         assert not torch.equal(net(x, t, **cond), changed)
     assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+
+
+def test_a_fresh_controlnet_xs_leaves_the_base_bit_identical_and_reads_the_base_features():
+    net, (x, t, cond) = tiny_unet(), inputs()
+    before = net(x, t, **cond)
+    branch = ControlNetXS(net)
+    assert controlnet_xs.is_zero_initialised(branch)
+    assert parameter_count(branch) > 0 and branch.down[0].layers[0].res.conv1.out_channels == 12
+    with apply_controlnet_xs(net, branch) as handle:
+        with pytest.raises(ConfigError, match="no control map"):
+            net(x, t, **cond)
+        handle.set_map(torch.randn(2, MAP_CHANNELS, 8, 8))
+        assert torch.equal(net(x, t, **cond), before)
+        with torch.no_grad():  # a trained (non-zero) branch changes the output
+            for z in [*branch.zero_out, branch.zero_mid, *branch.zero_skips[0]]:
+                z.weight.normal_(0, 0.1)
+        changed = net(x, t, **cond)
+        assert not torch.allclose(changed, before)
+        with torch.no_grad():  # and what it writes depends on the base's features it reads
+            branch.feed[1].weight.mul_(2.0)
+        assert not torch.allclose(net(x, t, **cond), changed)
+    assert all_hooks(net) == [] and torch.equal(net(x, t, **cond), before)
+
+
+def test_a_controlnet_xs_width_the_base_cannot_take_is_one_error():
+    with pytest.raises(ConfigError, match="width 5: level channels=5 must be a positive multiple"):
+        ControlNetXS(tiny_unet(), ControlNetXSConfig(width=5))
 
 
 @pytest.mark.parametrize("positions", [True, False])
@@ -141,7 +170,7 @@ def test_gligen_ignores_padding_tokens():
         assert torch.allclose(net(x, t, **cond), out, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["t2i-adapter", "gligen"])
+@pytest.mark.parametrize("method", ["t2i-adapter", "controlnet-xs", "gligen"])
 def test_each_adapter_trains_only_its_own_weights_on_the_tiny_pipeline(tiny_pipeline, method):
     base = {k: v.clone() for k, v in tiny_pipeline.net.state_dict().items()}
     net, metrics = train_control(tiny_pipeline, ControlTrainConfig(method=method, steps=2,
@@ -155,6 +184,8 @@ def test_each_adapter_trains_only_its_own_weights_on_the_tiny_pipeline(tiny_pipe
         assert not gligen.is_zero_initialised(net)  # the gates opened
         gates = metrics["gates"]  # the diagnostic a run keeps: |tanh(gamma)| per gated layer
         assert list(gates) == net.names and all(0 < v < 1 for v in gates.values())
+    elif method == "controlnet-xs":
+        assert not controlnet_xs.is_zero_initialised(net)
     else:
         assert not t2i_adapter.is_zero_initialised(net)
 

@@ -45,7 +45,7 @@ def test_controlled_sampling_is_the_base_when_nothing_controls_it(pipe):
         assert guided.shape == base.shape and not np.array_equal(guided, base)
 
 
-@pytest.mark.parametrize("method", ["controlnet", "t2i-adapter", "gligen"])
+@pytest.mark.parametrize("method", ["controlnet", "controlnet-xs", "t2i-adapter", "gligen"])
 def test_train_an_adapter_then_sample_with_a_layout(tmp_path, capsys, monkeypatch, method):
     layout = tmp_path / "layout.json"
     layout.write_text(json.dumps(LAYOUT))
@@ -136,3 +136,18 @@ def test_layout_sampling_refuses_options_it_would_ignore(tmp_path, capsys, monke
                          "--box-guidance", "--search", "bestof:n=2", "--quant", "w8a8",
                          "--out", tmp_path / "g.png")
     assert code == 2 and "takes no --search, --quant" in text
+
+
+def test_a_planned_layout_samples_without_a_layout_file(tmp_path, capsys, monkeypatch):
+    grid = tmp_path / "grid.png"
+    code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", "plan",
+                         "--prompt", "a red circle and a blue square", "--box-guidance",
+                         "--n", "1", "--steps", "2", "--out", grid)
+    assert code == 0, text
+    assert "2 boxes" in text and "box x0.1" in text and grid.is_file()
+    for prompts, message in ((["a red circle", "a blue square"], "plans the boxes of one"),
+                             (["a red teapot"], "not one the evaluator can score")):
+        code, text = difflab(capsys, monkeypatch, "sample", "shapes-base", "--layout", "plan",
+                             *[a for p in prompts for a in ("--prompt", p)], "--box-guidance",
+                             "--out", grid)
+        assert code != 0 and message in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from difflab.control.layout import (
     layout_map,
     layout_scene,
     parse_layout,
+    plan_layout,
     read_layout,
 )
 from difflab.data.shapes import object_masks, relation_holds, render, render_spec
@@ -132,3 +134,33 @@ def test_bad_json_and_missing_files_are_refused(tmp_path):
         read_layout(tmp_path / "none.json", 32)
     bad.write_text(json.dumps(_data()))
     assert read_layout(bad, 32).prompt == PROMPT
+
+
+@pytest.mark.parametrize("planner", ["world", "grid"])
+@pytest.mark.parametrize("suite", ["single", "binding", "counting", "spatial"])
+def test_a_planned_layout_gives_every_object_its_own_box_in_the_image(suite, planner):
+    for spec in load_suite(suite):
+        n = sum(o.count for o in spec.objects)
+        lay = plan_layout(spec, seed=spec.seed, planner=planner)
+        assert lay.prompt == spec.text and len(lay.boxes) == n == len(lay.phrases)
+        assert all(p in spec.text for p in lay.phrases)
+        asked = {(x.shape, x.color) for x in spec.objects}
+        assert all(o in asked for o in lay.objects())
+        for i, a in enumerate(lay.boxes):
+            assert 0.0 <= a[0] < a[2] <= 1.0 and 0.0 <= a[1] < a[3] <= 1.0
+            assert all(box_iou(a, b) == 0.0 for b in lay.boxes[i + 1:])  # apart
+        assert plan_layout(spec, seed=spec.seed, planner=planner) == lay  # the seed fixes it
+        if spec.relation:  # the boxes' ground truth holds the relation the prompt asks for
+            scene = layout_scene(lay, 32)
+            a, b = (next(o for o in scene.objects if (o.shape, o.color) == (x.shape, x.color))
+                    for x in spec.objects)
+            assert relation_holds(a, b, spec.relation)
+        if planner == "world":  # a scene of its own, not the one the seed's render draws
+            assert lay.boxes != tuple(render_spec(spec, seed=spec.seed)[1].boxes(True))
+
+
+def test_a_layout_cannot_be_planned_for_more_objects_than_a_scene_holds():
+    spec = next(s for s in load_suite("counting") if s.objects[0].count == MAX_BOXES)
+    crowded = replace(spec, objects=(replace(spec.objects[0], count=MAX_BOXES + 1),))
+    with pytest.raises(ConfigError, match="cannot plan 5 boxes"):
+        plan_layout(crowded)

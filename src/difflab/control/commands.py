@@ -60,9 +60,9 @@ def train_command(
 def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed: int,
                        layout: str, box_guidance: bool, attend_excite: bool, scale: float,
                        control: str, out: str, grounding_steps: float = 1.0) -> None:
-    """`difflab sample BASE --layout layout.json [--box-guidance | --attend-excite]
+    """`difflab sample BASE --layout layout.json|plan [--box-guidance | --attend-excite]
     [--control DIR [--grounding-steps TAU]]`: n images of the layout's prompt, its boxes drawn
-    over them."""
+    over them; `plan` plans the boxes from --prompt (`layout.plan_layout`)."""
     import numpy as np
 
     from difflab.control.guidance import DEFAULTS, GuidanceConfig
@@ -75,7 +75,7 @@ def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed
 
     if not layout:
         raise ConfigError("--box-guidance, --attend-excite and --control need --layout "
-                          "layout.json (the prompt's phrases and boxes)")
+                          "layout.json (the prompt's phrases and boxes) or --layout plan")
     if box_guidance and attend_excite:
         raise ConfigError("choose one of --box-guidance and --attend-excite")
     check_int("--n", n, 1)
@@ -97,8 +97,16 @@ def sample_with_layout(checkpoint: str, prompts: list[str], n: int, config, seed
             raise ConfigError("--grounding-steps is GLIGEN's scheduled sampling; give --control "
                               "DIR (a GLIGEN adapter)")
         check_float("--grounding-steps", grounding_steps, 0.0, 1.0, lo_open=True)
+    if layout == "plan":  # one box per object of the prompt, before the model loads
+        from difflab.align.rewards import parse_prompt
+        from difflab.control.layout import plan_layout
+
+        if len(prompts) != 1:
+            raise ConfigError("--layout plan plans the boxes of one --prompt (in the suites' "
+                              f"templates); got {len(prompts)}")
+        planned = plan_layout(parse_prompt(prompts[0]), seed)
     pipe = load(checkpoint)
-    lay = read_layout(layout, pipe.image_shape[-1])
+    lay = planned if layout == "plan" else read_layout(layout, pipe.image_shape[-1])
     if prompts and prompts != [lay.prompt]:
         raise ConfigError(f"--prompt differs from the layout's prompt {lay.prompt!r}; give one")
     seeds = [seed + i for i in range(n)]

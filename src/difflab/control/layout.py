@@ -155,6 +155,50 @@ def layout_scene(layout: Layout, size: int):
     return Scene(size, tuple(objects))
 
 
+PLANNERS = ("world", "grid")
+_PLAN_STREAM = 0x504C414E  # planning draws its own numbers, never those of a seed's render
+
+
+def plan_layout(spec: Any, seed: int = 0, planner: str = "world", side: float = 0.36,
+                jitter: float = 0.05) -> Layout:
+    """A layout for a prompt that gives no boxes: the first stage of layout-planned generation
+    ("LLM Blueprint", Gani et al. 2023; here the suites' parse replaces the language model).
+    "world": the boxes of a scene the world's own sampler draws for the prompt (sizes and
+    positions as its training scenes have them, the relation kept), from a random stream of
+    `seed` apart from the one its ground-truth render of `seed` uses. "grid": one square box of
+    `side` per object (counts expanded), two side by side (or as the relation asks), three or
+    four in a 2 x 2 grid, one in the middle, each moved by up to `jitter` from `seed`."""
+    from difflab.data.captions import noun
+
+    if planner not in PLANNERS:
+        raise ConfigError(f"unknown layout planner {planner!r}; valid: {', '.join(PLANNERS)}")
+    phrases = tuple(noun(o.shape, o.color) for o in spec.objects for _ in range(o.count))
+    if not phrases or len(phrases) > MAX_BOXES:
+        raise ConfigError(f"cannot plan {len(phrases)} boxes for {spec.text!r} (1 to "
+                          f"{MAX_BOXES})")
+    if planner == "world":
+        from difflab.data.shapes import render_spec
+
+        stream = int(np.random.SeedSequence([_PLAN_STREAM, seed]).generate_state(1)[0])
+        scene = render_spec(spec, seed=stream)[1]
+        return Layout(spec.text, tuple(noun(o.shape, o.color) for o in scene.objects),
+                      tuple(scene.boxes(normalized=True)))
+    near, far = 0.27, 0.73
+    pairs = {None: [(near, 0.5), (far, 0.5)], "left of": [(near, 0.5), (far, 0.5)],
+             "right of": [(far, 0.5), (near, 0.5)], "above": [(0.5, near), (0.5, far)],
+             "below": [(0.5, far), (0.5, near)]}  # the first object `relation` the second
+    centres = {1: [(0.5, 0.5)], 2: pairs[getattr(spec, "relation", None)]}.get(
+        len(phrases), [(near, near), (far, near), (near, far), (far, far)])
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for cx, cy in centres[: len(phrases)]:
+        dx, dy = rng.uniform(-jitter, jitter, 2)
+        x0 = float(np.clip(cx + dx - side / 2, 0.0, 1.0 - side))
+        y0 = float(np.clip(cy + dy - side / 2, 0.0, 1.0 - side))
+        boxes.append((x0, y0, x0 + side, y0 + side))
+    return Layout(spec.text, phrases, tuple(boxes))
+
+
 # The control map's channels: RGB of the phrase's colour, one-hot of its shape, occupancy.
 MAP_CHANNELS = 3 + len(SHAPES) + 1
 

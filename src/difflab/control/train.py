@@ -24,7 +24,7 @@ from difflab.control.controlnet import ControlNet, ControlNetConfig, apply_contr
 from difflab.control.layout import Layout
 from difflab.limits import check_float, check_int
 
-METHODS: tuple[str, ...] = ("controlnet", "t2i-adapter", "gligen")
+METHODS: tuple[str, ...] = ("controlnet", "controlnet-xs", "t2i-adapter", "gligen")
 KIND = "control"
 
 
@@ -38,6 +38,10 @@ def build_adapter(method: str, pipe: Any, options: dict | None = None) -> torch.
     a control folder saved (`options`; a GLIGEN config saved without `positions` has it off)."""
     if method == "controlnet":
         return ControlNet(pipe.net, ControlNetConfig(**(options or {})))
+    if method == "controlnet-xs":
+        from difflab.control.controlnet_xs import ControlNetXS, ControlNetXSConfig
+
+        return ControlNetXS(pipe.net, ControlNetXSConfig(**(options or {})))
     if method == "t2i-adapter":
         from difflab.control.t2i_adapter import T2IAdapter, T2IAdapterConfig
 
@@ -65,6 +69,10 @@ def apply_control(pipe: Any, net: torch.nn.Module, grounding_steps: float = 1.0)
                           f"adapter is {method or type(net).__name__}")
     if method == "controlnet":
         return apply_controlnet(pipe.net, net)
+    if method == "controlnet-xs":
+        from difflab.control.controlnet_xs import apply_controlnet_xs
+
+        return apply_controlnet_xs(pipe.net, net)
     if method == "t2i-adapter":
         from difflab.control.t2i_adapter import apply_t2i_adapter
 
