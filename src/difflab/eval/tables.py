@@ -258,6 +258,30 @@ def compose_table(path: str) -> str:
     return "\n".join(rows) + f"\n\n{base}: {data['split']}; extended evaluator.\n"
 
 
+def tune_accel_table(path: str) -> str:
+    """An adapter's accuracy gain under each cache setting (`benchmarks/tune_accel.py`): base
+    and adapter accuracy, the share of the gain kept, speed against plain sampling."""
+    data = _load(path)
+    rows = ["| setting | base | base + adapter | gain | gain kept | adapter vs plain (only "
+            "plain / only this, p) | s/image (spread) | speed-up |", "|---" * 8 + "|"]
+    for name, r in data["settings"].items():
+        kept = "-" if r["kept"] is None else f"{100 * r['kept']:.0f}%"
+        b, a, v = r["base"], r["adapter"], r["adapter_vs_plain"]
+        test = "-" if name == "plain" else (f"{v['only_plain']} / {v['only_this']}, "
+                                            f"p {format_p(v['p'])}")
+        lo, hi = r["seconds_spread"]
+        rows.append(f"| {name} | {format_accuracy(sum(b['passed']), b['n'])} | "
+                    f"{format_accuracy(sum(a['passed']), a['n'])} | {100 * r['gain']:+.1f} | "
+                    f"{kept} | {test} | {r['seconds_per_image']:.3f} ({lo:.3f}-{hi:.3f}) | "
+                    f"{r['speedup']:.2f}x |")
+    m = data["machine"]
+    return "\n".join(rows) + (
+        f"\n\nBase {_base_name(data)}; concept '{data['concept']}', {data['n_images']} images of "
+        f"its prompts; split: {data['split']}; extended evaluator; seconds per image with the "
+        f"adapter, medians over batches of 16, settings interleaved batch by batch; "
+        f"{m.get('cpu', '?')}, {m.get('threads')} threads, precision {m.get('precision')}.\n")
+
+
 def serve_load_table(path: str) -> str:
     """`difflab serve` under load: batching vs one request at a time (images/s, latency,
     batch size, failures), the paired speed-up, and the flood beyond the queue bound."""
@@ -543,10 +567,19 @@ def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
     else:
         t = m["vs_base"]
         vs = f"{t['only_a']}, {t['only_b']}, p {format_p(t['p_value'])}"
-        meta, align = m["adapter_manifest"]["metrics"], m["adapter_manifest"]["config"]["align"]
-        compute = f"{meta['seconds'] / 60:.0f} min tuning, no extra at sampling"
+        meta, config = m["adapter_manifest"]["metrics"], m["adapter_manifest"]["config"]
         change = f"{100 * m['guard']['single_change']:+.1f}"
         verdict = "hacking" if m["guard"]["hacking"] else "ok"
+        if name.startswith("planned:"):  # a layout adapter reading boxes planned per prompt
+            return (f"| {config['method']} + planned layouts | {meta['seconds'] / 60:.0f} min "
+                    f"adapter training, the adapter at sampling | "
+                    + " | ".join(_cat_acc(m["passed"], c, x)
+                                 for x in ("binding", "counting", "spatial"))
+                    + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} | "
+                    f"{m['vs_base']['only_a']}, {m['vs_base']['only_b']}, p "
+                    f"{format_p(m['vs_base']['p_value'])} |")
+        align = config["align"]
+        compute = f"{meta['seconds'] / 60:.0f} min tuning, no extra at sampling"
         label = align.get("method", name)
         if label == "draft":
             label = f"draft (K={align['k']}, lr {align['lr']:g})"
@@ -724,6 +757,14 @@ def _control_base(data: dict) -> str:
     return data.get("base") or data["provenance"]["checkpoint"]
 
 
+def _planned(data: dict) -> str:
+    """', layouts planned (grid)' for a control file whose boxes were planned from the prompts
+    (files written before the world planner existed name no planner: they used the grid)."""
+    if data.get("layouts") != "planned":
+        return ""
+    return f", layouts planned ({data.get('planner') or 'grid'})"
+
+
 def control_table(path: str) -> str:
     """Layout control methods side by side: accuracy with its interval, relation, box and mask
     IoU, time per image and McNemar against the plain base."""
@@ -732,7 +773,7 @@ def control_table(path: str) -> str:
     head = "| method | accuracy (95% CI) | relation |"
     head += " box IoU | mask IoU | objects IoU >= 0.5 |" if layout else ""
     head += " s/image | extra s/image | vs first (only first / only this, p) |"
-    rows = [f"{_control_base(data)}, {data['suite']} suite, "
+    rows = [f"{_control_base(data)}, {data['suite']} suite{_planned(data)}, "
             f"{data['provenance']['split']} split, {data['n_images']} images ({path})", "", head,
             "|" + "---|" * (head.count("|") - 1)]
     # the file keeps methods sorted by name; the row every other is compared with goes first
@@ -769,7 +810,7 @@ def control_adapters_table(path: str) -> str:
     head += " accuracy (95% CI) |"
     head += " relation | box IoU | mask IoU |" if layout else ""
     head += " s/image | vs base (only base / only this, p) |"
-    rows = [f"{_control_base(data)}, {data['suite']} suite, "
+    rows = [f"{_control_base(data)}, {data['suite']} suite{_planned(data)}, "
             f"{data['provenance']['split']} split, {data['n_images']} images ({path})", "", head,
             "|" + "---|" * (head.count("|") - 1)]
     for name, r in data["methods"].items():
@@ -1226,6 +1267,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "align_long": lambda: align_tuned_table(
         ["benchmarks/results/align/long-dpo-test.json",
          "benchmarks/results/align/raft-test.json"]),
+    "align_planned_long": lambda: align_tuned_table(
+        ["benchmarks/results/align/planned-xs-long-test.json"]),
     "align_raft_dev": lambda: align_tuned_table(
         ["benchmarks/results/align/raft-dev/lr3e-4-s600.json",
          "benchmarks/results/align/raft-dev/sweep.json",
@@ -1249,6 +1292,22 @@ TABLES: dict[str, Callable[[], str]] = {
     "control_empty_layout_adapters_long": lambda: control_adapters_table(
         "benchmarks/results/control/empty-layout-single-adapters-long-test.json"),
     "control_binding": lambda: control_table("benchmarks/results/control/binding-test.json"),
+    "control_xs_long": lambda: control_adapters_table(
+        "benchmarks/results/control/xs-long-test.json"),
+    "control_empty_layout_xs_long": lambda: control_adapters_table(
+        "benchmarks/results/control/empty-layout-single-xs-long-test.json"),
+    "control_empty_layout_xs_long_4seeds": lambda: control_adapters_table(
+        "benchmarks/results/control/empty-layout-single-xs-long-test-4seeds.json"),
+    "control_binding_planned_long_dev": lambda: "\n".join(map(control_table, [
+        "benchmarks/results/control/binding-planned-long-dev.json",
+        "benchmarks/results/control/binding-planned-long-dev-box.json",
+        "benchmarks/results/control/binding-planned-long-dev-box2.json"])),
+    "control_binding_planned_long_test": lambda: control_adapters_table(
+        "benchmarks/results/control/binding-planned-long-test.json"),
+    "control_spatial_planned_long_test": lambda: control_adapters_table(
+        "benchmarks/results/control/spatial-planned-long-test.json"),
+    "control_counting_planned_long_test": lambda: control_adapters_table(
+        "benchmarks/results/control/counting-planned-long-test.json"),
     "control_adapters": lambda: control_adapters_table(
         "benchmarks/results/control/adapters-test.json"),
     "control_gligen_positions_dev": lambda: control_adapters_table(
