@@ -264,7 +264,7 @@ def tune_accel_table(path: str) -> str:
     data = _load(path)
     rows = ["| setting | base | base + adapter | gain | gain kept | adapter vs plain (only "
             "plain / only this, p) | s/image (spread) | speed-up |", "|---" * 8 + "|"]
-    for name, r in data["settings"].items():
+    for name, r in sorted(data["settings"].items(), key=lambda kv: kv[0] != "plain"):
         kept = "-" if r["kept"] is None else f"{100 * r['kept']:.0f}%"
         b, a, v = r["base"], r["adapter"], r["adapter_vs_plain"]
         test = "-" if name == "plain" else (f"{v['only_plain']} / {v['only_this']}, "
@@ -280,6 +280,26 @@ def tune_accel_table(path: str) -> str:
         f"its prompts; split: {data['split']}; extended evaluator; seconds per image with the "
         f"adapter, medians over batches of 16, settings interleaved batch by batch; "
         f"{m.get('cpu', '?')}, {m.get('threads')} threads, precision {m.get('precision')}.\n")
+
+
+def tune_paths_table(path: str) -> str:
+    """One adapter's concept accuracy merged into the base and as peft's unmerged layers, in
+    bf16 and fp32, with the passes per block of seeds (`benchmarks/tune_paths.py`)."""
+    data = _load(path)
+    first = next(iter(data["rows"].values()))
+    block = first["block_size"]
+    rows = [f"| path | precision | new concept | passes per block of {block} images | vs first "
+            "(only first / only this, p) |", "|---|---|---|---|---|"]
+    for i, r in enumerate(data["rows"].values()):
+        v = r["vs_first"]
+        test = "-" if i == 0 else f"{v['only_first']} / {v['only_this']}, p {format_p(v['p'])}"
+        rows.append(f"| {r['path']} | {r['precision']} | "
+                    f"{format_accuracy(sum(r['passed']), r['n'])} | "
+                    f"{' / '.join(map(str, r['passed_per_block']))} | {test} |")
+    return "\n".join(rows) + (
+        f"\n\nBase {_base_name(data)}; concept '{data['concept']}'; split: {data['split']}; "
+        f"the same {first['n']} prompts and seeds in every row, blocks in seed order; "
+        f"extended evaluator; {data['machine'].get('cpu', '?')}.\n")
 
 
 def serve_load_table(path: str) -> str:
@@ -1249,6 +1269,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_pink_long": lambda: tune_table("benchmarks/results/tune/pink-long-test.json"),
     "tune_compose_long": lambda: compose_table("benchmarks/results/tune/compose-long.json"),
     "tune_star_long_b16": lambda: tune_table("benchmarks/results/tune/star-long-b16-test.json"),
+    "tune_accel_star_long_dev": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-accel-dev.json",
+        "benchmarks/results/tune/star-long-accel-dev2.json"])),
+    "tune_accel_star_long_test": lambda: tune_accel_table(
+        "benchmarks/results/tune/star-long-accel-test.json"),
+    "tune_paths_star_long": lambda: tune_paths_table(
+        "benchmarks/results/tune/star-long-paths-test.json"),
     "tune_compose_long_b16": lambda: compose_table(
         "benchmarks/results/tune/compose-long-b16.json"),
     "tune_star_long_dev_steps": lambda: tune_dev_table(
