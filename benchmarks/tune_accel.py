@@ -1,5 +1,8 @@
 """How much of an adapter's accuracy gain survives each cache setting, and at what speed.
 
+With `--suite NAME` the prompts are that suite's instead of the concept's: the adapter's change
+there is what it makes the base forget, under each setting too.
+
 For every `--accel NAME[:k=v,...]` setting: the base and the base with the adapter merged are
 sampled under it on the adapter's concept prompts, and the share of the gain kept is
 (adapter - base) under the setting / (adapter - base) plain. Seconds per image are medians
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from difflab.accel.api import apply_accel, parse_accel_spec
-from difflab.data.suites import expand_suite
+from difflab.data.suites import expand_suite, load_suite
 from difflab.demo import DEMO_SAMPLING
 from difflab.eval.provenance import provenance
 from difflab.eval.shapeeval import evaluate
@@ -53,11 +56,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--base", default="shapes-base")
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--seeds", type=int, default=4, help="images per concept prompt")
-    ap.add_argument("--accel", action="append", required=True, help="NAME[:k=v,...]")
+    ap.add_argument("--accel", action="append", default=[], help="NAME[:k=v,...]")
+    ap.add_argument("--suite", default="", help="score this prompt suite (e.g. single: what the "
+                    "adapter may make the base forget) instead of the concept's prompts")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     concept = read_manifest(args.adapter).config["tune"]["concept"]
-    specs, seeds = expand_suite(concept_specs(concept), args.seeds, split=args.split)
+    prompts = load_suite(args.suite) if args.suite else concept_specs(concept)
+    specs, seeds = expand_suite(prompts, args.seeds, split=args.split)
     settings = {"plain": None, **{s: parse_accel_spec(s) for s in args.accel}}
     pipes = {"base": pipeline(args.base, []), "adapter": pipeline(args.base, [args.adapter])}
     images = {(m, s): [] for m in pipes for s in settings}
@@ -96,6 +102,7 @@ def main(argv: list[str]) -> int:
         "provenance": provenance(args.split, ref["path"], ref["sha256"], vars(args), command),
         "command": command, "base": ref, "adapter": args.adapter,
         "adapter_files": read_manifest(args.adapter).files, "concept": concept,
+        "prompts": f"suite {args.suite}" if args.suite else f"the {concept} prompts",
         "split": args.split, "n_images": len(specs), "sample_config": asdict(DEMO_SAMPLING),
         "evaluator_vocabulary": "extended", "settings": rows,
         "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),

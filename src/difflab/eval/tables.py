@@ -262,22 +262,27 @@ def tune_accel_table(path: str) -> str:
     """An adapter's accuracy gain under each cache setting (`benchmarks/tune_accel.py`): base
     and adapter accuracy, the share of the gain kept, speed against plain sampling."""
     data = _load(path)
-    rows = ["| setting | base | base + adapter | gain | gain kept | adapter vs plain (only "
-            "plain / only this, p) | s/image (spread) | speed-up |", "|---" * 8 + "|"]
+    rows = ["| setting | base | base + adapter | gain | adapter vs base (only base / only "
+            "adapter, p) | gain kept | adapter vs plain (only plain / only this, p) | s/image "
+            "(spread) | speed-up |", "|---" * 9 + "|"]
+    suite = str(data.get("prompts", "")).startswith("suite")  # a change, not a gain, to keep
     for name, r in sorted(data["settings"].items(), key=lambda kv: kv[0] != "plain"):
-        kept = "-" if r["kept"] is None else f"{100 * r['kept']:.0f}%"
+        kept = "-" if r["kept"] is None or suite else f"{100 * r['kept']:.0f}%"
         b, a, v = r["base"], r["adapter"], r["adapter_vs_plain"]
         test = "-" if name == "plain" else (f"{v['only_plain']} / {v['only_this']}, "
                                             f"p {format_p(v['p'])}")
+        paired = mcnemar_exact(b["passed"], a["passed"])
         lo, hi = r["seconds_spread"]
         rows.append(f"| {name} | {format_accuracy(sum(b['passed']), b['n'])} | "
                     f"{format_accuracy(sum(a['passed']), a['n'])} | {100 * r['gain']:+.1f} | "
+                    f"{paired.only_a} / {paired.only_b}, p {format_p(paired.p_value)} | "
                     f"{kept} | {test} | {r['seconds_per_image']:.3f} ({lo:.3f}-{hi:.3f}) | "
                     f"{r['speedup']:.2f}x |")
     m = data["machine"]
     return "\n".join(rows) + (
         f"\n\nBase {_base_name(data)}; concept '{data['concept']}', {data['n_images']} images of "
-        f"its prompts; split: {data['split']}; extended evaluator; seconds per image with the "
+        f"{data.get('prompts', 'its prompts')}; split: {data['split']}; extended evaluator; "
+        f"gain = the adapter's change; seconds per image with the "
         f"adapter, medians over batches of 16, settings interleaved batch by batch; "
         f"{m.get('cpu', '?')}, {m.get('threads')} threads, precision {m.get('precision')}.\n")
 
@@ -1274,6 +1279,8 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-accel-dev2.json"])),
     "tune_accel_star_long_test": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-accel-test.json"),
+    "tune_forgetting_star_long": lambda: tune_accel_table(
+        "benchmarks/results/tune/star-long-forgetting-test.json"),
     "tune_paths_star_long": lambda: tune_paths_table(
         "benchmarks/results/tune/star-long-paths-test.json"),
     "tune_compose_long_b16": lambda: compose_table(
