@@ -43,10 +43,10 @@ class Planned:
     """The base with a control adapter whose layouts are planned from the prompts: `generate`
     as a pipeline's, for `evaluate_suite`."""
 
-    def __init__(self, pipe, folder: str) -> None:
+    def __init__(self, pipe, folder: str, planner: str) -> None:
         from difflab.control.train import load_control
 
-        self.pipe, self.net = pipe, load_control(folder, pipe)
+        self.pipe, self.net, self.planner = pipe, load_control(folder, pipe), planner
 
     def generate(self, prompts, seeds, config, progress: bool = False):
         from difflab.align.rewards import parse_prompt
@@ -54,7 +54,8 @@ class Planned:
         from difflab.control.sampling import generate_controlled
         from difflab.control.train import apply_control
 
-        layouts = [plan_layout(parse_prompt(p), s) for p, s in zip(prompts, seeds, strict=True)]
+        layouts = [plan_layout(parse_prompt(p), s, self.planner)
+                   for p, s in zip(prompts, seeds, strict=True)]
         with apply_control(self.pipe, self.net) as handle:
             return generate_controlled(self.pipe, layouts, seeds, config, control=handle)
 
@@ -68,13 +69,14 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--seeds", type=int, default=1, help="images per prompt")
     ap.add_argument("--control", action="append", default=[],
                     help="a control folder: sampled with layouts planned from each prompt")
+    ap.add_argument("--planner", default="world", help="with --control: world or grid")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     models = {}
     for name in [args.base, *args.adapters, *(f"planned:{c}" for c in args.control)]:
         t = time.perf_counter()
         pipe = load(name) if not name.startswith("planned:") else Planned(
-            load(args.base), name.partition(":")[2])
+            load(args.base), name.partition(":")[2], args.planner)
         result = evaluate_suite(pipe, args.suite, DEMO_SAMPLING, args.seeds, split=args.split)
         m = result.metrics()
         m["seconds"] = round(time.perf_counter() - t, 1)
@@ -97,6 +99,7 @@ def main(argv: list[str]) -> None:
                                  {"sampling": DEMO_SAMPLING.__dict__, "suite": args.suite,
                                   "seeds_per_prompt": args.seeds,
                                   "adapters": args.adapters, "planned_controls": args.control,
+                                  "planner": args.planner if args.control else None,
                                   "guard": {"fd_rise": FD_RISE, "single_drop": SINGLE_DROP}}),
         "note": "shared 2-core machine (other jobs running); seconds are indicative only",
         "models": models})

@@ -497,13 +497,16 @@ def _align_tuned_rows(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     scored it on the same images; and each file's base name."""
     rows, bases, first_base = [], [], None
     for path in paths:
-        models = _load(path)["models"]
+        data = _load(path)
+        models = data["models"]
+        # a planned-layout row's planner (files before the option existed used the world one)
+        planner = data["provenance"]["config"].get("planner") or "world"
         base_name = next(name for name, m in models.items() if "guard" not in m)  # reference
         bases.append(base_name)
         for name, m in sorted(models.items(), key=lambda item: item[0] != base_name):
             if name == base_name and first_base is not None and m["passed"] == first_base:
                 continue  # the same base on the same images: shown once
-            rows.append(_align_tuned_row(name, m, name == base_name))
+            rows.append(_align_tuned_row(name, m, name == base_name, planner))
         first_base = first_base or models[base_name]["passed"]
     return rows, bases
 
@@ -582,7 +585,7 @@ def _align_search_rows(data: dict, plain_label: str) -> list[str]:
     return rows
 
 
-def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
+def _align_tuned_row(name: str, m: dict, is_base: bool, planner: str = "world") -> str:
     """One row of an align_eval result file: the base, or a tuned adapter with its guard."""
     c = m["categories"]
     k, n = _overall4(m["passed"], c)
@@ -596,7 +599,8 @@ def _align_tuned_row(name: str, m: dict, is_base: bool) -> str:
         change = f"{100 * m['guard']['single_change']:+.1f}"
         verdict = "hacking" if m["guard"]["hacking"] else "ok"
         if name.startswith("planned:"):  # a layout adapter reading boxes planned per prompt
-            return (f"| {config['method']} + planned layouts | {meta['seconds'] / 60:.0f} min "
+            return (f"| {config['method']} + {planner}-planned layouts | "
+                    f"{meta['seconds'] / 60:.0f} min "
                     f"adapter training, the adapter at sampling | "
                     + " | ".join(_cat_acc(m["passed"], c, x)
                                  for x in ("binding", "counting", "spatial"))
@@ -1287,6 +1291,8 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/compose-long-b16.json"),
     "tune_star_long_dev_steps": lambda: tune_dev_table(
         "benchmarks/results/tune/star-long-dev-steps.jsonl"),
+    "tune_star_long_dev_prior": lambda: tune_dev_table(
+        "benchmarks/results/tune/star-long-dev-prior.jsonl"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),
@@ -1302,7 +1308,8 @@ TABLES: dict[str, Callable[[], str]] = {
         ["benchmarks/results/align/long-dpo-test.json",
          "benchmarks/results/align/raft-test.json"]),
     "align_planned_long": lambda: align_tuned_table(
-        ["benchmarks/results/align/planned-xs-long-test.json"]),
+        ["benchmarks/results/align/planned-xs-long-test.json",
+         "benchmarks/results/align/planned-grid-xs-long-test.json"]),
     "align_raft_dev": lambda: align_tuned_table(
         ["benchmarks/results/align/raft-dev/lr3e-4-s600.json",
          "benchmarks/results/align/raft-dev/sweep.json",
