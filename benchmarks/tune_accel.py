@@ -96,19 +96,25 @@ def main(argv: list[str]) -> int:
                                  "only_this": test.only_b}
         print(f"{s:40s} base {r['base']['accuracy']:.3f} adapter {r['adapter']['accuracy']:.3f} "
               f"kept {r['kept']} {r['speedup']:.2f}x", flush=True)
+    write_adapter_result("tune_accel.py", argv, args, concept, {
+        "prompts": f"suite {args.suite}" if args.suite else f"the {concept} prompts",
+        "n_images": len(specs), "evaluator_vocabulary": "extended", "settings": rows})
+    return 0
+
+
+def write_adapter_result(script: str, argv: list[str], args, concept: str, fields: dict) -> None:
+    """Write `fields` to `args.out` with what every adapter result file records: provenance,
+    command, base, adapter and its files, split, sampling, machine and date."""
     ref = base_reference(args.base)
-    command = "python benchmarks/tune_accel.py " + " ".join(argv)
+    command = f"python benchmarks/{script} " + " ".join(argv)
     write_json(args.out, {
         "provenance": provenance(args.split, ref["path"], ref["sha256"], vars(args), command),
         "command": command, "base": ref, "adapter": args.adapter,
         "adapter_files": read_manifest(args.adapter).files, "concept": concept,
-        "prompts": f"suite {args.suite}" if args.suite else f"the {concept} prompts",
-        "split": args.split, "n_images": len(specs), "sample_config": asdict(DEMO_SAMPLING),
-        "evaluator_vocabulary": "extended", "settings": rows,
+        "split": args.split, "sample_config": asdict(DEMO_SAMPLING), **fields,
         "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
     print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from difflab.data.suites import expand_suite
 from difflab.demo import DEMO_SAMPLING
-from difflab.eval.provenance import provenance
 from difflab.eval.shapeeval import evaluate
 from difflab.eval.stats import mcnemar_exact, wilson_interval
-from difflab.io import write_json
 from difflab.runtime import load, read_manifest
-from difflab.runtime.machine import resolve_precision, run_record
-from difflab.tune.adapters import apply_adapters, base_reference
+from difflab.runtime.machine import resolve_precision
+from difflab.tune.adapters import apply_adapters
 
 sys.path.insert(0, str(Path(__file__).parent))
+from tune_accel import write_adapter_result  # noqa: E402
 from tune_concepts import concept_specs  # noqa: E402
 
 
@@ -71,16 +69,7 @@ def main(argv: list[str]) -> int:
     for r in rows.values():
         t = mcnemar_exact(first["passed"], r["passed"])
         r["vs_first"] = {"p": t.p_value, "only_first": t.only_a, "only_this": t.only_b}
-    ref = base_reference(args.base)
-    command = "python benchmarks/tune_paths.py " + " ".join(argv)
-    write_json(args.out, {
-        "provenance": provenance(args.split, ref["path"], ref["sha256"], vars(args), command),
-        "command": command, "base": ref, "adapter": args.adapter,
-        "adapter_files": read_manifest(args.adapter).files, "concept": concept,
-        "split": args.split, "sample_config": asdict(DEMO_SAMPLING), "rows": rows,
-        "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    print(f"wrote {args.out}")
+    write_adapter_result("tune_paths.py", argv, args, concept, {"rows": rows})
     return 0
 
 

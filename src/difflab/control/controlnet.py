@@ -88,6 +88,22 @@ class _State:
         self.size = 0  # the model's image side, which the maps are rendered at
 
 
+def control_call(module: nn.Module, args: tuple, kwargs: dict, state: _State, what: str
+                 ) -> tuple[Tensor, object, Tensor]:
+    """(x, the UNet's shared inputs, the control maps repeated to the batch) of one call of
+    `module`, whose maps are `state.cmap` (one per image; CFG doubles the batch)."""
+    if state.cmap is None:
+        raise ConfigError(f"{what} is attached but has no control map; call set_map")
+    names = ("x", "t", "context", "context_mask", "pooled", "y")
+    bound = dict(zip(names, args, strict=False)) | kwargs
+    x = bound["x"]
+    reps = x.shape[0] // state.cmap.shape[0]
+    if reps * state.cmap.shape[0] != x.shape[0]:
+        raise ConfigError(f"control maps for {state.cmap.shape[0]} images, model batch of "
+                          f"{x.shape[0]}")
+    return x, module.embed(**bound), state.cmap.repeat(reps, 1, 1, 1).to(x.dtype)
+
+
 class _ComputeControl(ModelHook):
     """On the base model: run the control branch for this call's (x, t, conditioning)."""
 
@@ -96,17 +112,7 @@ class _ComputeControl(ModelHook):
 
     def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         s = self.state
-        if s.cmap is None:
-            raise ConfigError("ControlNet is attached but has no control map; call set_map")
-        names = ("x", "t", "context", "context_mask", "pooled", "y")
-        bound = dict(zip(names, args, strict=False)) | kwargs
-        x = bound["x"]
-        reps = x.shape[0] // s.cmap.shape[0]
-        if reps * s.cmap.shape[0] != x.shape[0]:
-            raise ConfigError(f"control maps for {s.cmap.shape[0]} images, model batch of "
-                              f"{x.shape[0]}")
-        inputs = module.embed(**bound)
-        s.residuals, s.mid = self.net(x, inputs, s.cmap.repeat(reps, 1, 1, 1).to(x.dtype))
+        s.residuals, s.mid = self.net(*control_call(module, args, kwargs, s, "ControlNet"))
         return args, kwargs
 
 

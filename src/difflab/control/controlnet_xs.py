@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from difflab.accel.hooks import ModelHook, StepState, attach
 from difflab.config import ConfigError
-from difflab.control.controlnet import ControlHandle, _State
+from difflab.control.controlnet import ControlHandle, _State, control_call
 from difflab.control.layout import MAP_CHANNELS
 from difflab.limits import check_int
 
@@ -138,17 +138,7 @@ class _Start(ModelHook):
 
     def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         s = self.state
-        if s.cmap is None:
-            raise ConfigError("ControlNet-XS is attached but has no control map; call set_map")
-        names = ("x", "t", "context", "context_mask", "pooled", "y")
-        bound = dict(zip(names, args, strict=False)) | kwargs
-        x = bound["x"]
-        reps = x.shape[0] // s.cmap.shape[0]
-        if reps * s.cmap.shape[0] != x.shape[0]:
-            raise ConfigError(f"control maps for {s.cmap.shape[0]} images, model batch of "
-                              f"{x.shape[0]}")
-        s.h, s.inputs = self.net.start(x, module.embed(**bound),
-                                       s.cmap.repeat(reps, 1, 1, 1).to(x.dtype))
+        s.h, s.inputs = self.net.start(*control_call(module, args, kwargs, s, "ControlNet-XS"))
         return args, kwargs
 
 
