@@ -140,3 +140,13 @@ def test_tune_tables_name_the_base_they_measured(tmp_path, monkeypatch):
     _edit(path, lambda d: d.update(base={"path": "shapes-long", "sha256": "0"}))
     assert "Base shapes-long; split: " in tables.compose_table(
         "benchmarks/results/tune/compose.json")
+
+
+def test_an_empty_marker_pair_is_stale_until_filled():
+    """A new table starts as its two markers on one line; it must not pass the check unfilled."""
+    text = "intro\n<!-- table:demo --><!-- /table:demo -->\nafter\n"
+    filled = tables.regenerate(text)
+    assert filled != text and tables.demo_table() in filled
+    assert tables.regenerate(filled) == filled
+    prose = "`<!-- table:NAME -->` and `<!-- /table:NAME -->` mark a table"
+    assert tables.regenerate(prose) == prose

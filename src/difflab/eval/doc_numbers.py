@@ -268,7 +268,8 @@ def _files_of(citation: str, root: Path) -> set[str]:
 # import scipy, which costs more than the whole check
 TABLE_MODULES = ("tables.py", "reference_tables.py")
 TABLE_MARKER = re.compile(  # tables.MARKER
-    r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.DOTALL)
+    r"<!-- table:(?P<name>[\w-]+) -->(?:\n(?P<body>.*?))?<!-- /table:(?P=name) -->",
+    re.DOTALL)
 
 
 @functools.cache
@@ -436,7 +437,7 @@ def table_numbers(root: Path = ROOT) -> dict[str, dict[str, list[float]]]:
         for m in TABLE_MARKER.finditer((root / page).read_text(encoding="utf-8")):
             if m.group("name") not in entries:
                 continue
-            body = re.sub(r"(\d)[x×](?!\w)", r"\1 ", m.group("body"))  # 1.51x -> 1.51
+            body = re.sub(r"(\d)[x×](?!\w)", r"\1 ", m.group("body") or "")  # 1.51x -> 1.51
             numbers = [float(x.group(0)) for x in _IN_STRING.finditer(body)]
             for c in table_files(m.group("name")):
                 for path in _files_of(c, root):

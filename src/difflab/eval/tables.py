@@ -22,7 +22,8 @@ from difflab.eval.stats import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository (src/difflab/eval -> root)
-MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->",
+# a filled table, or an empty pair of markers on one line (what a new table starts as)
+MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->(?:\n(?P<body>.*?))?<!-- /table:(?P=name) -->",
                     re.DOTALL)
 CATEGORIES = ("single", "binding", "counting", "spatial", "heldout")
 
