@@ -59,7 +59,8 @@ def main(argv: list[str]) -> int:
                "name": name, "base_model": base, "config": fields,
                "trainable": trainable, "tune_seconds": round(seconds, 1), "split": "dev",
                "tuned_concept": args.concept, "images": n_images,
-               **{k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in res.items()},
+               **{k: {"accuracy": v["accuracy"], "n": v["n"], "passed": v["passed"]}
+                  for k, v in res.items()},
                "command": command,
                "machine": run_record(resolve_precision("auto", "cpu"), "cpu"),
                "load_average_1min": round(os.getloadavg()[0], 2),  # shared machine: times

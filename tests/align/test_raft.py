@@ -60,10 +60,16 @@ def test_the_change_is_the_tuned_weights_minus_the_base_and_reloads(tmp_path):
     ({"suites": ("heldout",)}, "cannot be tuned on"),
     ({"images": 0}, "images"),
     ({"rounds": 0}, "rounds"),
+    ({"uncond_weight": -1.0}, "uncond_weight"),
 ])
 def test_bad_settings_are_one_line_errors(bad, message):
     with pytest.raises(ConfigError, match=message):
         RaftConfig(**bad)
+
+
+def test_each_round_tunes_with_the_runs_losses():
+    tc = RaftConfig(prior_weight=2.0, uncond_weight=0.5, seed=3).tune_config(kept=5, round_index=1)
+    assert (tc.prior_weight, tc.uncond_weight, tc.images, tc.seed) == (2.0, 0.5, 5, 3001)
 
 
 def test_a_lora_runs_one_round():

@@ -297,3 +297,39 @@ def test_benchmark_adapter_folders_differ_by_base():
     assert len(folders) == 3
     assert module.adapter_folder("runs", "shapes-long", "star", "lora", "dev") != \
         module.adapter_folder("runs", "shapes-long", "star", "lora", "test")
+
+
+def test_bf16_tuning_runs_its_forward_passes_in_bf16():
+    """precision bf16 autocasts the forward passes (the loss moves by bf16 rounding, not more)
+    and trains the same tensors; fp32 is the default; an unknown name is one error."""
+    assert TuneConfig().precision == "fp32"
+    runs = {p: tune(load(BASE), quick("lora", precision=p), IMAGES, CAPTIONS, progress=False)
+            for p in ("fp32", "bf16")}
+    a, b = runs["fp32"], runs["bf16"]
+    assert a.trainable == b.trainable and set(a.delta.dense) == set(b.delta.dense)
+    assert a.losses[0] != b.losses[0]
+    assert b.losses[0] == pytest.approx(a.losses[0], rel=0.05)
+    with pytest.raises(ConfigError, match="unknown tuning precision 'fp8'"):
+        TuneConfig(precision="fp8")
+
+
+def test_the_unconditional_loss_holds_the_unconditional_branch():
+    """uncond_weight adds a loss that is zero for an adapter starting as the identity (the first
+    loss is unchanged) and, trained, keeps the empty caption's prediction nearer the base's."""
+    def uncond(pipe):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(8, *pipe.image_shape, generator=g)
+        with torch.no_grad():
+            return pipe.net(x, torch.linspace(0.1, 0.9, 8), **pipe.condition([""] * 8))
+
+    base_out = uncond(load(BASE))
+    first, drift = [], []
+    for w in (0.0, 10.0):
+        pipe = load(BASE)
+        result = tune(pipe, TuneConfig(method="lora", steps=30, batch_size=2, prior_images=2,
+                                       lr=0.01, uncond_weight=w), IMAGES, CAPTIONS,
+                      progress=False)
+        first.append(result.losses[0])
+        drift.append((uncond(pipe) - base_out).abs().mean().item())
+    assert first[1] == pytest.approx(first[0], rel=1e-6)
+    assert drift[1] < 0.7 * drift[0]

@@ -42,3 +42,13 @@ def test_tune_refuses_an_existing_folder(tmp_path, capsys, monkeypatch):
     code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
                          "--out", tmp_path / "x")
     assert code == 2 and text.strip().splitlines()[-1].startswith("error: --out")
+
+
+def test_tune_names_a_bad_precision_or_loss_weight_in_one_line(tmp_path, capsys, monkeypatch):
+    for option, value, message in (("--precision", "fp8", "unknown tuning precision"),
+                                   ("--uncond-weight", "-1", "uncond_weight")):
+        code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
+                             option, value, "--out", tmp_path / "x")
+        last = text.strip().splitlines()[-1]
+        assert code == 2 and last.startswith("error:") and message in last, text
+        assert not (tmp_path / "x").exists()

@@ -24,6 +24,8 @@ def align_command(
                               "dreambooth (every weight, prior loss) or lora"),
     prior_weight: float = typer.Option(1.0, help="raft: weight of the class-prior "
                                        "preservation loss on single-object renders"),
+    uncond_weight: float = typer.Option(0.0, help="raft: weight of the loss holding the "
+                                        "unconditional branch to the base's"),
     budget_minutes: float = typer.Option(20.0, help="wall-clock budget (dpo: pairs and "
                                          "training; raft: no round starts that would pass "
                                          "it)"),
@@ -74,7 +76,8 @@ def align_command(
                          steps=600 if steps is None else steps, tuner=tuner,
                          lr=3e-4 if lr is None else lr,
                          batch_size=8 if batch_size is None else batch_size, rank=rank,
-                         prior_weight=prior_weight, budget_minutes=budget_minutes, seed=seed)
+                         prior_weight=prior_weight, uncond_weight=uncond_weight,
+                         budget_minutes=budget_minutes, seed=seed)
     elif method == "ddpo":
         from difflab.align.ddpo import DdpoConfig, check_chain
 

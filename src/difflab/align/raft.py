@@ -42,6 +42,7 @@ class RaftConfig:
     lr: float = 3e-4
     batch_size: int = 8
     prior_weight: float = 1.0  # the class-prior preservation loss (single-object renders)
+    uncond_weight: float = 0.0  # the loss holding the unconditional branch to the base's
     rank: int = 4  # LoRA
     targets: str = DEFAULT_TARGETS  # LoRA
     budget_minutes: float = 30.0  # wall clock for every round's sampling and training
@@ -59,6 +60,7 @@ class RaftConfig:
         check_int("rank", self.rank, 1, 4096)
         check_float("lr", self.lr, 0.0, 1.0)
         check_float("prior_weight", self.prior_weight, 0.0, 100.0)
+        check_float("uncond_weight", self.uncond_weight, 0.0, 100.0)
         check_float("budget_minutes", self.budget_minutes, 0.1, 10_000)
         check_seed("seed", self.seed)
 
@@ -69,7 +71,7 @@ class RaftConfig:
         return TuneConfig(method=self.tuner, concept="", images=kept, steps=self.steps,
                           lr=self.lr, batch_size=self.batch_size, rank=self.rank,
                           alpha=float(self.rank), targets=self.targets,
-                          prior_weight=self.prior_weight,
+                          prior_weight=self.prior_weight, uncond_weight=self.uncond_weight,
                           seed=self.seed * 1_000 + round_index)
 
 

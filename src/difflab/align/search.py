@@ -20,7 +20,6 @@ generator through resampling, so a run depends only on (prompt, seed, configs).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,9 +126,7 @@ def parse_search(text: str) -> tuple[str, Any]:
 def _autocast(pipe: Any, config: Any) -> Any:
     from difflab.runtime.machine import resolve_precision
 
-    dtype = resolve_precision(config.precision, pipe.device).autocast_dtype
-    return (torch.autocast(pipe.device.type, dtype=dtype) if dtype is not None
-            else contextlib.nullcontext())
+    return resolve_precision(config.precision, pipe.device).autocast(pipe.device)
 
 
 def _rows(prompts: Sequence[str], seeds: Sequence[int], n: int) -> tuple[list[str], list[int]]:

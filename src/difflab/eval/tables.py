@@ -215,25 +215,42 @@ def tune_table(path: str) -> str:
 
 def tune_dev_table(path: str) -> str:
     """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
-    settings, trainable weights, tune time, new-concept and base-suite accuracy."""
+    settings, trainable weights, tune time, new-concept and base-suite accuracy; where the file
+    holds the base's own line (name "base", with pass flags), the base suite against it."""
     from difflab.tune.fit import TuneConfig  # a run records only the fields it overrides
 
     rows_data = [json.loads(line) for line in (ROOT / path).read_text().splitlines() if line]
+    base = next((r for r in rows_data if r["name"] == "base"), None)
+    paired = base is not None and "passed" in base["base"]
     head = ("| run | steps | batch | lr | prior weight | images | trainable | tune time | "
-            "new concept | base suite | load |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "new concept | base suite |" + (" vs base (lost / gained, p) |" if paired else "")
+            + " load |\n|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paired else "")
+            + "---|")
     rows = [head]
     for r in rows_data:
+        if r is base:
+            continue
         c, b, cfg = r["concept"], r["base"], TuneConfig(**r["config"])
         acc = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
         kept = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
+        vs = ""
+        if paired:
+            m = mcnemar_exact(base["base"]["passed"], b["passed"])
+            vs = f" {m.only_a} / {m.only_b}, p {format_p(m.p_value)} |"
         rows.append(f"| {r['name']} | {cfg.steps} | {cfg.batch_size} | "
                     f"{cfg.learning_rate} | {cfg.prior} | {r['images']} | "
-                    f"{r['trainable']:,} | {r['tune_seconds'] / 60:.1f} min | {acc} | {kept} | "
-                    f"{r['load_average_1min']:.1f} |")
+                    f"{r['trainable']:,} | {r['tune_seconds'] / 60:.1f} min | {acc} | {kept} |"
+                    f"{vs} {r['load_average_1min']:.1f} |")
     first = rows_data[0]
+    own = ""
+    if base is not None:
+        c, b = base["concept"], base["base"]
+        own_c = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
+        own_b = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
+        own = f" The base itself: new concept {own_c}, base suite {own_b}."
     note = (f"\nBase {first['base_model']['path']}; concept {first['tuned_concept']!r}; split: "
             f"dev; timed on {first['machine'].get('cpu', '?')}; load = 1-minute load average "
-            f"on 2 cores after the run.")
+            f"on 2 cores after the run.{own}")
     return "\n".join(rows) + "\n" + note + "\n"
 
 
@@ -1294,6 +1311,8 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-dev-steps.jsonl"),
     "tune_star_long_dev_prior": lambda: tune_dev_table(
         "benchmarks/results/tune/star-long-dev-prior.jsonl"),
+    "tune_star_long_dev_priorset": lambda: tune_dev_table(
+        "benchmarks/results/tune/star-long-dev-priorset.jsonl"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),

@@ -9,6 +9,7 @@ rates are cached per machine in the user's cache folder.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -259,6 +260,12 @@ class Precision:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
+
+    def autocast(self, device: str | torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context of this precision on `device` (a no-op one for fp32)."""
+        dtype = self.autocast_dtype
+        return (torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
 
 
 _warned: set[str] = set()

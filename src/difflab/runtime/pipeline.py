@@ -8,7 +8,6 @@ sampler draw come from one generator per sample (`BatchNoise`).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -202,9 +201,7 @@ class Pipeline:
         # stochastic samplers draw from generators seeded apart from the initial noise
         noise = BatchNoise([s + 1_000_003 for s in seeds])
         sampler = get_sampler(config.sampler)
-        dtype = resolve_precision(config.precision, self.device).autocast_dtype
-        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
-                    else contextlib.nullcontext())
+        autocast = resolve_precision(config.precision, self.device).autocast(self.device)
         stages = config.bottleneck_config()
         with autocast:
             if stages is None:

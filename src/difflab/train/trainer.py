@@ -232,9 +232,7 @@ class Trainer:
                 self.ema[k].copy_(v)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
+        return self.precision.autocast(self.info.device)
 
     # ---- checkpoints -----------------------------------------------------------------------
 

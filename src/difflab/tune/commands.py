@@ -67,6 +67,12 @@ def tune_command(
     prior_images: int = typer.Option(42, help="images of known concepts for the prior loss"),
     prior_source: str = typer.Option("world", help="prior images: world (exact renders) or "
                                      "base (its own samples, as DreamBooth)"),
+    cond_dropout: float = typer.Option(0.0, help="share of captions dropped to train the "
+                                       "unconditional branch too"),
+    uncond_weight: float = typer.Option(0.0, help="weight of the loss that holds the "
+                                        "unconditional branch to the base's"),
+    precision: str = typer.Option("fp32", help="fp32, or auto: bf16 autocast where the CPU "
+                                  "computes bf16 natively"),
     seed: int = typer.Option(0, help="seed of the data draws and adapter initialisation"),
     out: str = typer.Option(..., help="new adapter folder"),
 ) -> None:
@@ -79,7 +85,9 @@ def tune_command(
     cfg = TuneConfig(method=method, concept=concept, images=max(generate, 1), steps=steps,
                      lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, targets=targets,
                      prior_weight=prior_weight, prior_images=prior_images,
-                     prior_source=prior_source, seed=seed)
+                     prior_source=prior_source, cond_dropout=cond_dropout,
+                     uncond_weight=uncond_weight,
+                     precision=precision, seed=seed)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     check_data(concept, images, generate)

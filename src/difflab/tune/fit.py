@@ -5,8 +5,9 @@ concept's images plus, by default, DreamBooth's class-prior preservation loss on
 concepts: exact renders of the shapes world, or (`prior_source="base"`, as the paper) the base's
 own samples (plain `full` fine-tuning runs without it, as the baseline). Condition dropout is
 off by default, so the unconditional branch that guidance subtracts is not retrained on the
-concept. Every draw (batch order, sigma, noise, dropout) comes from a generator seeded by (seed,
-step).
+concept; `uncond_weight` adds a loss that holds that branch to the frozen base's prediction
+(difflab's own addition to the prior loss). Every draw (batch order, sigma, noise, dropout)
+comes from a generator seeded by (seed, step).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ DEFAULT_LR: dict[str, float] = {"lora": 3e-3, "dora": 3e-3, "loha": 3e-3, "lokr"
 
 PRIOR_SOURCES: tuple[str, ...] = ("base", "world")
 PRIOR_TARGETS: tuple[str, ...] = ("data", "base")
+TUNE_PRECISIONS: tuple[str, ...] = ("fp32", "auto", "bf16")
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,17 @@ class TuneConfig:
     # LoRA kept no more of the base suite with it and learned the concept less: 59% vs 75%)
     prior_target: str = "data"
     cond_dropout: float = 0.0  # 0: the unconditional branch is not retrained on the concept
+    # Weight of a loss that holds the unconditional branch to the frozen base's prediction (on
+    # the concept's and the prior's images, empty caption). Guidance multiplies a drift of that
+    # branch by (1 - scale): at CFG 3 by -2, on every prompt; 0 = off.
+    uncond_weight: float = 0.0
     # Decay of a moving average of the trained tensors; 0 = off (0.99 lost 19 concept points on
     # the dev split).
     ema: float = 0.0
     token: str = ""  # Textual Inversion's pseudo-word; "" = "<concept>"
+    # fp32, or auto: bf16 autocast for the forward pass where the CPU computes bf16 natively
+    # (difflab.runtime.machine.resolve_precision), fp32 elsewhere; bf16 asks for it anyway
+    precision: str = "fp32"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +98,7 @@ class TuneConfig:
         check_float("alpha", self.alpha, 0.0, 1e6)
         check_float("dropout", self.dropout, 0.0, 0.99)
         check_float("cond_dropout", self.cond_dropout, 0.0, 1.0)
+        check_float("uncond_weight", self.uncond_weight, 0.0, 100.0)
         check_float("sparsity", self.sparsity, 1e-6, 1.0)
         check_float("ema", self.ema, 0.0, 0.99999)
         if self.prior_source not in PRIOR_SOURCES:
@@ -99,6 +109,9 @@ class TuneConfig:
                               + ", ".join(PRIOR_TARGETS))
         if self.prior_weight != -1.0:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
+        if self.precision not in TUNE_PRECISIONS:
+            raise ConfigError(f"unknown tuning precision {self.precision!r}; valid: "
+                              + ", ".join(TUNE_PRECISIONS))
 
     @property
     def learning_rate(self) -> float:
@@ -203,7 +216,7 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
              if cfg.prior > 0 else None)
     condition = _Conditioning(pipe, cfg)
     teacher = None
-    if prior is not None and cfg.prior_target == "base":
+    if (prior is not None and cfg.prior_target == "base") or cfg.uncond_weight > 0:
         teacher = copy.deepcopy(pipe.net).eval().requires_grad_(False)
     if cfg.method == "textual":
         adaptation = _textual(pipe, cfg)
@@ -214,6 +227,7 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     # what the network denoises: the images, or a latent base's latents of them
     x_all = pipe.encode(_to_tensor(images)).cpu()
     px = pipe.encode(_to_tensor(prior[0])).cpu() if prior is not None else None
+    ux = torch.cat([x_all, px]) if px is not None else x_all  # the unconditional loss's images
     start, losses = time.perf_counter(), []
     steps = range(cfg.steps)
     if progress:
@@ -222,12 +236,18 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
         steps = tqdm(steps, desc=f"tune {cfg.method}", unit="step")
     shadow = [p.detach().clone() for p in adaptation.params] if cfg.ema > 0 else None
     adaptation.net.train()
+    autocast = _autocast(pipe, cfg.precision)
+    prior_teacher = teacher if cfg.prior_target == "base" else None
     for step in steps:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        loss = _loss(pipe, adaptation, condition, x_all, list(captions), cfg, gen)
-        if px is not None:
-            loss = loss + cfg.prior * _loss(pipe, adaptation, condition, px, prior[1], cfg, gen,
-                                            teacher)
+        with autocast:
+            loss = _loss(pipe, adaptation, condition, x_all, list(captions), cfg, gen)
+            if px is not None:
+                loss = loss + cfg.prior * _loss(pipe, adaptation, condition, px, prior[1], cfg,
+                                                gen, prior_teacher)
+            if cfg.uncond_weight > 0:
+                loss = loss + cfg.uncond_weight * _loss(pipe, adaptation, condition, ux,
+                                                        [""] * len(ux), cfg, gen, teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adaptation.params, 1.0)
@@ -247,6 +267,13 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     seconds = time.perf_counter() - start
     return TuneResult(cfg, adaptation.delta(), adaptation, trainable_count(adaptation), seconds,
                       losses)
+
+
+def _autocast(pipe: Any, precision: str) -> Any:
+    """The forward passes' autocast for `precision` (a no-op context for fp32)."""
+    from difflab.runtime.machine import resolve_precision
+
+    return resolve_precision(precision, pipe.device).autocast(pipe.device)
 
 
 def _loss(pipe: Any, adaptation: Adaptation, condition: _Conditioning, x: Tensor,
