@@ -637,7 +637,9 @@ def _align_tuned_row(name: str, m: dict, is_base: bool, planner: str = "world") 
             label = (f"raft ({align['tuner']}, {rounds} round{'s' if rounds > 1 else ''} of "
                      f"{align['steps']} steps, lr {align['lr']:g}"
                      + (f", prior weight {align['prior_weight']:g}"
-                        if align["prior_weight"] != 1 else "") + ")")
+                        if align["prior_weight"] != 1 else "")
+                     + (f", unconditional weight {align['uncond_weight']:g}"
+                        if align.get("uncond_weight") else "") + ")")
     return (f"| {label} | {compute} | "
             + " | ".join(_cat_acc(m["passed"], c, x) for x in ("binding", "counting", "spatial"))
             + f" | {format_accuracy(k, n)} | {m['fd']:.1f} | {change} | {verdict} | {vs} |")
@@ -1296,6 +1298,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_pink_long": lambda: tune_table("benchmarks/results/tune/pink-long-test.json"),
     "tune_compose_long": lambda: compose_table("benchmarks/results/tune/compose-long.json"),
     "tune_star_long_b16": lambda: tune_table("benchmarks/results/tune/star-long-b16-test.json"),
+    "tune_star_long_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-b16-seed1-test.json",
+        "benchmarks/results/tune/star-long-b16-seed2-test.json"])),
+    "tune_accel_star_long_seed1": lambda: tune_accel_table(
+        "benchmarks/results/tune/star-long-seed1-accel-test.json"),
     "tune_accel_star_long_dev": lambda: "\n".join(map(tune_accel_table, [
         "benchmarks/results/tune/star-long-accel-dev.json",
         "benchmarks/results/tune/star-long-accel-dev2.json"])),
@@ -1333,7 +1340,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "align_raft_dev": lambda: align_tuned_table(
         ["benchmarks/results/align/raft-dev/lr3e-4-s600.json",
          "benchmarks/results/align/raft-dev/sweep.json",
-         "benchmarks/results/align/raft-dev/prior3.json"]),
+         "benchmarks/results/align/raft-dev/prior3.json",
+         "benchmarks/results/align/raft-dev/raft-u1.json"]),
     "align_search": lambda: align_search_table("benchmarks/results/align/search-test.json"),
     "align_search_long": lambda: align_search_table(
         "benchmarks/results/align/search-long-test.json"),
