@@ -22,7 +22,7 @@ from difflab.tune.adapters import (
     ties,
 )
 from difflab.tune.fit import TuneConfig, tune
-from difflab.tune.methods import METHODS
+from difflab.tune.methods import METHODS, prepare_peft
 
 BASE = "shapes-base"
 SPECS = [PromptSpec(f"a {c} circle", "single", (ObjectSpec("circle", c),))
@@ -333,3 +333,32 @@ def test_the_unconditional_loss_holds_the_unconditional_branch():
         drift.append((uncond(pipe) - base_out).abs().mean().item())
     assert first[1] == pytest.approx(first[0], rel=1e-6)
     assert drift[1] < 0.7 * drift[0]
+
+
+def test_a_principal_start_is_the_weights_top_directions_and_the_same_for_every_seed():
+    """lora_init principal: each down-projection row is a top right singular vector of its base
+    weight (norm 3^-1/2), the up-projection is zero (the model unchanged), whatever the seed."""
+    from peft.tuners.lora import LoraLayer
+
+    starts = []
+    for seed in (0, 1):
+        pipe = load(BASE)
+        before = outputs(pipe)
+        cfg = TuneConfig(method="lora", rank=1, targets=r"res\d?\.conv[12]$",
+                         lora_init="principal", seed=seed)
+        torch.manual_seed(seed)
+        model = prepare_peft(pipe.net, cfg).net
+        assert torch.equal(outputs(pipe), before)
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        starts.append([m.lora_A["default"].weight.detach().clone() for m in layers])
+        m = layers[0]
+        w = m.get_base_layer().weight.detach().reshape(m.get_base_layer().weight.shape[0], -1)
+        top = torch.linalg.svd(w, full_matrices=False)[2][0]
+        a = m.lora_A["default"].weight.detach().reshape(-1)
+        assert torch.allclose(a.norm(), torch.tensor(3 ** -0.5), atol=1e-5)
+        assert abs(torch.dot(a / a.norm(), top)) > 0.9999
+    assert all(torch.equal(x, y) for x, y in zip(*starts, strict=True))
+    with pytest.raises(ConfigError, match="lora_init 'principal' is for lora and dora"):
+        tune(load(BASE), quick("loha", lora_init="principal"), IMAGES, CAPTIONS, progress=False)
+    with pytest.raises(ConfigError, match="unknown lora_init"):
+        TuneConfig(lora_init="pissa")

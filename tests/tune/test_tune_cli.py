@@ -46,7 +46,8 @@ def test_tune_refuses_an_existing_folder(tmp_path, capsys, monkeypatch):
 
 def test_tune_names_a_bad_precision_or_loss_weight_in_one_line(tmp_path, capsys, monkeypatch):
     for option, value, message in (("--precision", "fp8", "unknown tuning precision"),
-                                   ("--uncond-weight", "-1", "uncond_weight")):
+                                   ("--uncond-weight", "-1", "uncond_weight"),
+                                   ("--lora-init", "pissa", "unknown lora_init")):
         code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
                              option, value, "--out", tmp_path / "x")
         last = text.strip().splitlines()[-1]

@@ -60,6 +60,8 @@ def tune_command(
     batch_size: int = typer.Option(8, help="images per step"),
     rank: int = typer.Option(4, help="LoRA-family rank"),
     alpha: float = typer.Option(4.0, help="LoRA-family alpha"),
+    lora_init: str = typer.Option("random", help="lora/dora start: random (peft's) or "
+                                  "principal (the weights' top singular directions)"),
     targets: str = typer.Option(DEFAULT_TARGETS, help="regular expression of the layers the "
                                 "peft methods and SaRA adapt"),
     prior_weight: float = typer.Option(-1.0, help="class-prior preservation weight (-1: 0 for "
@@ -83,7 +85,8 @@ def tune_command(
     from difflab.tune.fit import TuneConfig, tune
 
     cfg = TuneConfig(method=method, concept=concept, images=max(generate, 1), steps=steps,
-                     lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, targets=targets,
+                     lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, lora_init=lora_init,
+                     targets=targets,
                      prior_weight=prior_weight, prior_images=prior_images,
                      prior_source=prior_source, cond_dropout=cond_dropout,
                      uncond_weight=uncond_weight,

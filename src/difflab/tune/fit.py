@@ -26,6 +26,7 @@ from difflab.config import ConfigError
 from difflab.limits import check_float, check_int
 from difflab.tune.methods import (
     DEFAULT_TARGETS,
+    LORA_INITS,
     METHOD_PREPARERS,
     METHODS,
     Adaptation,
@@ -57,6 +58,9 @@ class TuneConfig:
     rank: int = 4  # LoRA-family rank
     alpha: float = 4.0  # LoRA-family alpha (scale alpha / rank)
     dropout: float = 0.0
+    # random: peft's start (a random down-projection); principal: the base weight's top right
+    # singular vectors (difflab.tune.methods.principal_start), the same for every seed
+    lora_init: str = "random"
     targets: str = DEFAULT_TARGETS  # regular expression on module names (peft methods, SaRA)
     sparsity: float = 0.01  # SaRA: fraction of each targeted weight that trains
     # Class-prior preservation weight; -1 = 0 for plain full fine-tuning, else 1 (on the dev
@@ -109,6 +113,9 @@ class TuneConfig:
                               + ", ".join(PRIOR_TARGETS))
         if self.prior_weight != -1.0:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
+        if self.lora_init not in LORA_INITS:
+            raise ConfigError(f"unknown lora_init {self.lora_init!r}; valid: "
+                              + ", ".join(LORA_INITS))
         if self.precision not in TUNE_PRECISIONS:
             raise ConfigError(f"unknown tuning precision {self.precision!r}; valid: "
                               + ", ".join(TUNE_PRECISIONS))

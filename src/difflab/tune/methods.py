@@ -119,13 +119,42 @@ def _peft_config(method: str, cfg: Any, targets: list[str]) -> Any:
     return peft.LoKrConfig(alpha=cfg.alpha, rank_dropout=cfg.dropout, **common)
 
 
+LORA_INITS: tuple[str, ...] = ("random", "principal")
+
+
+def principal_start(model: nn.Module) -> int:
+    """Start every LoRA down-projection on its base weight's top right singular vectors (the
+    directions PiSSA starts from, 2024), at the norm of peft's random start (rows of norm
+    3^-1/2); the up-projection stays zero, so the model is unchanged and the start does not
+    depend on the seed. peft's own PiSSA covers Linear layers only and rewrites the base weight;
+    this does neither. Returns the layers started."""
+    from peft.tuners.lora import LoraLayer
+
+    started = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for down in module.lora_A.values():
+            w = module.get_base_layer().weight.detach().float()
+            _, _, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
+            with torch.no_grad():
+                down.weight.copy_((vh[: down.weight.shape[0]] * 3 ** -0.5)
+                                  .reshape(down.weight.shape))
+            started += 1
+    return started
+
+
 def prepare_peft(net: nn.Module, cfg: Any) -> Adaptation:
     """LoRA, DoRA, LoHa or LoKr layers through peft on the layers `cfg.targets` names."""
     import peft
 
     targets = matching(net, cfg.targets)
+    if cfg.lora_init != "random" and cfg.method not in ("lora", "dora"):
+        raise ConfigError(f"lora_init {cfg.lora_init!r} is for lora and dora, not {cfg.method}")
     base = _frozen(net)
     model = peft.get_peft_model(net, _peft_config(cfg.method, cfg, targets))
+    if cfg.lora_init == "principal":
+        principal_start(model)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def delta() -> Delta:
