@@ -41,6 +41,14 @@ def zero_conv(ch: int) -> nn.Conv2d:
     return conv
 
 
+def require_unet(base: nn.Module, method: str) -> None:
+    """One error naming `method` unless `base` is a UNet (down stages and a mid block): what
+    ControlNet, T2I-Adapter and ControlNet-XS attach to."""
+    if not hasattr(base, "down_stages") or not hasattr(base, "mid_block"):
+        raise ConfigError(f"{method} needs a UNet (down stages, mid block); got "
+                          f"{type(base).__name__}")
+
+
 class ControlNet(nn.Module):
     """The trainable control branch of a difflab UNet: `forward(x, inputs, cmap)` -> (residuals
     per down stage's skips, mid residual)."""
@@ -49,9 +57,7 @@ class ControlNet(nn.Module):
 
     def __init__(self, base: nn.Module, cfg: ControlNetConfig | None = None) -> None:
         super().__init__()
-        if not hasattr(base, "down_stages") or not hasattr(base, "mid_block"):
-            raise ConfigError(f"ControlNet needs a UNet (down stages, mid block); got "
-                              f"{type(base).__name__}")
+        require_unet(base, "ControlNet")
         self.cfg = cfg = cfg or ControlNetConfig()
         ch0, hint = base.conv_in.out_channels, cfg.hint_channels
         self.hint = nn.Sequential(  # control map (B, C, H, W) -> features at conv_in's width

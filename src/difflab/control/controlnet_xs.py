@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from difflab.accel.hooks import ModelHook, StepState, attach
 from difflab.config import ConfigError
-from difflab.control.controlnet import ControlHandle, _State, control_call
+from difflab.control.controlnet import ControlHandle, _State, control_call, require_unet
 from difflab.control.layout import MAP_CHANNELS
 from difflab.limits import check_int
 
@@ -64,9 +64,7 @@ class ControlNetXS(nn.Module):
 
     def __init__(self, base: nn.Module, cfg: ControlNetXSConfig | None = None) -> None:
         super().__init__()
-        if not hasattr(base, "down_stages") or not hasattr(base, "mid_block"):
-            raise ConfigError(f"ControlNet-XS needs a UNet (down stages, mid block); got "
-                              f"{type(base).__name__}")
+        require_unet(base, "ControlNet-XS")
         from difflab.models.unet import DownStage, MidBlock
 
         self.cfg = cfg = cfg or ControlNetXSConfig()

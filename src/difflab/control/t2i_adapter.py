@@ -25,6 +25,7 @@ from difflab.control.controlnet import (
     _AddToMid,
     _AddToSkips,
     _State,
+    require_unet,
     zero_conv,
 )
 from difflab.control.layout import MAP_CHANNELS
@@ -62,9 +63,7 @@ class T2IAdapter(nn.Module):
 
     def __init__(self, base: nn.Module, cfg: T2IAdapterConfig | None = None) -> None:
         super().__init__()
-        if not hasattr(base, "down_stages") or not hasattr(base, "mid_block"):
-            raise ConfigError(f"T2I-Adapter needs a UNet (down stages, mid block); got "
-                              f"{type(base).__name__}")
+        require_unet(base, "T2I-Adapter")
         self.cfg = cfg = cfg or T2IAdapterConfig()
         f = cfg.unshuffle
         widths = [stage.layers[-1].res.conv2.out_channels for stage in base.down_stages]

@@ -45,6 +45,11 @@ PRIOR_TARGETS: tuple[str, ...] = ("data", "base")
 TUNE_PRECISIONS: tuple[str, ...] = ("fp32", "auto", "bf16")
 
 
+def _one_of(what: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {what} {value!r}; valid: " + ", ".join(valid))
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     """One tuning run: method, data, schedule and the method's own settings."""
@@ -90,9 +95,7 @@ class TuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown tuning method {self.method!r}; valid: "
-                              + ", ".join(METHODS))
+        _one_of("tuning method", self.method, METHODS)
         check_int("images", self.images, 1, 10_000)
         check_int("steps", self.steps, 1, 1_000_000)
         check_int("batch_size", self.batch_size, 1, 4096)
@@ -105,20 +108,12 @@ class TuneConfig:
         check_float("uncond_weight", self.uncond_weight, 0.0, 100.0)
         check_float("sparsity", self.sparsity, 1e-6, 1.0)
         check_float("ema", self.ema, 0.0, 0.99999)
-        if self.prior_source not in PRIOR_SOURCES:
-            raise ConfigError(f"unknown prior_source {self.prior_source!r}; valid: "
-                              + ", ".join(PRIOR_SOURCES))
-        if self.prior_target not in PRIOR_TARGETS:
-            raise ConfigError(f"unknown prior_target {self.prior_target!r}; valid: "
-                              + ", ".join(PRIOR_TARGETS))
+        _one_of("prior_source", self.prior_source, PRIOR_SOURCES)
+        _one_of("prior_target", self.prior_target, PRIOR_TARGETS)
         if self.prior_weight != -1.0:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
-        if self.lora_init not in LORA_INITS:
-            raise ConfigError(f"unknown lora_init {self.lora_init!r}; valid: "
-                              + ", ".join(LORA_INITS))
-        if self.precision not in TUNE_PRECISIONS:
-            raise ConfigError(f"unknown tuning precision {self.precision!r}; valid: "
-                              + ", ".join(TUNE_PRECISIONS))
+        _one_of("lora_init", self.lora_init, LORA_INITS)
+        _one_of("tuning precision", self.precision, TUNE_PRECISIONS)
 
     @property
     def learning_rate(self) -> float:
