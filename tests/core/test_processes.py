@@ -157,6 +157,21 @@ def test_training_densities() -> None:
     assert abs(idx.mean() - 499.5) < 10 and torch.allclose(idx, idx.round(), atol=1e-3)
 
 
+@pytest.mark.parametrize("process", PROCESS_CASES, ids=repr)
+def test_stratified_noise_levels_take_one_from_each_stratum_of_the_training_density(process):
+    """stratified_sigma(n): the k-th smallest lies in [sigma_at(k/n), sigma_at((k+1)/n)], and
+    sigma_at maps uniform quantiles onto sample_sigma's density."""
+    gen = torch.Generator().manual_seed(0)
+    n = 16
+    sigma = process.stratified_sigma(n, gen).double().sort().values
+    edges = process.sigma_at(torch.arange(n + 1, dtype=torch.float64) / n).double()
+    lo, hi = torch.minimum(edges[:-1], edges[1:]), torch.maximum(edges[:-1], edges[1:])
+    assert ((sigma >= lo - 1e-6) & (sigma <= hi + 1e-6)).all()
+    q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    drawn = process.sample_sigma(40000, gen).double().log().quantile(q)
+    torch.testing.assert_close(process.sigma_at(q).double().log(), drawn, atol=0.05, rtol=0)
+
+
 def test_config_round_trip_and_errors() -> None:
     for process in PROCESS_CASES:
         assert process_from_config(process.to_config()) == process

@@ -22,7 +22,7 @@ from difflab.tune.adapters import (
     ties,
 )
 from difflab.tune.fit import TuneConfig, tune
-from difflab.tune.methods import METHODS, prepare_peft
+from difflab.tune.methods import METHODS, gradient_start, prepare_peft
 
 BASE = "shapes-base"
 SPECS = [PromptSpec(f"a {c} circle", "single", (ObjectSpec("circle", c),))
@@ -362,3 +362,78 @@ def test_a_principal_start_is_the_weights_top_directions_and_the_same_for_every_
         tune(load(BASE), quick("loha", lora_init="principal"), IMAGES, CAPTIONS, progress=False)
     with pytest.raises(ConfigError, match="unknown lora_init"):
         TuneConfig(lora_init="pissa")
+
+
+def test_a_gradient_start_is_the_gradients_top_directions_and_leaves_the_model_unchanged():
+    """lora_init gradient (LoRA-GA's down-projection): each row is a top right singular vector
+    of the base weight's gradient of the given loss; the model, its frozen weights and its
+    gradients are as before; a tuning run so started is the same for the same seed."""
+    from peft.tuners.lora import LoraLayer
+
+    pipe = load(BASE)
+    before = outputs(pipe)
+    cfg = TuneConfig(method="lora", rank=2, targets=r"res\d?\.conv[12]$", lora_init="gradient")
+    model = prepare_peft(pipe.net, cfg).net
+    x = torch.randn(2, *pipe.image_shape, generator=torch.Generator().manual_seed(1))
+
+    def loss(k: int) -> torch.Tensor:
+        return model(x * (k + 1), torch.full((2,), 0.5), **pipe.condition(["a red circle"] * 2)
+                     ).pow(2).mean()
+
+    layer = next(m for m in model.modules() if isinstance(m, LoraLayer))
+    w = layer.get_base_layer().weight
+    w.requires_grad_(True)
+    (loss(0) + loss(1)).backward()
+    grad = w.grad.detach().reshape(w.shape[0], -1).clone()
+    w.requires_grad_(False)
+    w.grad = None
+    assert gradient_start(model, loss, 2) == len(
+        [m for m in model.modules() if isinstance(m, LoraLayer)])
+    top = torch.linalg.svd(grad, full_matrices=False)[2][:2]
+    a = layer.lora_A["default"].weight.detach().reshape(2, -1)
+    assert torch.allclose(a.norm(dim=1), torch.full((2,), 3 ** -0.5), atol=1e-5)
+    assert torch.allclose((a * 3 ** 0.5 @ top.T).abs(), torch.eye(2), atol=1e-3)
+    assert torch.equal(outputs(pipe), before)
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    runs = [tune(load(BASE), quick("lora", lora_init="gradient"), IMAGES, CAPTIONS,
+                 progress=False).delta.dense for _ in range(2)]
+    assert runs[0].keys() == runs[1].keys() and runs[0]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+
+def test_stratified_batches_see_every_image_once_and_one_noise_level_per_stratum():
+    """stratified: a batch of 2N from N images holds each twice; its noise levels are the
+    process's stratified ones; a tuning run so drawn is reproducible."""
+    from types import SimpleNamespace
+
+    from difflab.tune.fit import _loss
+
+    pipe = load(BASE)
+    seen: list[list[str]] = []
+
+    def condition(texts):
+        seen.append(texts)
+        return pipe.condition(texts)
+
+    times: list[torch.Tensor] = []
+
+    def record(x, t, **kw):
+        times.append(t)
+        return torch.zeros_like(x)
+
+    x = torch.zeros(4, *pipe.image_shape)
+    cfg = TuneConfig(batch_size=8, stratified=True)
+    _loss(pipe, SimpleNamespace(net=record), condition, x, CAPTIONS, cfg,
+          torch.Generator().manual_seed(3))
+    assert sorted(seen[0]) == sorted(CAPTIONS * 2)
+    sigma = pipe.process.sigma_from_t(times[0]).double().sort().values
+    edges = pipe.process.sigma_at(torch.arange(9, dtype=torch.float64) / 8).double()
+    lo, hi = torch.minimum(edges[:-1], edges[1:]), torch.maximum(edges[:-1], edges[1:])
+    assert ((sigma >= lo - 1e-4) & (sigma <= hi + 1e-4)).all()
+    runs = [tune(load(BASE), quick("lora", stratified=True), IMAGES, CAPTIONS,
+                 progress=False).losses for _ in range(2)]
+    assert runs[0] == runs[1]
+    with pytest.raises(ConfigError, match="stratified must be true or false"):
+        TuneConfig(stratified="yes")

@@ -53,3 +53,13 @@ def test_tune_names_a_bad_precision_or_loss_weight_in_one_line(tmp_path, capsys,
         last = text.strip().splitlines()[-1]
         assert code == 2 and last.startswith("error:") and message in last, text
         assert not (tmp_path / "x").exists()
+
+
+def test_tune_takes_a_gradient_start_and_stratified_draws(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "star-lora"
+    code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
+                         "--steps", "2", "--batch-size", "2", "--prior-images", "2", "--rank",
+                         "1", "--lora-init", "gradient", "--stratified", "--out", out)
+    assert code == 0, text
+    tune = json.loads((out / "difflab.json").read_text())["config"]["tune"]
+    assert tune["lora_init"] == "gradient" and tune["stratified"] is True

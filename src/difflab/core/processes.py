@@ -58,6 +58,14 @@ class _Process:
     kind: ClassVar[str]
     weighting: str
     snr_gamma: float
+
+    def stratified_sigma(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Variational Diffusion Models (2021), its low-discrepancy sampler: n noise levels of
+        the training density, one from each of n equal-probability strata, in random order (the
+        same density as `sample_sigma`; a batch's loss varies less)."""
+        u = (torch.randperm(n, generator=generator)
+             + torch.rand(n, generator=generator, dtype=torch.float64)) / n
+        return self.sigma_at(u)
     sigma_data: float = 0.5  # used by the "edm" weighting; a field only on EDMProcess
 
     def _check_weighting(self) -> None:
@@ -203,6 +211,14 @@ class VPProcess(_Process):
         abar = self._abar_continuous(t)
         return ((1 - abar) / abar).sqrt().float()
 
+    def sigma_at(self, u: Tensor) -> Tensor:
+        """The training density's noise level at quantile u in [0, 1)."""
+        if self.discrete:
+            idx = (u * self.num_timesteps).long().clamp(0, self.num_timesteps - 1)
+            return self.train_sigmas()[idx].float()
+        abar = self._abar_continuous(u.double() * (1 - 1e-3) + 1e-3)
+        return ((1 - abar) / abar).sqrt().float()
+
     def net_input(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """x_in = sqrt(abar) x0 + sqrt(1 - abar) noise, with the timestep t (B,)."""
         s = append_dims(sigma.to(x0.dtype), x0.ndim)
@@ -262,6 +278,11 @@ class FlowProcess(_Process):
         z = torch.randn(n, generator=generator)
         return flow_shift(torch.sigmoid(self.logit_mean + self.logit_std * z), self.shift)
 
+    def sigma_at(self, u: Tensor) -> Tensor:
+        """The training density's noise level at quantile u in (0, 1)."""
+        z = torch.special.ndtri(u.double().clamp(1e-7, 1 - 1e-7)).float()
+        return flow_shift(torch.sigmoid(self.logit_mean + self.logit_std * z), self.shift)
+
     def net_input(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         t = append_dims(sigma.to(x0.dtype), x0.ndim)
         return (1 - t) * x0 + t * noise, self.sigma_to_t(sigma)
@@ -309,6 +330,11 @@ class EDMProcess(_Process):
     def sample_sigma(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """ln sigma ~ N(P_mean, P_std^2)."""
         return (self.p_mean + self.p_std * torch.randn(n, generator=generator)).exp()
+
+    def sigma_at(self, u: Tensor) -> Tensor:
+        """The training density's noise level at quantile u in (0, 1)."""
+        z = torch.special.ndtri(u.double().clamp(1e-7, 1 - 1e-7)).float()
+        return (self.p_mean + self.p_std * z).exp()
 
     def net_input(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         s = append_dims(sigma.to(x0.dtype), x0.ndim)

@@ -213,45 +213,82 @@ def tune_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note + ".\n"
 
 
-def tune_dev_table(path: str) -> str:
-    """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
-    settings, trainable weights, tune time, new-concept and base-suite accuracy; where the file
-    holds the base's own line (name "base", with pass flags), the base suite against it."""
-    from difflab.tune.fit import TuneConfig  # a run records only the fields it overrides
+def _dev_lines(path: str, keep: str, drop: str) -> tuple[list[dict], dict | None]:
+    """A `tune_explore.py` file's runs whose names match `keep` and not `drop` (regular
+    expressions; "" = no filter), and its base line (name "base") if any."""
+    lines = [json.loads(line) for line in (ROOT / path).read_text().splitlines() if line]
+    base = next((r for r in lines if r["name"] == "base"), None)
+    runs = [r for r in lines if r["name"] != "base" and re.search(keep, r["name"])
+            and not (drop and re.search(drop, r["name"]))]
+    return runs, base
 
-    rows_data = [json.loads(line) for line in (ROOT / path).read_text().splitlines() if line]
-    base = next((r for r in rows_data if r["name"] == "base"), None)
-    paired = base is not None and "passed" in base["base"]
-    head = ("| run | steps | batch | lr | prior weight | images | trainable | tune time | "
-            "new concept | base suite |" + (" vs base (lost / gained, p) |" if paired else "")
-            + " load |\n|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paired else "")
-            + "---|")
-    rows = [head]
-    for r in rows_data:
-        if r is base:
-            continue
-        c, b, cfg = r["concept"], r["base"], TuneConfig(**r["config"])
-        acc = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
-        kept = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
-        vs = ""
-        if paired:
-            m = mcnemar_exact(base["base"]["passed"], b["passed"])
-            vs = f" {m.only_a} / {m.only_b}, p {format_p(m.p_value)} |"
-        rows.append(f"| {r['name']} | {cfg.steps} | {cfg.batch_size} | "
-                    f"{cfg.learning_rate} | {cfg.prior} | {r['images']} | "
-                    f"{r['trainable']:,} | {r['tune_seconds'] / 60:.1f} min | {acc} | {kept} |"
-                    f"{vs} {r['load_average_1min']:.1f} |")
-    first = rows_data[0]
+
+def _dev_cells(r: dict, base: dict | None) -> str:
+    """tune time | new concept | base suite | [vs base |] load |, for one dev run."""
+    c, b = r["concept"], r["base"]
+    acc = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
+    kept = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
+    vs = ""
+    if _paired(base):
+        m = mcnemar_exact(base["base"]["passed"], b["passed"])
+        vs = f" {m.only_a} / {m.only_b}, p {format_p(m.p_value)} |"
+    return (f" {r['tune_seconds'] / 60:.1f} min | {acc} | {kept} |{vs} "
+            f"{r['load_average_1min']:.1f} |")
+
+
+def _paired(base: dict | None) -> bool:
+    return base is not None and "passed" in base["base"]
+
+
+def _dev_note(first: dict, base: dict | None) -> str:
     own = ""
     if base is not None:
         c, b = base["concept"], base["base"]
         own_c = format_accuracy(round(c["accuracy"] * c["n"]), c["n"])
         own_b = format_accuracy(round(b["accuracy"] * b["n"]), b["n"])
         own = f" The base itself: new concept {own_c}, base suite {own_b}."
-    note = (f"\nBase {first['base_model']['path']}; concept {first['tuned_concept']!r}; split: "
+    return (f"\nBase {first['base_model']['path']}; concept {first['tuned_concept']!r}; split: "
             f"dev; timed on {first['machine'].get('cpu', '?')}; load = 1-minute load average "
             f"on 2 cores after the run.{own}")
-    return "\n".join(rows) + "\n" + note + "\n"
+
+
+def _dev_head(columns: str, paired: bool) -> str:
+    cols = columns.split(" | ") + ["tune time", "new concept", "base suite"] + (
+        ["vs base (lost / gained, p)"] if paired else []) + ["load"]
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+
+def tune_dev_table(path: str, keep: str = "", drop: str = "") -> str:
+    """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
+    settings, trainable weights, tune time, new-concept and base-suite accuracy; where the file
+    holds the base's own line (name "base", with pass flags), the base suite against it."""
+    from difflab.tune.fit import TuneConfig  # a run records only the fields it overrides
+
+    runs, base = _dev_lines(path, keep, drop)
+    rows = [_dev_head("run | steps | batch | lr | prior weight | images | trainable",
+                      _paired(base))]
+    for r in runs:
+        cfg = TuneConfig(**r["config"])
+        rows.append(f"| {r['name']} | {cfg.steps} | {cfg.batch_size} | "
+                    f"{cfg.learning_rate} | {cfg.prior} | {r['images']} | "
+                    f"{r['trainable']:,} |" + _dev_cells(r, base))
+    return "\n".join(rows) + "\n" + _dev_note(runs[0], base) + "\n"
+
+
+def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
+    """Dev runs of LoRA starts, batch draws, layers and ranks, each with its training seed."""
+    from difflab.tune.fit import TuneConfig
+
+    runs, base = _dev_lines(path, keep, drop)
+    rows = [_dev_head("run | seed | start | draws | rank | layers | lr | trainable",
+                      _paired(base))]
+    for r in runs:
+        cfg = TuneConfig(**r["config"])
+        rows.append(f"| {r['name']} | {cfg.seed} | {cfg.lora_init} | "
+                    f"{'stratified' if cfg.stratified else 'random'} | {cfg.rank} | "
+                    f"`{cfg.targets}` | {cfg.learning_rate} | {r['trainable']:,} |"
+                    + _dev_cells(r, base))
+    return "\n".join(rows) + "\n" + _dev_note(runs[0], base) + "\n"
 
 
 def compose_table(path: str) -> str:
@@ -1301,6 +1338,12 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star_long_seeds": lambda: "\n".join(map(tune_table, [
         "benchmarks/results/tune/star-long-b16-seed1-test.json",
         "benchmarks/results/tune/star-long-b16-seed2-test.json"])),
+    "tune_star_long_mid_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-mid-seed0-test.json",
+        "benchmarks/results/tune/star-long-mid-seed1-test.json",
+        "benchmarks/results/tune/star-long-mid-seed2-test.json"])),
+    "tune_accel_star_long_mid_seed0": lambda: tune_accel_table(
+        "benchmarks/results/tune/star-long-mid-seed0-accel-test.json"),
     "tune_accel_star_long_seed1": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-seed1-accel-test.json"),
     "tune_accel_star_long_dev": lambda: "\n".join(map(tune_accel_table, [
@@ -1319,7 +1362,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star_long_dev_prior": lambda: tune_dev_table(
         "benchmarks/results/tune/star-long-dev-prior.jsonl"),
     "tune_star_long_dev_priorset": lambda: tune_dev_table(
-        "benchmarks/results/tune/star-long-dev-priorset.jsonl"),
+        "benchmarks/results/tune/star-long-dev-priorset.jsonl",
+        drop="gradient|stratified|conv2-|mid-"),
+    "tune_star_long_dev_starts": lambda: tune_seeds_table(
+        "benchmarks/results/tune/star-long-dev-priorset.jsonl",
+        keep="-b16($|-seed|-principal|-gradient|-stratified)", drop="^dora|-450-"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),

@@ -60,8 +60,9 @@ def tune_command(
     batch_size: int = typer.Option(8, help="images per step"),
     rank: int = typer.Option(4, help="LoRA-family rank"),
     alpha: float = typer.Option(4.0, help="LoRA-family alpha"),
-    lora_init: str = typer.Option("random", help="lora/dora start: random (peft's) or "
-                                  "principal (the weights' top singular directions)"),
+    lora_init: str = typer.Option("random", help="lora/dora start: random (peft's), "
+                                  "principal (the weights' top singular directions) or "
+                                  "gradient (the tuning loss gradient's, LoRA-GA's)"),
     targets: str = typer.Option(DEFAULT_TARGETS, help="regular expression of the layers the "
                                 "peft methods and SaRA adapt"),
     prior_weight: float = typer.Option(-1.0, help="class-prior preservation weight (-1: 0 for "
@@ -73,6 +74,8 @@ def tune_command(
                                        "unconditional branch too"),
     uncond_weight: float = typer.Option(0.0, help="weight of the loss that holds the "
                                         "unconditional branch to the base's"),
+    stratified: bool = typer.Option(False, help="draw each batch's images without "
+                                    "replacement and its noise levels one per stratum"),
     precision: str = typer.Option("fp32", help="fp32, or auto: bf16 autocast where the CPU "
                                   "computes bf16 natively"),
     seed: int = typer.Option(0, help="seed of the data draws and adapter initialisation"),
@@ -89,7 +92,7 @@ def tune_command(
                      targets=targets,
                      prior_weight=prior_weight, prior_images=prior_images,
                      prior_source=prior_source, cond_dropout=cond_dropout,
-                     uncond_weight=uncond_weight,
+                     uncond_weight=uncond_weight, stratified=stratified,
                      precision=precision, seed=seed)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")

@@ -31,6 +31,7 @@ from difflab.tune.methods import (
     METHODS,
     Adaptation,
     Delta,
+    gradient_start,
     trainable_count,
 )
 
@@ -39,6 +40,10 @@ DEFAULT_LR: dict[str, float] = {"lora": 3e-3, "dora": 3e-3, "loha": 3e-3, "lokr"
                                 "full": 3e-4, "dreambooth": 3e-4, "custom": 1e-3,
                                 "difffit": 3e-3, "sara": 1e-3, "textual": 1e-2}
 
+
+# Batches whose summed gradient gives lora_init="gradient" its directions (counted in the
+# tuning time).
+GRADIENT_START_BATCHES = 8
 
 PRIOR_SOURCES: tuple[str, ...] = ("base", "world")
 PRIOR_TARGETS: tuple[str, ...] = ("data", "base")
@@ -64,7 +69,8 @@ class TuneConfig:
     alpha: float = 4.0  # LoRA-family alpha (scale alpha / rank)
     dropout: float = 0.0
     # random: peft's start (a random down-projection); principal: the base weight's top right
-    # singular vectors (difflab.tune.methods.principal_start), the same for every seed
+    # singular vectors (difflab.tune.methods.principal_start), the same for every seed;
+    # gradient: the top right singular vectors of the tuning loss's gradient (gradient_start)
     lora_init: str = "random"
     targets: str = DEFAULT_TARGETS  # regular expression on module names (peft methods, SaRA)
     sparsity: float = 0.01  # SaRA: fraction of each targeted weight that trains
@@ -81,6 +87,9 @@ class TuneConfig:
     # LoRA kept no more of the base suite with it and learned the concept less: 59% vs 75%)
     prior_target: str = "data"
     cond_dropout: float = 0.0  # 0: the unconditional branch is not retrained on the concept
+    # Each batch draws its images without replacement and its noise levels one per stratum of
+    # the training density (VDM's low-discrepancy sampler): less gradient noise per step.
+    stratified: bool = False
     # Weight of a loss that holds the unconditional branch to the frozen base's prediction (on
     # the concept's and the prior's images, empty caption). Guidance multiplies a drift of that
     # branch by (1 - scale): at CFG 3 by -2, on every prompt; 0 = off.
@@ -114,6 +123,8 @@ class TuneConfig:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
         _one_of("lora_init", self.lora_init, LORA_INITS)
         _one_of("tuning precision", self.precision, TUNE_PRECISIONS)
+        if not isinstance(self.stratified, bool):
+            raise ConfigError(f"stratified must be true or false, not {self.stratified!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -240,8 +251,8 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     adaptation.net.train()
     autocast = _autocast(pipe, cfg.precision)
     prior_teacher = teacher if cfg.prior_target == "base" else None
-    for step in steps:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+
+    def tuning_loss(gen: torch.Generator) -> Tensor:
         with autocast:
             loss = _loss(pipe, adaptation, condition, x_all, list(captions), cfg, gen)
             if px is not None:
@@ -250,6 +261,14 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
             if cfg.uncond_weight > 0:
                 loss = loss + cfg.uncond_weight * _loss(pipe, adaptation, condition, ux,
                                                         [""] * len(ux), cfg, gen, teacher)
+        return loss
+
+    if cfg.lora_init == "gradient":  # its own draws, apart from the steps'
+        gradient_start(adaptation.net, lambda k: tuning_loss(
+            torch.Generator().manual_seed(2**62 + cfg.seed * 1_000_003 + k)),
+            GRADIENT_START_BATCHES)
+    for step in steps:
+        loss = tuning_loss(torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adaptation.params, 1.0)
@@ -281,13 +300,18 @@ def _autocast(pipe: Any, precision: str) -> Any:
 def _loss(pipe: Any, adaptation: Adaptation, condition: _Conditioning, x: Tensor,
           captions: list[str], cfg: TuneConfig, gen: torch.Generator,
           teacher: torch.nn.Module | None = None) -> Tensor:
-    """The base's weighted denoising loss on a batch drawn (with replacement) from `x`; with a
-    `teacher`, its prediction replaces the process's target."""
-    idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
+    """The base's weighted denoising loss on a batch drawn from `x` (with replacement, or
+    stratified); with a `teacher`, its prediction replaces the process's target."""
+    if cfg.stratified:  # every image once before any twice; one noise level per stratum
+        idx = torch.randperm(len(x), generator=gen).repeat(-(-cfg.batch_size // len(x)))
+        idx = idx[: cfg.batch_size]
+    else:
+        idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
     x0 = x[idx]
     drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
     texts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist(), strict=True)]
-    sigma = pipe.process.sample_sigma(cfg.batch_size, generator=gen)
+    sigma = (pipe.process.stratified_sigma if cfg.stratified
+             else pipe.process.sample_sigma)(cfg.batch_size, generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     x_in, t = pipe.process.net_input(x0, noise, sigma)
     kwargs = condition(texts)

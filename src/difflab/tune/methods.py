@@ -119,28 +119,57 @@ def _peft_config(method: str, cfg: Any, targets: list[str]) -> Any:
     return peft.LoKrConfig(alpha=cfg.alpha, rank_dropout=cfg.dropout, **common)
 
 
-LORA_INITS: tuple[str, ...] = ("random", "principal")
+LORA_INITS: tuple[str, ...] = ("random", "principal", "gradient")
 
 
-def principal_start(model: nn.Module) -> int:
-    """Start every LoRA down-projection on its base weight's top right singular vectors (the
-    directions PiSSA starts from, 2024), at the norm of peft's random start (rows of norm
-    3^-1/2); the up-projection stays zero, so the model is unchanged and the start does not
-    depend on the seed. peft's own PiSSA covers Linear layers only and rewrites the base weight;
-    this does neither. Returns the layers started."""
+def _start_down(model: nn.Module, matrix: Callable[[nn.Module], Tensor]) -> int:
+    """Set every LoRA down-projection to the top right singular vectors of `matrix(base
+    layer)` (out x in[xkxk]), rows at the norm of peft's random start (3^-1/2); the
+    up-projection stays zero, so the model is unchanged. Returns the layers started."""
     from peft.tuners.lora import LoraLayer
 
     started = 0
     for module in model.modules():
         if not isinstance(module, LoraLayer):
             continue
+        m = matrix(module.get_base_layer()).detach().float()
+        _, _, vh = torch.linalg.svd(m.reshape(m.shape[0], -1), full_matrices=False)
         for down in module.lora_A.values():
-            w = module.get_base_layer().weight.detach().float()
-            _, _, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
             with torch.no_grad():
                 down.weight.copy_((vh[: down.weight.shape[0]] * 3 ** -0.5)
                                   .reshape(down.weight.shape))
             started += 1
+    return started
+
+
+def principal_start(model: nn.Module) -> int:
+    """Start every LoRA down-projection on its base weight's top right singular vectors (the
+    directions PiSSA starts from, 2024), at the norm of peft's random start; the up-projection
+    stays zero, so the model is unchanged and the start does not depend on the seed. peft's
+    own PiSSA covers Linear layers only and rewrites the base weight; this does neither."""
+    return _start_down(model, lambda layer: layer.weight)
+
+
+def gradient_start(model: nn.Module, loss: Callable[[int], Tensor], batches: int) -> int:
+    """LoRA-GA: Low-Rank Adaptation with Gradient Approximation (2024), its down-projection:
+    each starts on the top right singular vectors of the full weight's gradient of the tuning
+    loss (summed over `batches` calls of `loss(k)`), so the up-projection's first steps follow
+    the best rank-r part of full fine-tuning's; the up-projection stays zero (LoRA-GA's
+    non-zero one would rewrite the base weight) and the model is unchanged."""
+    from peft.tuners.lora import LoraLayer
+
+    weights = [m.get_base_layer().weight for m in model.modules() if isinstance(m, LoraLayer)]
+    for w in weights:
+        w.requires_grad_(True)
+    try:
+        for k in range(batches):
+            loss(k).backward()
+        started = _start_down(model, lambda layer: layer.weight.grad)
+    finally:
+        for w in weights:
+            w.requires_grad_(False)
+        for p in model.parameters():
+            p.grad = None
     return started
 
 
@@ -154,7 +183,7 @@ def prepare_peft(net: nn.Module, cfg: Any) -> Adaptation:
     base = _frozen(net)
     model = peft.get_peft_model(net, _peft_config(cfg.method, cfg, targets))
     if cfg.lora_init == "principal":
-        principal_start(model)
+        principal_start(model)  # "gradient" needs the loss: difflab.tune.fit starts it
     params = [p for p in model.parameters() if p.requires_grad]
 
     def delta() -> Delta:
