@@ -2,9 +2,11 @@
 
 The API the trainer calls (loss = loss_weight(sigma) * mean((net(x_in, t, **cond) - target)^2)):
 `sample_sigma(n, generator)`, `net_input(x0, noise, sigma) -> (x_in, t)`, `target(x0, noise,
-sigma)`, `loss_weight(sigma)`, `denoiser(net)` and `default_schedule(n)`. sigma is always the
-sampler's sigma (VE-form for VP and EDM, sigma = t for flow; see `denoisers.py`). The timestep t
-that the network embeds is a float in roughly [0, 1000] for every process:
+sigma)`, `loss_weight(sigma)`, `denoiser(net)` and `default_schedule(n)`; `sigma_at(u)` (the
+training density's quantile function) and `stratified_sigma(n, generator)` serve stratified
+batches (`difflab tune --stratified`). sigma is always the sampler's sigma (VE-form for VP and
+EDM, sigma = t for flow; see `denoisers.py`). The timestep t that the network embeds is a float
+in roughly [0, 1000] for every process:
 VP discrete: the (fractional) training index in [0, N - 1]; VP continuous: 1000 * t;
 flow: 1000 * t; EDM: 1000 * (ln sigma - ln sigma_min) / (ln sigma_max - ln sigma_min), an affine
 map of EDM's c_noise = ln(sigma) / 4 that sends the sampling range to [0, 1000].
@@ -58,6 +60,7 @@ class _Process:
     kind: ClassVar[str]
     weighting: str
     snr_gamma: float
+    sigma_data: float = 0.5  # used by the "edm" weighting; a field only on EDMProcess
 
     def stratified_sigma(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Variational Diffusion Models (2021), its low-discrepancy sampler: n noise levels of
@@ -66,7 +69,6 @@ class _Process:
         u = (torch.randperm(n, generator=generator)
              + torch.rand(n, generator=generator, dtype=torch.float64)) / n
         return self.sigma_at(u)
-    sigma_data: float = 0.5  # used by the "edm" weighting; a field only on EDMProcess
 
     def _check_weighting(self) -> None:
         _choice("loss weighting", self.weighting, WEIGHTINGS)
