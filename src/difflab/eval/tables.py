@@ -258,37 +258,35 @@ def _dev_head(columns: str, paired: bool) -> str:
     return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
 
 
-def tune_dev_table(path: str, keep: str = "", drop: str = "") -> str:
-    """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
-    settings, trainable weights, tune time, new-concept and base-suite accuracy; where the file
-    holds the base's own line (name "base", with pass flags), the base suite against it."""
+def _dev_table(path: str, keep: str, drop: str, columns: str,
+               settings: Callable[[Any, dict], str]) -> str:
+    """One row per dev run: its name, `settings(config, run)` under `columns`, trainable
+    weights, then the shared cells."""
     from difflab.tune.fit import TuneConfig  # a run records only the fields it overrides
 
     runs, base = _dev_lines(path, keep, drop)
-    rows = [_dev_head("run | steps | batch | lr | prior weight | images | trainable",
-                      _paired(base))]
+    rows = [_dev_head(f"run | {columns} | trainable", _paired(base))]
     for r in runs:
-        cfg = TuneConfig(**r["config"])
-        rows.append(f"| {r['name']} | {cfg.steps} | {cfg.batch_size} | "
-                    f"{cfg.learning_rate} | {cfg.prior} | {r['images']} | "
+        rows.append(f"| {r['name']} | {settings(TuneConfig(**r['config']), r)} | "
                     f"{r['trainable']:,} |" + _dev_cells(r, base))
     return "\n".join(rows) + "\n" + _dev_note(runs[0], base) + "\n"
 
 
+def tune_dev_table(path: str, keep: str = "", drop: str = "") -> str:
+    """Tuning recipes tried on the dev split (one JSON line each, `tune_explore.py`): the
+    settings, trainable weights, tune time, new-concept and base-suite accuracy; where the file
+    holds the base's own line (name "base", with pass flags), the base suite against it."""
+    return _dev_table(path, keep, drop, "steps | batch | lr | prior weight | images",
+                      lambda cfg, r: f"{cfg.steps} | {cfg.batch_size} | {cfg.learning_rate} | "
+                                     f"{cfg.prior} | {r['images']}")
+
+
 def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
     """Dev runs of LoRA starts, batch draws, layers and ranks, each with its training seed."""
-    from difflab.tune.fit import TuneConfig
-
-    runs, base = _dev_lines(path, keep, drop)
-    rows = [_dev_head("run | seed | start | draws | rank | layers | lr | trainable",
-                      _paired(base))]
-    for r in runs:
-        cfg = TuneConfig(**r["config"])
-        rows.append(f"| {r['name']} | {cfg.seed} | {cfg.lora_init} | "
-                    f"{'stratified' if cfg.stratified else 'random'} | {cfg.rank} | "
-                    f"`{cfg.targets}` | {cfg.learning_rate} | {r['trainable']:,} |"
-                    + _dev_cells(r, base))
-    return "\n".join(rows) + "\n" + _dev_note(runs[0], base) + "\n"
+    return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr",
+                      lambda cfg, r: f"{cfg.seed} | {cfg.lora_init} | "
+                                     f"{'stratified' if cfg.stratified else 'random'} | "
+                                     f"{cfg.rank} | `{cfg.targets}` | {cfg.learning_rate}")
 
 
 def compose_table(path: str) -> str:
