@@ -17,6 +17,7 @@ from difflab.tune.adapters import (
     apply_adapters,
     base_reference,
     combine,
+    lora_factors,
     parse_adapter,
     save_adapter,
     ties,
@@ -437,3 +438,62 @@ def test_stratified_batches_see_every_image_once_and_one_noise_level_per_stratum
     assert runs[0] == runs[1]
     with pytest.raises(ConfigError, match="stratified must be true or false"):
         TuneConfig(stratified="yes")
+
+
+def test_a_rank_pattern_gives_its_layers_their_own_rank_at_the_same_scale(tmp_path):
+    """rank_pattern: the layers it names get its rank (the first match deciding), the rest
+    cfg.rank; every layer's alpha / rank is cfg.alpha / cfg.rank; peft loads the saved
+    adapter back with its ranks; a bad entry is a one-line error."""
+    import peft
+    from peft.tuners.lora import LoraLayer
+
+    def ranks(model) -> dict[str, tuple[int, float]]:
+        return {n.removeprefix("base_model.model."): (m.r["default"], m.scaling["default"])
+                for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+    cfg = TuneConfig(method="lora", rank=1, alpha=2.0, targets=r"res\d?\.conv[12]$",
+                     rank_pattern=r"blocks\.2\.res1\.=3;blocks\.2\.=2")
+    got = ranks(prepare_peft(load(BASE).net, cfg).net)
+    assert got["blocks.2.res1.conv1"] == (3, 2.0) and got["blocks.2.res2.conv2"] == (2, 2.0)
+    assert got["blocks.0.layers.0.res.conv1"] == (1, 2.0)
+    assert {s for _, s in got.values()} == {2.0}
+    pipe = load(BASE)
+    result = tune(pipe, quick("lora", rank=1, alpha=2.0, targets=r"res\d?\.conv[12]$",
+                              rank_pattern=r"blocks\.2\.=2"), IMAGES, CAPTIONS,
+                  progress=False)
+    tuned = outputs(pipe)
+    save_adapter(result, tmp_path / "a", base_reference(BASE))
+    back = load(BASE)
+    back.net = peft.PeftModel.from_pretrained(back.net, str(tmp_path / "a"))
+    assert ranks(back.net)["blocks.2.res1.conv2"] == (2, 2.0)
+    assert ranks(back.net)["blocks.1.layers.0.res.conv2"] == (1, 2.0)
+    assert torch.allclose(outputs(back), tuned, atol=1e-5)
+    factors = lora_factors(tmp_path / "a")  # what a quantized base's low-rank branch joins
+    assert factors["blocks.2.res1.conv1"][0].shape[0] == 2
+    for name, (down, up) in factors.items():
+        change = result.delta.dense[f"{name}.weight"]
+        assert torch.allclose((up.flatten(1) @ down.flatten(1)).reshape(change.shape), change,
+                              atol=1e-6)
+    for bad, message in (("blocks", "is not REGEX=RANK"), ("x=0", "is not REGEX=RANK"),
+                         ("[=2", "is not a regular expression")):
+        with pytest.raises(ConfigError, match=message):
+            TuneConfig(rank_pattern=bad)
+    with pytest.raises(ConfigError, match="matches none of the"):
+        prepare_peft(load(BASE).net, TuneConfig(targets=r"res\.conv1$", rank_pattern="attn=2"))
+    with pytest.raises(ConfigError, match="rank_pattern is for the peft methods"):
+        TuneConfig(method="sara", rank_pattern="res=2")
+
+
+def test_a_cosine_schedule_takes_the_learning_rate_down_to_zero():
+    """schedule cosine: step 0 at the full rate, half-way at half, the last step near 0; the
+    first step's loss is the constant schedule's, the later steps differ."""
+    from difflab.tune.fit import lr_factor
+
+    assert [lr_factor("cosine", s, 10) for s in (0, 5)] == [1.0, pytest.approx(0.5)]
+    assert lr_factor("cosine", 9, 10) < 0.03 and lr_factor("constant", 9, 10) == 1.0
+    runs = [tune(load(BASE), TuneConfig(steps=4, batch_size=2, prior_images=2, lr=0.05,
+                                        schedule=s), IMAGES, CAPTIONS, progress=False).losses
+            for s in ("constant", "cosine")]
+    assert runs[0][0] == runs[1][0] and runs[0][1:] != runs[1][1:]
+    with pytest.raises(ConfigError, match="unknown learning-rate schedule"):
+        TuneConfig(schedule="linear")

@@ -55,11 +55,17 @@ def test_tune_names_a_bad_precision_or_loss_weight_in_one_line(tmp_path, capsys,
         assert not (tmp_path / "x").exists()
 
 
-def test_tune_takes_a_gradient_start_and_stratified_draws(tmp_path, capsys, monkeypatch):
+def test_tune_takes_a_start_draws_layer_ranks_and_a_schedule(tmp_path, capsys, monkeypatch):
     out = tmp_path / "star-lora"
     code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
                          "--steps", "2", "--batch-size", "2", "--prior-images", "2", "--rank",
-                         "1", "--lora-init", "gradient", "--stratified", "--out", out)
+                         "1", "--lora-init", "gradient", "--stratified", "--rank-pattern",
+                         r"cross\.kv=2", "--schedule", "cosine", "--out", out)
     assert code == 0, text
     tune = json.loads((out / "difflab.json").read_text())["config"]["tune"]
     assert tune["lora_init"] == "gradient" and tune["stratified"] is True
+    assert tune["rank_pattern"] == r"cross\.kv=2" and tune["schedule"] == "cosine"
+    peft_config = json.loads((out / "adapter_config.json").read_text())
+    assert peft_config["r"] == 1 and len(peft_config["rank_pattern"]) == 3
+    assert all(k.endswith(r"cross\.kv") and r == 2
+               for k, r in peft_config["rank_pattern"].items())

@@ -272,23 +272,34 @@ def load_adapter(folder: Path, manifest: Manifest, device: str) -> Any:
 
 def lora_factors(folder: str | Path) -> dict[str, tuple[Tensor, Tensor]]:
     """A LoRA adapter's factors {module name: (down (r, I[, k, k]), up (O, r[, 1, 1]) * scale)},
-    read from peft's files."""
+    read from peft's files; each layer's scale is its alpha / rank (peft's rank and alpha
+    patterns included)."""
     import json
+    import re
 
     folder = resolve(folder)
     manifest = read_manifest(folder)
     method = manifest.config.get("tune", {}).get("method", "")
     cfg = json.loads((folder / PEFT_FILES[0]).read_text()) if method == "lora" else {}
-    if method != "lora" or cfg.get("use_dora") or cfg.get("rank_pattern") \
-            or cfg.get("alpha_pattern"):
-        raise ConfigError(f"{folder}: only plain LoRA adapters (one rank, one alpha, no DoRA) "
-                          f"join a quantized base's low-rank branch; this one is {method!r}")
+    if method != "lora" or cfg.get("use_dora"):
+        raise ConfigError(f"{folder}: only plain LoRA adapters (no DoRA) join a quantized "
+                          f"base's low-rank branch; this one is {method!r}")
     verify(folder, manifest, PEFT_FILES)
     tensors = load_tensors(folder / PEFT_FILES[1])
-    scale = cfg["lora_alpha"] / cfg["r"]
+
+    def setting(patterns: dict[str, float], name: str, default: float) -> float:
+        # peft's rule: a pattern names the module whose name ends with it
+        hits = [v for k, v in patterns.items() if re.match(rf"(.*\.)?({k})$", name)]
+        return hits[0] if hits else default
+
+    def scale(name: str) -> float:
+        return (setting(cfg.get("alpha_pattern") or {}, name, cfg["lora_alpha"])
+                / setting(cfg.get("rank_pattern") or {}, name, cfg["r"]))
+
     prefix, a, b = "base_model.model.", ".lora_A.weight", ".lora_B.weight"
-    return {key[len(prefix):-len(a)]: (value, tensors[key[:-len(a)] + b] * scale)
-            for key, value in tensors.items() if key.endswith(a)}
+    names = {key: key[len(prefix):-len(a)] for key in tensors if key.endswith(a)}
+    return {name: (tensors[key], tensors[key[:-len(a)] + b] * scale(name))
+            for key, name in names.items()}
 
 
 @dataclass

@@ -60,6 +60,8 @@ def tune_command(
     batch_size: int = typer.Option(8, help="images per step"),
     rank: int = typer.Option(4, help="LoRA-family rank"),
     alpha: float = typer.Option(4.0, help="LoRA-family alpha"),
+    rank_pattern: str = typer.Option("", help="other ranks for some targeted layers: "
+                                     "'REGEX=RANK;REGEX=RANK' (alpha keeps alpha/rank)"),
     lora_init: str = typer.Option("random", help="lora/dora start: random (peft's), "
                                   "principal (the weights' top singular directions) or "
                                   "gradient (the tuning loss gradient's, LoRA-GA's)"),
@@ -76,6 +78,8 @@ def tune_command(
                                         "unconditional branch to the base's"),
     stratified: bool = typer.Option(False, help="draw each batch's images without "
                                     "replacement and its noise levels one per stratum"),
+    schedule: str = typer.Option("constant", help="learning rate over the steps: constant "
+                                 "or cosine (down to 0)"),
     precision: str = typer.Option("fp32", help="fp32, or auto: bf16 autocast where the CPU "
                                   "computes bf16 natively"),
     seed: int = typer.Option(0, help="seed of the data draws and adapter initialisation"),
@@ -89,7 +93,7 @@ def tune_command(
 
     cfg = TuneConfig(method=method, concept=concept, images=max(generate, 1), steps=steps,
                      lr=lr, batch_size=batch_size, rank=rank, alpha=alpha, lora_init=lora_init,
-                     targets=targets,
+                     targets=targets, rank_pattern=rank_pattern, schedule=schedule,
                      prior_weight=prior_weight, prior_images=prior_images,
                      prior_source=prior_source, cond_dropout=cond_dropout,
                      uncond_weight=uncond_weight, stratified=stratified,

@@ -13,6 +13,7 @@ comes from a generator seeded by (seed, step).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from difflab.tune.methods import (
     LORA_INITS,
     METHOD_PREPARERS,
     METHODS,
+    PEFT_METHODS,
     Adaptation,
     Delta,
     gradient_start,
+    parse_rank_pattern,
     trainable_count,
 )
 
@@ -48,6 +51,7 @@ GRADIENT_START_BATCHES = 8
 PRIOR_SOURCES: tuple[str, ...] = ("base", "world")
 PRIOR_TARGETS: tuple[str, ...] = ("data", "base")
 TUNE_PRECISIONS: tuple[str, ...] = ("fp32", "auto", "bf16")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
 def _one_of(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -67,6 +71,9 @@ class TuneConfig:
     batch_size: int = 8
     rank: int = 4  # LoRA-family rank
     alpha: float = 4.0  # LoRA-family alpha (scale alpha / rank)
+    # Other ranks for some targeted layers: "REGEX=RANK;REGEX=RANK" (the first match decides;
+    # those layers' alpha keeps the scale alpha / rank); "" = `rank` everywhere
+    rank_pattern: str = ""
     dropout: float = 0.0
     # random: peft's start (a random down-projection); principal: the base weight's top right
     # singular vectors (difflab.tune.methods.principal_start), the same for every seed;
@@ -101,6 +108,8 @@ class TuneConfig:
     # fp32, or auto: bf16 autocast for the forward pass where the CPU computes bf16 natively
     # (difflab.runtime.machine.resolve_precision), fp32 elsewhere; bf16 asks for it anyway
     precision: str = "fp32"
+    # Learning rate over the steps: constant, or cosine (half a cosine from lr down to 0)
+    schedule: str = "constant"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -123,6 +132,10 @@ class TuneConfig:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
         _one_of("lora_init", self.lora_init, LORA_INITS)
         _one_of("tuning precision", self.precision, TUNE_PRECISIONS)
+        _one_of("learning-rate schedule", self.schedule, SCHEDULES)
+        parse_rank_pattern(self.rank_pattern)
+        if self.rank_pattern and self.method not in PEFT_METHODS:
+            raise ConfigError(f"rank_pattern is for the peft methods, not {self.method}")
         if not isinstance(self.stratified, bool):
             raise ConfigError(f"stratified must be true or false, not {self.stratified!r}")
 
@@ -152,6 +165,13 @@ class TuneResult:
     trainable: int
     seconds: float
     losses: list[float] = field(default_factory=list)
+
+
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """The learning rate of step `step` of `steps`, as a share of the configured one."""
+    if schedule == "cosine":  # SGDR (2017) without restarts: half a cosine down to 0
+        return 0.5 * (1 + math.cos(math.pi * step / steps))
+    return 1.0
 
 
 def _to_tensor(images: np.ndarray) -> Tensor:
@@ -237,6 +257,8 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     else:
         adaptation = METHOD_PREPARERS.get(cfg.method)(pipe.net, cfg)
     opt = torch.optim.AdamW(adaptation.params, lr=cfg.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(cfg.schedule, step, cfg.steps))
     # what the network denoises: the images, or a latent base's latents of them
     x_all = pipe.encode(_to_tensor(images)).cpu()
     px = pipe.encode(_to_tensor(prior[0])).cpu() if prior is not None else None
@@ -273,6 +295,7 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adaptation.params, 1.0)
         opt.step()
+        schedule.step()
         if shadow is not None:  # warmed-up decay, as the trainer's EMA
             decay = min(cfg.ema, (1 + step) / (10 + step))
             for s, p in zip(shadow, adaptation.params, strict=True):

@@ -104,10 +104,45 @@ def _dense_delta(net: nn.Module, base: dict[str, Tensor], names: list[str]) -> D
 # ----------------------------------------------------------------------------- peft
 
 
+def layer_ranks(cfg: Any, targets: list[str]) -> dict[str, int]:
+    """The targeted layers whose rank `cfg.rank_pattern` ("REGEX=RANK;REGEX=RANK") sets apart
+    from `cfg.rank`: {layer name: rank}, the first pattern that a name matches deciding."""
+    ranks: dict[str, int] = {}
+    for rx, rank in parse_rank_pattern(cfg.rank_pattern):
+        hits = [n for n in targets if rx.search(n)]
+        if not hits:
+            raise ConfigError(f"rank_pattern {rx.pattern!r} matches none of the "
+                              f"{len(targets)} targeted layers")
+        for n in hits:
+            ranks.setdefault(n, rank)
+    return ranks
+
+
+def parse_rank_pattern(text: str) -> list[tuple[re.Pattern[str], int]]:
+    """"REGEX=RANK;REGEX=RANK" -> [(compiled regex, rank)]; "" -> []."""
+    out = []
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        pattern, sep, rank = entry.rpartition("=")
+        if not sep or not pattern or not rank.strip().isdigit() or int(rank) < 1:
+            raise ConfigError(f"rank_pattern entry {entry!r} is not REGEX=RANK (a rank >= 1)")
+        try:
+            out.append((re.compile(pattern), int(rank)))
+        except re.error as e:
+            raise ConfigError(f"rank_pattern {pattern!r} is not a regular expression ({e})"
+                              ) from None
+    return out
+
+
 def _peft_config(method: str, cfg: Any, targets: list[str]) -> Any:
     import peft
 
-    common = {"target_modules": targets, "r": cfg.rank}
+    # peft matches pattern keys as name suffixes: each layer is keyed by its exact name, and
+    # its alpha keeps the scale alpha / rank of the rest
+    ranks = layer_ranks(cfg, targets)
+    common = {"target_modules": targets, "r": cfg.rank,
+              "rank_pattern": {re.escape(n): r for n, r in ranks.items()},
+              "alpha_pattern": {re.escape(n): cfg.alpha * r / cfg.rank
+                                for n, r in ranks.items()}}
     if method in ("lora", "dora"):
         # LoRA: Low-Rank Adaptation of Large Language Models (2021); DoRA (2024).
         return peft.LoraConfig(lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
