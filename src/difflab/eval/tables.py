@@ -283,10 +283,14 @@ def tune_dev_table(path: str, keep: str = "", drop: str = "") -> str:
 
 def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
     """Dev runs of LoRA starts, batch draws, layers and ranks, each with its training seed."""
-    return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr",
-                      lambda cfg, r: f"{cfg.seed} | {cfg.lora_init} | "
-                                     f"{'stratified' if cfg.stratified else 'random'} | "
-                                     f"{cfg.rank} | `{cfg.targets}` | {cfg.learning_rate}")
+    def settings(cfg: Any, r: dict) -> str:
+        rank = f"{cfg.rank}" + (f", `{cfg.rank_pattern}`" if cfg.rank_pattern else "")
+        lr = f"{cfg.learning_rate}" + (f" {cfg.schedule}" if cfg.schedule != "constant" else "")
+        return (f"{cfg.seed} | {cfg.lora_init} | "
+                f"{'stratified' if cfg.stratified else 'random'} | {rank} | `{cfg.targets}` | "
+                f"{lr}")
+
+    return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr", settings)
 
 
 def compose_table(path: str) -> str:
@@ -1340,6 +1344,12 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-mid-seed0-test.json",
         "benchmarks/results/tune/star-long-mid-seed1-test.json",
         "benchmarks/results/tune/star-long-mid-seed2-test.json"])),
+    "tune_star_long_r2mid_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-r2mid-seed0-test.json",
+        "benchmarks/results/tune/star-long-r2mid-seed1-test.json",
+        "benchmarks/results/tune/star-long-r2mid-seed2-test.json"])),
+    "tune_accel_star_long_r2mid_seed0": lambda: tune_accel_table(
+        "benchmarks/results/tune/star-long-r2mid-seed0-accel-test.json"),
     "tune_accel_star_long_mid_seed0": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-mid-seed0-accel-test.json"),
     "tune_accel_star_long_seed1": lambda: tune_accel_table(
@@ -1364,7 +1374,9 @@ TABLES: dict[str, Callable[[], str]] = {
         drop="gradient|stratified|conv2-|mid-"),
     "tune_star_long_dev_starts": lambda: tune_seeds_table(
         "benchmarks/results/tune/star-long-dev-priorset.jsonl",
-        keep="-b16($|-seed|-principal|-gradient|-stratified)", drop="^dora|-450-"),
+        keep="-b16($|-seed|-principal|-gradient|-stratified)", drop="^dora|-450-|r2mid|-cos-"),
+    "tune_star_long_dev_ranks": lambda: tune_seeds_table(
+        "benchmarks/results/tune/star-long-dev-priorset.jsonl", keep="r2mid|-cos-"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),
