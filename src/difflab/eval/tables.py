@@ -1348,6 +1348,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-r2mid-seed0-test.json",
         "benchmarks/results/tune/star-long-r2mid-seed1-test.json",
         "benchmarks/results/tune/star-long-r2mid-seed2-test.json"])),
+    "tune_star_long_r2mid_p025_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-r2mid-p025-seed0-test.json",
+        "benchmarks/results/tune/star-long-r2mid-p025-seed1-test.json",
+        "benchmarks/results/tune/star-long-r2mid-p025-seed2-test.json"])),
     "tune_accel_star_long_r2mid_seed0": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-r2mid-seed0-accel-test.json"),
     "tune_accel_star_long_mid_seed0": lambda: tune_accel_table(
