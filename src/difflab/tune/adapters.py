@@ -275,7 +275,8 @@ def lora_factors(folder: str | Path) -> dict[str, tuple[Tensor, Tensor]]:
     read from peft's files; each layer's scale is its alpha / rank (peft's rank and alpha
     patterns included)."""
     import json
-    import re
+
+    from peft.utils.other import get_pattern_key
 
     folder = resolve(folder)
     manifest = read_manifest(folder)
@@ -288,9 +289,8 @@ def lora_factors(folder: str | Path) -> dict[str, tuple[Tensor, Tensor]]:
     tensors = load_tensors(folder / PEFT_FILES[1])
 
     def setting(patterns: dict[str, float], name: str, default: float) -> float:
-        # peft's rule: a pattern names the module whose name ends with it
-        hits = [v for k, v in patterns.items() if re.match(rf"(.*\.)?({k})$", name)]
-        return hits[0] if hits else default
+        # the pattern peft itself applies to this layer, if any
+        return patterns.get(get_pattern_key(patterns.keys(), name), default)
 
     def scale(name: str) -> float:
         return (setting(cfg.get("alpha_pattern") or {}, name, cfg["lora_alpha"])
