@@ -1,13 +1,15 @@
-"""How much of an adapter's accuracy gain survives each cache setting, and at what speed.
+"""How much of an adapter's accuracy gain survives each cache and quantization, and at what speed.
 
 With `--suite NAME` the prompts are that suite's instead of the concept's: the adapter's change
 there is what it makes the base forget, under each setting too.
 
 For every `--accel NAME[:k=v,...]` setting: the base and the base with the adapter merged are
-sampled under it on the adapter's concept prompts, and the share of the gain kept is
-(adapter - base) under the setting / (adapter - base) plain. Seconds per image are medians
-over batches, every setting timed in turn on the same batch (interleaved). Choose settings on
-the dev split, then report the chosen ones on test:
+sampled under it on the adapter's concept prompts; for every `--quant RECIPE`, the base and
+the base with the adapter merged are quantized by RECIPE (`RECIPE+joined`: the LoRA joined to
+the low-rank branches of a base quantized without it, as SVDQuant runs LoRAs) and sampled.
+The share of the gain kept is (adapter - base) under the setting / (adapter - base) plain.
+Seconds per image are medians over batches, every setting timed in turn on the same batch
+(interleaved). Choose settings on the dev split, then report the chosen ones on test:
 
     python benchmarks/tune_accel.py --base shapes-long \
         --adapter runs/tune-b16/star-lora-shapes-long-test --split dev --seeds 8 \
@@ -57,6 +59,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--seeds", type=int, default=4, help="images per concept prompt")
     ap.add_argument("--accel", action="append", default=[], help="NAME[:k=v,...]")
+    ap.add_argument("--quant", action="append", default=[],
+                    help="RECIPE (merged, then quantized) or RECIPE+joined (quantized, then the "
+                    "LoRA joined to its low-rank branches)")
     ap.add_argument("--suite", default="", help="score this prompt suite (e.g. single: what the "
                     "adapter may make the base forget) instead of the concept's prompts")
     ap.add_argument("--out", required=True)
@@ -64,14 +69,21 @@ def main(argv: list[str]) -> int:
     concept = read_manifest(args.adapter).config["tune"]["concept"]
     prompts = load_suite(args.suite) if args.suite else concept_specs(concept)
     specs, seeds = expand_suite(prompts, args.seeds, split=args.split)
-    settings = {"plain": None, **{s: parse_accel_spec(s) for s in args.accel}}
-    pipes = {"base": pipeline(args.base, []), "adapter": pipeline(args.base, [args.adapter])}
-    images = {(m, s): [] for m in pipes for s in settings}
+    # setting -> (quantization recipe or "", cache setting or None)
+    settings = {"plain": ("", None), **{s: ("", parse_accel_spec(s)) for s in args.accel},
+                **{q: (q, None) for q in args.quant}}
+    pipes = {}
+    for quant in dict.fromkeys(q for q, _ in settings.values()):
+        pipes["base", quant] = pipes.get(("base", quant.partition("+")[0])) or pipeline(
+            args.base, [], quant=quant)
+        pipes["adapter", quant] = pipeline(args.base, [args.adapter], quant=quant)
+    images = {(m, s): [] for m in ("base", "adapter") for s in settings}
     seconds = {k: [] for k in images}
     for i in range(0, len(specs), BATCH):
         texts, chunk = [s.text for s in specs[i: i + BATCH]], seeds[i: i + BATCH]
         for (m, s) in images:  # interleaved: every (model, setting) on this batch in turn
-            pipe, accel = pipes[m], settings[s]
+            quant, accel = settings[s]
+            pipe = pipes[m, quant]
             ctx = apply_accel(pipe.net, *accel) if accel else contextlib.nullcontext()
             t0 = time.perf_counter()
             with ctx:
@@ -82,7 +94,8 @@ def main(argv: list[str]) -> int:
     for s in settings:
         base = _score(np.concatenate(images["base", s]), specs)
         tuned = _score(np.concatenate(images["adapter", s]), specs)
-        rows[s] = {"setting": settings[s], "base": base, "adapter": tuned,
+        quant, accel = settings[s]
+        rows[s] = {"setting": {"quant": quant} if quant else accel, "base": base, "adapter": tuned,
                    "gain": tuned["accuracy"] - base["accuracy"],
                    "seconds_per_image": float(np.median(seconds["adapter", s])),
                    "seconds_spread": [float(np.min(seconds["adapter", s])),

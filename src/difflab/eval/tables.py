@@ -286,9 +286,9 @@ def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
     def settings(cfg: Any, r: dict) -> str:
         rank = f"{cfg.rank}" + (f", `{cfg.rank_pattern}`" if cfg.rank_pattern else "")
         lr = f"{cfg.learning_rate}" + (f" {cfg.schedule}" if cfg.schedule != "constant" else "")
-        return (f"{cfg.seed} | {cfg.lora_init} | "
-                f"{'stratified' if cfg.stratified else 'random'} | {rank} | `{cfg.targets}` | "
-                f"{lr}")
+        draws = ("stratified" if cfg.stratified else "random") + (
+            f", shift {cfg.shift:g}" if cfg.shift else "")
+        return (f"{cfg.seed} | {cfg.lora_init} | {draws} | {rank} | `{cfg.targets}` | {lr}")
 
     return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr", settings)
 
@@ -1354,6 +1354,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-r2mid-p025-seed2-test.json"])),
     "tune_accel_star_long_r2mid_seed0": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-r2mid-seed0-accel-test.json"),
+    "tune_accel_star_long_r2mid_quant": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-r2mid-seed0-accelquant-test.json",
+        "benchmarks/results/tune/star-long-r2mid-seed1-accelquant-test.json",
+        "benchmarks/results/tune/star-long-r2mid-seed2-accelquant-test.json"])),
     "tune_accel_star_long_mid_seed0": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-mid-seed0-accel-test.json"),
     "tune_accel_star_long_seed1": lambda: tune_accel_table(
@@ -1380,7 +1384,11 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-dev-priorset.jsonl",
         keep="-b16($|-seed|-principal|-gradient|-stratified)", drop="^dora|-450-|r2mid|-cos-"),
     "tune_star_long_dev_ranks": lambda: tune_seeds_table(
-        "benchmarks/results/tune/star-long-dev-priorset.jsonl", keep="r2mid|-cos-"),
+        "benchmarks/results/tune/star-long-dev-priorset.jsonl", keep="r2mid|-cos-",
+        drop="shift"),
+    "tune_star_long_dev_shift": lambda: tune_seeds_table(
+        "benchmarks/results/tune/star-long-dev-priorset.jsonl",
+        keep="r2mid-r1up-1e-2-p0.5-600-b16(-seed|$|-shift)"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),
