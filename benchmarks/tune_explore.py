@@ -6,6 +6,8 @@ average and date) to the output file.
     python benchmarks/tune_explore.py --runs runs.json --out benchmarks/results/tune/dev.jsonl
 
 `runs.json` is a list of [name, {TuneConfig fields}]; the name "base" scores the base alone.
+A run whose name already has a line in the output file is skipped, so the same command resumes
+a queue that was stopped.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ def main(argv: list[str]) -> int:
     sets = {"concept": expand_suite(concept_specs(args.concept), k_concept, split="dev"),
             "base": expand_suite(load_suite("single"), k_base, split="dev")}
     base = base_reference(args.base)
+    out = Path(args.out)
+    done = {json.loads(line)["name"] for line in out.read_text().splitlines()
+            if line} if out.exists() else set()
     for name, fields in runs:
+        if name in done:
+            print(f"{name}: already in {args.out}, skipped", flush=True)
+            continue
         pipe = load(args.base)
         seconds, cfg, trainable = 0.0, None, 0
         n_images = fields.get("images", args.images)  # a run may name its own image count
