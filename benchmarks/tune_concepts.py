@@ -88,6 +88,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--images", type=int, default=12)
+    ap.add_argument("--object-sizes", default="random", help="of the rendered training images: "
+                    "random or largest-first")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--concept-seeds", type=int, default=4)
     ap.add_argument("--base-suite", default="single")
@@ -104,7 +106,8 @@ def main(argv: list[str]) -> int:
             "base": expand_suite(load_suite(args.base_suite), args.base_seeds,
                                  split=args.split)}
     real = {k: extract_features(render_specs(s, seeds, 32)) for k, (s, seeds) in sets.items()}
-    images, captions = concept_images(args.concept, args.images, seed=0)
+    images, captions = concept_images(args.concept, args.images, seed=0,
+                                      sizes=args.object_sizes)
     base_pipe = load(args.base)
     results = {"base": summarise(evaluate_sets(base_pipe, sets), None, real)}
     base_scores = {k: {"accuracy": v["accuracy"], "passed": v["passed"]}
@@ -118,7 +121,7 @@ def main(argv: list[str]) -> int:
             getattr(TuneConfig(), field))(json.loads(value))
     for method in args.methods.split(","):
         cfg = TuneConfig(method=method, concept=args.concept, images=args.images,
-                         steps=args.steps)
+                         steps=args.steps, object_sizes=args.object_sizes)
         cfg = replace(cfg, **overrides.get(method, {}))
         pipe = load(args.base)
         t0 = time.perf_counter()

@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         n_images = fields.get("images", args.images)  # a run may name its own image count
         if name != "base":
             cfg = TuneConfig(concept=args.concept, **fields)
-            images, captions = concept_images(args.concept, n_images)
+            images, captions = concept_images(args.concept, n_images, sizes=cfg.object_sizes)
             result = tune(pipe, cfg, images, captions, progress=False)
             seconds, trainable = result.seconds, result.trainable
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""

@@ -182,6 +182,23 @@ def test_concept_images_show_the_concept_and_are_deterministic(concept):
     assert len(set(captions)) >= 6  # varied world colours / shapes
 
 
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_largest_first_draws_every_kind_large_before_any_twice(concept):
+    """sizes largest-first: the captions are the random draw's; each kind is drawn smaller on
+    the second pass over the concept's kinds than on the first, and is still detected."""
+    images, captions = concept_images(concept, 14, seed=3, sizes="largest-first")
+    assert captions == concept_images(concept, 14, seed=3)[1]
+    kinds = len(set(captions))
+    area = [int((np.abs(im.astype(int) - im[0, 0].astype(int)).sum(-1) > 30).sum())
+            for im in images]
+    assert all(area[i] < area[i - kinds] for i in range(kinds, 14))  # same kind, smaller
+    for img, caption in zip(images, captions, strict=True):
+        (det,) = shapeeval.detect(img, vocabulary="extended")
+        assert a_noun(det.shape, det.color) == caption
+    with pytest.raises(ConfigError, match="unknown object sizes 'huge'"):
+        concept_images(concept, 4, sizes="huge")
+
+
 def test_concept_images_reject_bad_arguments():
     with pytest.raises(ConfigError, match="unknown concept 'moon'; valid: star, heart, pink"):
         concept_images("moon", 4)

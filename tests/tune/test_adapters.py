@@ -440,6 +440,36 @@ def test_stratified_batches_see_every_image_once_and_one_noise_level_per_stratum
         TuneConfig(stratified="yes")
 
 
+def test_a_shift_draws_the_noise_levels_of_the_shifted_flow_density():
+    """shift: the tuning draws noise levels from the base's flow density with that shift (the
+    same draws, each moved by SD3's shift map); a non-flow base refuses it in one line."""
+    from types import SimpleNamespace
+
+    from difflab.core.processes import VPProcess
+    from difflab.core.schedules import flow_shift
+    from difflab.tune.fit import _loss
+
+    pipe = load(BASE)
+    times: list[torch.Tensor] = []
+
+    def record(x, t, **kw):
+        times.append(t)
+        return torch.zeros_like(x)
+
+    x = torch.zeros(4, *pipe.image_shape)
+    for shift in (0.0, 3.0):
+        _loss(pipe, SimpleNamespace(net=record), pipe.condition, x, CAPTIONS,
+              TuneConfig(batch_size=8, shift=shift), torch.Generator().manual_seed(3))
+    plain, shifted = (pipe.process.sigma_from_t(t).double() for t in times)
+    assert pipe.process.shift == 1.0 and (shifted > plain).all()
+    assert torch.allclose(shifted, flow_shift(plain, 3.0), atol=1e-5)
+    pipe.process = VPProcess()
+    with pytest.raises(ConfigError, match="shift is for flow bases"):
+        tune(pipe, quick("lora", shift=3.0), IMAGES, CAPTIONS, progress=False)
+    with pytest.raises(ConfigError, match="shift"):
+        TuneConfig(shift=-1.0)
+
+
 def test_a_rank_pattern_gives_its_layers_their_own_rank_at_the_same_scale(tmp_path):
     """rank_pattern: the layers it names get its rank (the first match deciding), the rest
     cfg.rank; every layer's alpha / rank is cfg.alpha / cfg.rank; peft loads the saved

@@ -47,12 +47,17 @@ def test_tune_refuses_an_existing_folder(tmp_path, capsys, monkeypatch):
 def test_tune_names_a_bad_precision_or_loss_weight_in_one_line(tmp_path, capsys, monkeypatch):
     for option, value, message in (("--precision", "fp8", "unknown tuning precision"),
                                    ("--uncond-weight", "-1", "uncond_weight"),
-                                   ("--lora-init", "pissa", "unknown lora_init")):
+                                   ("--lora-init", "pissa", "unknown lora_init"),
+                                   ("--object-sizes", "huge", "unknown object sizes"),
+                                   ("--shift", "-2", "shift")):
         code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
                              option, value, "--out", tmp_path / "x")
         last = text.strip().splitlines()[-1]
         assert code == 2 and last.startswith("error:") and message in last, text
         assert not (tmp_path / "x").exists()
+    code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--images", tmp_path,
+                         "--object-sizes", "largest-first", "--out", tmp_path / "x")
+    assert code == 2 and "--object-sizes is for rendered images" in text.strip().splitlines()[-1]
 
 
 def test_tune_takes_a_start_draws_layer_ranks_and_a_schedule(tmp_path, capsys, monkeypatch):
@@ -60,11 +65,13 @@ def test_tune_takes_a_start_draws_layer_ranks_and_a_schedule(tmp_path, capsys, m
     code, text = difflab(capsys, monkeypatch, "tune", "shapes-base", "--generate", "4",
                          "--steps", "2", "--batch-size", "2", "--prior-images", "2", "--rank",
                          "1", "--lora-init", "gradient", "--stratified", "--rank-pattern",
-                         r"cross\.kv=2", "--schedule", "cosine", "--out", out)
+                         r"cross\.kv=2", "--schedule", "cosine", "--shift", "3",
+                         "--object-sizes", "largest-first", "--out", out)
     assert code == 0, text
     tune = json.loads((out / "difflab.json").read_text())["config"]["tune"]
     assert tune["lora_init"] == "gradient" and tune["stratified"] is True
     assert tune["rank_pattern"] == r"cross\.kv=2" and tune["schedule"] == "cosine"
+    assert tune["shift"] == 3.0 and tune["object_sizes"] == "largest-first"
     peft_config = json.loads((out / "adapter_config.json").read_text())
     assert peft_config["r"] == 1 and len(peft_config["rank_pattern"]) == 3
     assert all(k.endswith(r"cross\.kv") and r == 2

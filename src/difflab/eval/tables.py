@@ -1385,10 +1385,10 @@ TABLES: dict[str, Callable[[], str]] = {
         keep="-b16($|-seed|-principal|-gradient|-stratified)", drop="^dora|-450-|r2mid|-cos-"),
     "tune_star_long_dev_ranks": lambda: tune_seeds_table(
         "benchmarks/results/tune/star-long-dev-priorset.jsonl", keep="r2mid|-cos-",
-        drop="shift"),
+        drop="shift|large"),
     "tune_star_long_dev_shift": lambda: tune_seeds_table(
         "benchmarks/results/tune/star-long-dev-priorset.jsonl",
-        keep="r2mid-r1up-1e-2-p0.5-600-b16(-seed|$|-shift)"),
+        keep=r"r2mid-r1up-1e-2-p0\.5-600-b16(-seed\d)?$|shift|large"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),

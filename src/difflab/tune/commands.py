@@ -31,7 +31,7 @@ def check_data(concept: str, images: str, generate: int) -> None:
 
 
 def training_images(concept: str, images: str, generate: int, size: int,
-                    seed: int) -> tuple[np.ndarray, list[str]]:
+                    seed: int, sizes: str = "random") -> tuple[np.ndarray, list[str]]:
     """(images (N, H, W, 3) uint8, captions) from a folder or generated from the world."""
     check_data(concept, images, generate)
     if images:
@@ -44,7 +44,7 @@ def training_images(concept: str, images: str, generate: int, size: int,
         return pixels, [it["caption"] for it in items]
     from difflab.data.concepts import concept_images
 
-    return concept_images(concept, generate, size=size, seed=seed)
+    return concept_images(concept, generate, size=size, seed=seed, sizes=sizes)
 
 
 def tune_command(
@@ -55,6 +55,9 @@ def tune_command(
     images: str = typer.Option("", help="folder of training images with captions "
                                "(metadata.jsonl or .txt beside each image)"),
     generate: int = typer.Option(0, help="render N training images of --concept instead"),
+    object_sizes: str = typer.Option("random", help="object sizes of the rendered images: "
+                                     "random, or largest-first (every kind drawn large "
+                                     "before any is drawn twice)"),
     steps: int = typer.Option(300, help="optimisation steps"),
     lr: float = typer.Option(0.0, help="learning rate (0: the method's default)"),
     batch_size: int = typer.Option(8, help="images per step"),
@@ -78,6 +81,8 @@ def tune_command(
                                         "unconditional branch to the base's"),
     stratified: bool = typer.Option(False, help="draw each batch's images without "
                                     "replacement and its noise levels one per stratum"),
+    shift: float = typer.Option(0.0, help="a flow base's timestep shift for tuning (> 1: "
+                                "noisier inputs; 0: the base's own)"),
     schedule: str = typer.Option("constant", help="learning rate over the steps: constant "
                                  "or cosine (down to 0)"),
     precision: str = typer.Option("fp32", help="fp32, or auto: bf16 autocast where the CPU "
@@ -96,14 +101,17 @@ def tune_command(
                      targets=targets, rank_pattern=rank_pattern, schedule=schedule,
                      prior_weight=prior_weight, prior_images=prior_images,
                      prior_source=prior_source, cond_dropout=cond_dropout,
-                     uncond_weight=uncond_weight, stratified=stratified,
-                     precision=precision, seed=seed)
+                     uncond_weight=uncond_weight, stratified=stratified, shift=shift,
+                     object_sizes=object_sizes, precision=precision, seed=seed)
+    if images and object_sizes != "random":
+        raise ConfigError("--object-sizes is for rendered images (--generate), not --images")
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     check_data(concept, images, generate)
     reference = base_reference(base)
     pipe = load(base)
-    pixels, captions = training_images(concept, images, generate, pipe.pixel_shape[1], seed)
+    pixels, captions = training_images(concept, images, generate, pipe.pixel_shape[1], seed,
+                                       object_sizes)
     result = tune(pipe, cfg, pixels, captions)
     manifest = save_adapter(result, out, reference, {"images": len(pixels)})
     size = sum((Path(out) / f).stat().st_size for f in manifest.files)

@@ -16,7 +16,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from difflab.config import ConfigError
+from difflab.data.concepts import OBJECT_SIZES
 from difflab.limits import check_float, check_int
 from difflab.tune.methods import (
     DEFAULT_TARGETS,
@@ -66,6 +67,9 @@ class TuneConfig:
     method: str = "lora"
     concept: str = "star"
     images: int = 12  # training images generated from the shapes world (4-20 is the task)
+    # their object sizes (difflab.data.concepts.OBJECT_SIZES): random, or largest-first (every
+    # colour of a new shape drawn large before any colour is drawn twice)
+    object_sizes: str = "random"
     steps: int = 300
     lr: float = 0.0  # 0 = DEFAULT_LR[method]
     batch_size: int = 8
@@ -97,6 +101,10 @@ class TuneConfig:
     # Each batch draws its images without replacement and its noise levels one per stratum of
     # the training density (VDM's low-discrepancy sampler): less gradient noise per step.
     stratified: bool = False
+    # A flow base's timestep shift for tuning, in place of the base's own (SD3's shift of the
+    # logit-normal density, 2024): > 1 draws noisier inputs, where a shape is decided; 0 = the
+    # base's own density
+    shift: float = 0.0
     # Weight of a loss that holds the unconditional branch to the frozen base's prediction (on
     # the concept's and the prior's images, empty caption). Guidance multiplies a drift of that
     # branch by (1 - scale): at CFG 3 by -2, on every prompt; 0 = off.
@@ -125,8 +133,11 @@ class TuneConfig:
         check_float("cond_dropout", self.cond_dropout, 0.0, 1.0)
         check_float("uncond_weight", self.uncond_weight, 0.0, 100.0)
         check_float("sparsity", self.sparsity, 1e-6, 1.0)
+        if self.shift != 0.0:
+            check_float("shift", self.shift, 0.01, 100.0)
         check_float("ema", self.ema, 0.0, 0.99999)
         _one_of("prior_source", self.prior_source, PRIOR_SOURCES)
+        _one_of("object sizes", self.object_sizes, OBJECT_SIZES)
         _one_of("prior_target", self.prior_target, PRIOR_TARGETS)
         if self.prior_weight != -1.0:
             check_float("prior_weight", self.prior_weight, 0.0, 100.0)
@@ -244,6 +255,9 @@ def tune(pipe: Any, cfg: TuneConfig, images: np.ndarray, captions: Sequence[str]
     if tuple(images.shape[1:3]) != tuple(pipe.pixel_shape[1:]):
         raise ConfigError(f"images are {images.shape[1]}x{images.shape[2]}; the base draws "
                           f"{pipe.pixel_shape[1]}x{pipe.pixel_shape[2]}")
+    if cfg.shift and not hasattr(pipe.process, "shift"):
+        raise ConfigError(f"shift is for flow bases; this base's process is "
+                          f"{pipe.process.kind!r}")
     torch.manual_seed(cfg.seed)  # adapter initialisation (peft draws from the global generator)
     prior = (prior_set(pipe, cfg.prior_images, cfg.seed, cfg.prior_source, progress)
              if cfg.prior > 0 else None)
@@ -333,8 +347,9 @@ def _loss(pipe: Any, adaptation: Adaptation, condition: _Conditioning, x: Tensor
     x0 = x[idx]
     drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
     texts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist(), strict=True)]
-    sigma = (pipe.process.stratified_sigma if cfg.stratified
-             else pipe.process.sample_sigma)(cfg.batch_size, generator=gen)
+    density = replace(pipe.process, shift=cfg.shift) if cfg.shift else pipe.process
+    sigma = (density.stratified_sigma if cfg.stratified
+             else density.sample_sigma)(cfg.batch_size, generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     x_in, t = pipe.process.net_input(x0, noise, sigma)
     kwargs = condition(texts)
