@@ -287,7 +287,8 @@ def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
         rank = f"{cfg.rank}" + (f", `{cfg.rank_pattern}`" if cfg.rank_pattern else "")
         lr = f"{cfg.learning_rate}" + (f" {cfg.schedule}" if cfg.schedule != "constant" else "")
         draws = ("stratified" if cfg.stratified else "random") + (
-            f", shift {cfg.shift:g}" if cfg.shift else "")
+            f", shift {cfg.shift:g}" if cfg.shift else "") + (
+            f", objects {cfg.object_sizes}" if cfg.object_sizes != "random" else "")
         return (f"{cfg.seed} | {cfg.lora_init} | {draws} | {rank} | `{cfg.targets}` | {lr}")
 
     return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr", settings)
