@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -119,7 +120,7 @@ def write_adapter_result(script: str, argv: list[str], args, concept: str, field
     """Write `fields` to `args.out` with what every adapter result file records: provenance,
     command, base, adapter and its files, split, sampling, machine and date."""
     ref = base_reference(args.base)
-    command = f"python benchmarks/{script} " + " ".join(argv)
+    command = f"python benchmarks/{script} " + shlex.join(argv)
     write_json(args.out, {
         "provenance": provenance(args.split, ref["path"], ref["sha256"], vars(args), command),
         "command": command, "base": ref, "adapter": args.adapter,

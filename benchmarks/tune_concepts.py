@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +83,25 @@ def summarise(res: dict, base: dict, real: np.ndarray) -> dict:
     return row
 
 
+def _override(item: str) -> tuple[str, str, Any]:
+    """'method.field=value' -> (method, field, value typed as the TuneConfig field): a string
+    field takes the text as it is (or a JSON string, quoted), any other a JSON value."""
+    key, eq, value = item.partition("=")
+    method, dot, field = key.partition(".")
+    if not (eq and dot):
+        raise ValueError("expected method.field=value")
+    default = getattr(TuneConfig(), field, AttributeError)
+    if default is AttributeError:
+        raise ValueError(f"TuneConfig has no field {field!r}")
+    if isinstance(default, str) and not value.startswith('"'):
+        return method, field, value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError(f"{value!r} is not a JSON value") from None
+    return method, field, parsed if default is None else type(default)(parsed)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="shapes-base", help="shipped model name or checkpoint")
@@ -98,6 +119,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--adapters", default="runs/tune", help="where adapter folders go")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    overrides: dict[str, dict] = {}
+    for item in args.set:  # checked before the base is scored, which takes minutes
+        try:
+            method, field, value = _override(item)
+        except ValueError as e:
+            ap.error(f"--set {item}: {e}")
+        overrides.setdefault(method, {})[field] = value
 
     from difflab.data.shapes import render_specs
 
@@ -113,12 +141,6 @@ def main(argv: list[str]) -> int:
     base_scores = {k: {"accuracy": v["accuracy"], "passed": v["passed"]}
                    for k, v in results["base"].items()}
     costs = {}
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        method, field = key.split(".", 1)
-        overrides.setdefault(method, {})[field] = type(
-            getattr(TuneConfig(), field))(json.loads(value))
     for method in args.methods.split(","):
         cfg = TuneConfig(method=method, concept=args.concept, images=args.images,
                          steps=args.steps, object_sizes=args.object_sizes)
@@ -150,7 +172,7 @@ def main(argv: list[str]) -> int:
     write_json(args.out, {
         "provenance": provenance(args.split, base["path"], base["sha256"], vars(args),
                                  "python benchmarks/tune_concepts.py " + " ".join(argv)),
-        "command": "python benchmarks/tune_concepts.py " + " ".join(argv),
+        "command": "python benchmarks/tune_concepts.py " + shlex.join(argv),
         "base": base, "base_parameters": params,
         "concept": args.concept, "split": args.split, "training_images": captions,
         "sample_config": asdict(DEMO_SAMPLING), "evaluator_vocabulary": "extended",

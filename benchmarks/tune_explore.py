@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> int:
             seconds, trainable = result.seconds, result.trainable
         token = cfg.pseudo_word if cfg is not None and cfg.method == "textual" else ""
         res = evaluate_sets(pipe, sets, token, args.concept)
-        command = "python benchmarks/tune_explore.py " + " ".join(argv)
+        command = "python benchmarks/tune_explore.py " + shlex.join(argv)
         row = {"provenance": provenance("dev", base["path"], base["sha256"], fields, command),
                "name": name, "base_model": base, "config": fields,
                "trainable": trainable, "tune_seconds": round(seconds, 1), "split": "dev",

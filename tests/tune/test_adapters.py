@@ -285,7 +285,7 @@ def test_res_conv_targets_add_the_mid_block_the_defaults_leave_out():
     assert convs - mid == {n for n in matching(net, DEFAULT_TARGETS) if ".conv" in n}
 
 
-def test_benchmark_adapter_folders_differ_by_base():
+def _tune_concepts():
     import importlib.util
     from pathlib import Path
 
@@ -293,6 +293,25 @@ def test_benchmark_adapter_folders_differ_by_base():
     spec = importlib.util.spec_from_file_location("tune_concepts", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_overrides_take_patterns_as_written_and_refuse_bad_ones():
+    override = _tune_concepts()._override
+    pattern = r"blocks\.2\.res\d\.conv[12]$|blocks\.[23]\..*cross\.kv$"
+    assert override(f"lora.targets={pattern}") == ("lora", "targets", pattern)
+    assert override('lora.targets="res\\\\d"') == ("lora", "targets", r"res\d")  # JSON
+    assert override(r"lora.rank_pattern=blocks\.2\.res=2") == (
+        "lora", "rank_pattern", r"blocks\.2\.res=2")
+    assert override("lora.rank=2") == ("lora", "rank", 2)
+    for bad, message in (("lora.nope=1", "no field 'nope'"), ("lora.rank=x", "not a JSON"),
+                         ("rank=2", "method.field=value")):
+        with pytest.raises(ValueError, match=message):
+            override(bad)
+
+
+def test_benchmark_adapter_folders_differ_by_base():
+    module = _tune_concepts()
     folders = {module.adapter_folder("runs/tune", base, "star", "lora", "test")
                for base in ("shapes-base", "shapes-long", "/x/runs/shapes-long-2")}
     assert len(folders) == 3

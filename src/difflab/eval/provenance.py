@@ -4,6 +4,7 @@ hash and config, split, machine and date."""
 from __future__ import annotations
 
 import datetime
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def code_version() -> str:
 
 def command_line() -> str:
     """The command that is running, as typed (module or script and its arguments)."""
-    return " ".join([Path(sys.argv[0]).name or "python", *sys.argv[1:]])
+    return shlex.join([Path(sys.argv[0]).name or "python", *sys.argv[1:]])
 
 
 def provenance(split: str, checkpoint: str = "", checkpoint_sha256: str = "",
