@@ -150,3 +150,16 @@ def test_an_empty_marker_pair_is_stale_until_filled():
     assert tables.regenerate(filled) == filled
     prose = "`<!-- table:NAME -->` and `<!-- /table:NAME -->` mark a table"
     assert tables.regenerate(prose) == prose
+
+
+def test_a_dev_table_pairs_runs_only_with_a_base_line_on_their_own_checkpoint(tmp_path,
+                                                                             monkeypatch):
+    results, _ = _copy_results(tmp_path, monkeypatch)
+    table = tables.TABLES["tune_star_long_dev_kv23"]()
+    assert "vs base (lost / gained, p)" in table and "The base itself:" in table
+    runs = results / "tune/star-long-dev-kv23.jsonl"
+    lines = [json.loads(line) for line in runs.read_text().splitlines()]
+    lines[0]["base_model"]["sha256"] = "0" * 64
+    runs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    with pytest.raises(ConfigError, match="star-long-dev-priorset.jsonl's base line is not on"):
+        tables.TABLES["tune_star_long_dev_kv23"]()

@@ -213,13 +213,24 @@ def tune_table(path: str) -> str:
     return "\n".join(rows) + "\n" + note + ".\n"
 
 
-def _dev_lines(path: str, keep: str, drop: str) -> tuple[list[dict], dict | None]:
+def _dev_lines(path: str, keep: str, drop: str,
+               base_path: str = "") -> tuple[list[dict], dict | None]:
     """A `tune_explore.py` file's runs whose names match `keep` and not `drop` (regular
-    expressions; "" = no filter), and its base line (name "base") if any."""
-    lines = [json.loads(line) for line in (ROOT / path).read_text().splitlines() if line]
-    base = next((r for r in lines if r["name"] == "base"), None)
+    expressions; "" = no filter), and its base line (name "base") if any, or the base line of
+    `base_path` (another run file on the same checkpoint, split and seeds)."""
+    def read(p: str) -> list[dict]:
+        return [json.loads(line) for line in (ROOT / p).read_text().splitlines() if line]
+
+    lines = read(path)
+    base = next((r for r in read(base_path or path) if r["name"] == "base"), None)
     runs = [r for r in lines if r["name"] != "base" and re.search(keep, r["name"])
             and not (drop and re.search(drop, r["name"]))]
+    if base is not None and base_path:
+        ours = {(r["base_model"]["sha256"], r["split"], r["base"]["n"]) for r in runs}
+        theirs = (base["base_model"]["sha256"], base["split"], base["base"]["n"])
+        if ours != {theirs}:
+            raise ConfigError(f"{base_path}'s base line is not on {path}'s checkpoint, split "
+                             f"and images: {theirs} vs {sorted(ours)}")
     return runs, base
 
 
@@ -259,12 +270,12 @@ def _dev_head(columns: str, paired: bool) -> str:
 
 
 def _dev_table(path: str, keep: str, drop: str, columns: str,
-               settings: Callable[[Any, dict], str]) -> str:
+               settings: Callable[[Any, dict], str], base_path: str = "") -> str:
     """One row per dev run: its name, `settings(config, run)` under `columns`, trainable
     weights, then the shared cells."""
     from difflab.tune.fit import TuneConfig  # a run records only the fields it overrides
 
-    runs, base = _dev_lines(path, keep, drop)
+    runs, base = _dev_lines(path, keep, drop, base_path)
     rows = [_dev_head(f"run | {columns} | trainable", _paired(base))]
     for r in runs:
         rows.append(f"| {r['name']} | {settings(TuneConfig(**r['config']), r)} | "
@@ -281,7 +292,7 @@ def tune_dev_table(path: str, keep: str = "", drop: str = "") -> str:
                                      f"{cfg.prior} | {r['images']}")
 
 
-def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
+def tune_seeds_table(path: str, keep: str = "", drop: str = "", base_path: str = "") -> str:
     """Dev runs of LoRA starts, batch draws, layers and ranks, each with its training seed."""
     def settings(cfg: Any, r: dict) -> str:
         rank = f"{cfg.rank}" + (f", `{cfg.rank_pattern}`" if cfg.rank_pattern else "")
@@ -289,9 +300,11 @@ def tune_seeds_table(path: str, keep: str = "", drop: str = "") -> str:
         draws = ("stratified" if cfg.stratified else "random") + (
             f", shift {cfg.shift:g}" if cfg.shift else "") + (
             f", objects {cfg.object_sizes}" if cfg.object_sizes != "random" else "")
-        return (f"{cfg.seed} | {cfg.lora_init} | {draws} | {rank} | `{cfg.targets}` | {lr}")
+        layers = cfg.targets.replace("|", "\\|")  # a pipe inside a table cell
+        return (f"{cfg.seed} | {cfg.lora_init} | {draws} | {rank} | `{layers}` | {lr}")
 
-    return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr", settings)
+    return _dev_table(path, keep, drop, "seed | start | draws | rank | layers | lr", settings,
+                      base_path)
 
 
 def compose_table(path: str) -> str:
@@ -1390,6 +1403,21 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star_long_dev_shift": lambda: tune_seeds_table(
         "benchmarks/results/tune/star-long-dev-priorset.jsonl",
         keep=r"r2mid-r1up-1e-2-p0\.5-600-b16(-seed\d)?$|shift|large"),
+    "tune_star_long_kv23_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-kv23-seed0-test.json",
+        "benchmarks/results/tune/star-long-kv23-seed1-test.json",
+        "benchmarks/results/tune/star-long-kv23-seed2-test.json"])),
+    "tune_accel_star_long_kv23_quant": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-kv23-seed0-accelquant-test.json",
+        "benchmarks/results/tune/star-long-kv23-seed1-accelquant-test.json",
+        "benchmarks/results/tune/star-long-kv23-seed2-accelquant-test.json"])),
+    "tune_pink_long_kv23": lambda: tune_table(
+        "benchmarks/results/tune/pink-long-kv23-seed0-test.json"),
+    "tune_compose_long_kv23": lambda: compose_table(
+        "benchmarks/results/tune/compose-long-kv23.json"),
+    "tune_star_long_dev_kv23": lambda: tune_seeds_table(
+        "benchmarks/results/tune/star-long-dev-kv23.jsonl",
+        base_path="benchmarks/results/tune/star-long-dev-priorset.jsonl"),
     "serve_load": lambda: serve_load_table("benchmarks/results/serve/load.json"),
     "edit_inversion": lambda: edit_inversion_table("benchmarks/results/edit/inversion.json"),
     "edit_methods": lambda: edit_methods_table("benchmarks/results/edit/edits.json"),
