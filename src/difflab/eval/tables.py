@@ -1411,6 +1411,13 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-kv23-seed0-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-seed1-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-seed2-accelquant-test.json"])),
+    "tune_accel_star_long_kv23_front_dev": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-kv23-seed0-cachefront-dev.json",
+        "benchmarks/results/tune/star-long-kv23-seed1-cachefront-dev.json"])),
+    "tune_accel_star_long_kv23_front_test": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-kv23-seed0-cachefront-test.json",
+        "benchmarks/results/tune/star-long-kv23-seed1-cachefront-test.json",
+        "benchmarks/results/tune/star-long-kv23-seed2-cachefront-test.json"])),
     "tune_pink_long_kv23": lambda: tune_table(
         "benchmarks/results/tune/pink-long-kv23-seed0-test.json"),
     "tune_compose_long_kv23": lambda: compose_table(
