@@ -153,3 +153,15 @@ def test_generated_tables_count_as_citations_of_their_files():
     assert dn.TABLE_MARKER.pattern == tables.MARKER.pattern
     assert dn.table_files("samplers") == ("benchmarks/results/samplers/bench.json",)
     assert "benchmarks/results/demo-avx2/metrics.json" in dn.table_files("shipped")
+
+
+def test_a_citation_of_no_existing_path_names_no_files(tmp_path):
+    """An f-string's head in tables.py ('.../star-seed') or a missing file cites nothing; a
+    folder, or an existing non-result file of one, cites the folder's result files."""
+    root = _repo(tmp_path, PAGE, RESULTS)
+    (root / "benchmarks/results/run/README.md").write_text("notes")
+    assert dn._files_of("benchmarks/results/run/a-seed", root) == set()
+    assert dn._files_of("benchmarks/results/run/missing.json", root) == set()
+    assert dn._files_of("benchmarks/results/run", root) == {"benchmarks/results/run/a.json"}
+    assert dn._files_of("benchmarks/results/run/README.md", root) == {
+        "benchmarks/results/run/a.json"}

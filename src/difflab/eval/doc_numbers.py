@@ -257,9 +257,9 @@ def _files_of(citation: str, root: Path) -> set[str]:
         return {p.relative_to(root).as_posix() for p in matches if p.suffix in (".json", ".jsonl")}
     if path.is_file() and path.suffix in (".json", ".jsonl"):
         return {citation}
+    if not path.exists():
+        return set()  # a fragment (an f-string's head in tables.py) or a missing file
     folder = path if path.is_dir() else path.parent
-    if not folder.is_dir():
-        return set()
     return {p.relative_to(root).as_posix() for p in folder.rglob("*")
             if p.suffix in (".json", ".jsonl")}
 
