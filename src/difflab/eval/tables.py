@@ -177,6 +177,11 @@ def _base_name(data: dict) -> str:
     return Path(data["base"]["path"]).name
 
 
+def _stacked(table: Callable[[str], str], *paths: str) -> str:
+    """One table per result file, one under the other (e.g. the same recipe's training seeds)."""
+    return "\n".join(map(table, paths))
+
+
 def tune_table(path: str) -> str:
     """Tuning methods side by side: cost, new-concept accuracy, base-suite change, FD, size."""
     data = _load(path)
@@ -1351,34 +1356,34 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_pink_long": lambda: tune_table("benchmarks/results/tune/pink-long-test.json"),
     "tune_compose_long": lambda: compose_table("benchmarks/results/tune/compose-long.json"),
     "tune_star_long_b16": lambda: tune_table("benchmarks/results/tune/star-long-b16-test.json"),
-    "tune_star_long_seeds": lambda: "\n".join(map(tune_table, [
+    "tune_star_long_seeds": lambda: _stacked(tune_table,
         "benchmarks/results/tune/star-long-b16-seed1-test.json",
-        "benchmarks/results/tune/star-long-b16-seed2-test.json"])),
-    "tune_star_long_mid_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-b16-seed2-test.json"),
+    "tune_star_long_mid_seeds": lambda: _stacked(tune_table,
         "benchmarks/results/tune/star-long-mid-seed0-test.json",
         "benchmarks/results/tune/star-long-mid-seed1-test.json",
-        "benchmarks/results/tune/star-long-mid-seed2-test.json"])),
-    "tune_star_long_r2mid_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-mid-seed2-test.json"),
+    "tune_star_long_r2mid_seeds": lambda: _stacked(tune_table,
         "benchmarks/results/tune/star-long-r2mid-seed0-test.json",
         "benchmarks/results/tune/star-long-r2mid-seed1-test.json",
-        "benchmarks/results/tune/star-long-r2mid-seed2-test.json"])),
-    "tune_star_long_r2mid_p025_seeds": lambda: "\n".join(map(tune_table, [
+        "benchmarks/results/tune/star-long-r2mid-seed2-test.json"),
+    "tune_star_long_r2mid_p025_seeds": lambda: _stacked(tune_table,
         "benchmarks/results/tune/star-long-r2mid-p025-seed0-test.json",
         "benchmarks/results/tune/star-long-r2mid-p025-seed1-test.json",
-        "benchmarks/results/tune/star-long-r2mid-p025-seed2-test.json"])),
+        "benchmarks/results/tune/star-long-r2mid-p025-seed2-test.json"),
     "tune_accel_star_long_r2mid_seed0": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-r2mid-seed0-accel-test.json"),
-    "tune_accel_star_long_r2mid_quant": lambda: "\n".join(map(tune_accel_table, [
+    "tune_accel_star_long_r2mid_quant": lambda: _stacked(tune_accel_table,
         "benchmarks/results/tune/star-long-r2mid-seed0-accelquant-test.json",
         "benchmarks/results/tune/star-long-r2mid-seed1-accelquant-test.json",
-        "benchmarks/results/tune/star-long-r2mid-seed2-accelquant-test.json"])),
+        "benchmarks/results/tune/star-long-r2mid-seed2-accelquant-test.json"),
     "tune_accel_star_long_mid_seed0": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-mid-seed0-accel-test.json"),
     "tune_accel_star_long_seed1": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-seed1-accel-test.json"),
-    "tune_accel_star_long_dev": lambda: "\n".join(map(tune_accel_table, [
+    "tune_accel_star_long_dev": lambda: _stacked(tune_accel_table,
         "benchmarks/results/tune/star-long-accel-dev.json",
-        "benchmarks/results/tune/star-long-accel-dev2.json"])),
+        "benchmarks/results/tune/star-long-accel-dev2.json"),
     "tune_accel_star_long_test": lambda: tune_accel_table(
         "benchmarks/results/tune/star-long-accel-test.json"),
     "tune_forgetting_star_long": lambda: tune_accel_table(
@@ -1403,21 +1408,21 @@ TABLES: dict[str, Callable[[], str]] = {
     "tune_star_long_dev_shift": lambda: tune_seeds_table(
         "benchmarks/results/tune/star-long-dev-priorset.jsonl",
         keep=r"r2mid-r1up-1e-2-p0\.5-600-b16(-seed\d)?$|shift|large"),
-    "tune_star_long_kv23_seeds": lambda: "\n".join(map(tune_table, [
+    "tune_star_long_kv23_seeds": lambda: _stacked(tune_table,
         "benchmarks/results/tune/star-long-kv23-seed0-test.json",
         "benchmarks/results/tune/star-long-kv23-seed1-test.json",
-        "benchmarks/results/tune/star-long-kv23-seed2-test.json"])),
-    "tune_accel_star_long_kv23_quant": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-kv23-seed2-test.json"),
+    "tune_accel_star_long_kv23_quant": lambda: _stacked(tune_accel_table,
         "benchmarks/results/tune/star-long-kv23-seed0-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-seed1-accelquant-test.json",
-        "benchmarks/results/tune/star-long-kv23-seed2-accelquant-test.json"])),
-    "tune_accel_star_long_kv23_front_dev": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-kv23-seed2-accelquant-test.json"),
+    "tune_accel_star_long_kv23_front_dev": lambda: _stacked(tune_accel_table,
         "benchmarks/results/tune/star-long-kv23-seed0-cachefront-dev.json",
-        "benchmarks/results/tune/star-long-kv23-seed1-cachefront-dev.json"])),
-    "tune_accel_star_long_kv23_front_test": lambda: "\n".join(map(tune_accel_table, [
+        "benchmarks/results/tune/star-long-kv23-seed1-cachefront-dev.json"),
+    "tune_accel_star_long_kv23_front_test": lambda: _stacked(tune_accel_table,
         "benchmarks/results/tune/star-long-kv23-seed0-cachefront-test.json",
         "benchmarks/results/tune/star-long-kv23-seed1-cachefront-test.json",
-        "benchmarks/results/tune/star-long-kv23-seed2-cachefront-test.json"])),
+        "benchmarks/results/tune/star-long-kv23-seed2-cachefront-test.json"),
     "tune_pink_long_kv23": lambda: tune_table(
         "benchmarks/results/tune/pink-long-kv23-seed0-test.json"),
     "tune_compose_long_kv23": lambda: compose_table(
@@ -1472,10 +1477,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/control/empty-layout-single-xs-long-test.json"),
     "control_empty_layout_xs_long_4seeds": lambda: control_adapters_table(
         "benchmarks/results/control/empty-layout-single-xs-long-test-4seeds.json"),
-    "control_binding_planned_long_dev": lambda: "\n".join(map(control_table, [
+    "control_binding_planned_long_dev": lambda: _stacked(control_table,
         "benchmarks/results/control/binding-planned-long-dev.json",
         "benchmarks/results/control/binding-planned-long-dev-box.json",
-        "benchmarks/results/control/binding-planned-long-dev-box2.json"])),
+        "benchmarks/results/control/binding-planned-long-dev-box2.json"),
     "control_binding_planned_long_test": lambda: control_adapters_table(
         "benchmarks/results/control/binding-planned-long-test.json"),
     "control_spatial_planned_long_test": lambda: control_adapters_table(
