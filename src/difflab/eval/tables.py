@@ -1423,6 +1423,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-kv23-seed0-cachefront-test.json",
         "benchmarks/results/tune/star-long-kv23-seed1-cachefront-test.json",
         "benchmarks/results/tune/star-long-kv23-seed2-cachefront-test.json"),
+    "tune_star_long_kv23_p1_seeds": lambda: _stacked(tune_table,
+        "benchmarks/results/tune/star-long-kv23-p1-seed0-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed1-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed2-test.json"),
     "tune_pink_long_kv23": lambda: tune_table(
         "benchmarks/results/tune/pink-long-kv23-seed0-test.json"),
     "tune_compose_long_kv23": lambda: compose_table(
