@@ -163,3 +163,32 @@ def test_a_dev_table_pairs_runs_only_with_a_base_line_on_their_own_checkpoint(tm
     runs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     with pytest.raises(ConfigError, match="star-long-dev-priorset.jsonl's base line is not on"):
         tables.TABLES["tune_star_long_dev_kv23"]()
+
+
+def test_pooled_cache_table_pools_images_of_every_seed_and_refuses_other_splits(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+
+    def run(name, split, plain, cached, kept):
+        def setting(passed, kept_share, speedup):
+            return {"base": {"passed": [0] * len(passed)}, "adapter": {"passed": passed},
+                    "kept": kept_share, "speedup": speedup}
+
+        data = {"base": {"path": "shapes-long", "sha256": "a" * 64}, "concept": "star",
+                "split": split, "prompts": "the star prompts", "n_images": len(plain),
+                "machine": {"cpu": "cpu", "threads": 2, "precision": "fp32"},
+                "settings": {"plain": setting(plain, 1.0, 1.0),
+                             "deepcache:interval=2": setting(cached, kept, 1.4)}}
+        (tmp_path / name).write_text(json.dumps(data))
+        return name
+
+    a = run("a.json", "test", [1, 1, 1, 1], [1, 1, 0, 1], 0.75)
+    b = run("b.json", "test", [1, 1, 0, 0], [1, 0, 0, 0], 0.5)
+    table = tables.tune_accel_pooled_table(a, b)
+    row = next(line for line in table.splitlines() if line.startswith("| deepcache"))
+    # 4 of 8 stars against plain's 6 of 8: two thirds of the pooled gain; each seed's own share
+    assert "| +50.0 | 67% | 75% / 50% | 2 / 0, p 0.5 | 1.40x / 1.40x |" in row
+    assert "2 adapters (one per training seed) x 4 images" in table
+    dev = run("c.json", "dev", [1, 1, 1, 1], [1, 1, 1, 1], 1.0)
+    with pytest.raises(ConfigError, match="c.json: split 'dev' differs from a.json's 'test'"):
+        tables.tune_accel_pooled_table(a, dev)

@@ -363,6 +363,53 @@ def tune_accel_table(path: str) -> str:
         f"{m.get('cpu', '?')}, {m.get('threads')} threads, precision {m.get('precision')}.\n")
 
 
+def tune_accel_pooled_table(*paths: str) -> str:
+    """One recipe's adapters (one per training seed) under each cache setting, pooled: the
+    images of every seed together, the share of the pooled gain kept, the paired test against
+    plain sampling over all pairs, and each seed's own share beside it."""
+    runs = [_load(p) for p in paths]
+    first = runs[0]
+    for p, d in zip(paths[1:], runs[1:], strict=True):
+        for key in ("base", "concept", "split", "prompts", "n_images"):
+            if d.get(key) != first.get(key):
+                raise ConfigError(f"{p}: {key} {d.get(key)!r} differs from {paths[0]}'s "
+                                  f"{first.get(key)!r}; pool runs of one base, concept and split")
+    names = [n for n in first["settings"] if all(n in d["settings"] for d in runs)]
+    if "plain" not in names:
+        raise ConfigError(f"{paths[0]}: no 'plain' setting common to every run to pool against")
+
+    def pooled(name: str, side: str) -> list[int]:
+        return [x for d in runs for x in d["settings"][name][side]["passed"]]
+
+    def gain(name: str) -> float:
+        a, b = pooled(name, "adapter"), pooled(name, "base")
+        return (sum(a) - sum(b)) / len(a)
+
+    rows = ["| setting | base | base + adapter | gain | gain kept | kept per seed | adapter vs "
+            "plain (only plain / only this, p) | speed-up (per seed) |", "|---" * 8 + "|"]
+    plain = gain("plain")
+    for name in sorted(names, key=lambda n: n != "plain"):
+        a, b = pooled(name, "adapter"), pooled(name, "base")
+        kept = f"{100 * gain(name) / plain:.0f}%" if plain else "-"
+        seeds = " / ".join("-" if d["settings"][name]["kept"] is None
+                           else f"{100 * d['settings'][name]['kept']:.0f}%" for d in runs)
+        test = "-"
+        if name != "plain":
+            v = mcnemar_exact(pooled("plain", "adapter"), a)
+            test = f"{v.only_a} / {v.only_b}, p {format_p(v.p_value)}"
+        speed = " / ".join(f"{d['settings'][name]['speedup']:.2f}x" for d in runs)
+        rows.append(f"| {name} | {format_accuracy(sum(b), len(b))} | "
+                    f"{format_accuracy(sum(a), len(a))} | {100 * gain(name):+.1f} | {kept} | "
+                    f"{seeds} | {test} | {speed} |")
+    m = first["machine"]
+    return "\n".join(rows) + (
+        f"\n\nBase {_base_name(first)}; concept '{first['concept']}'; {len(runs)} adapters (one "
+        f"per training seed) x {first['n_images']} images of {first.get('prompts', 'its prompts')}"
+        f", pooled; split: {first['split']}; extended evaluator; kept per seed and speed-ups in "
+        f"file order; {m.get('cpu', '?')}, {m.get('threads')} threads, precision "
+        f"{m.get('precision')}.\n")
+
+
 def tune_paths_table(path: str) -> str:
     """One adapter's concept accuracy merged into the base and as peft's unmerged layers, in
     bf16 and fp32, with the passes per block of seeds (`benchmarks/tune_paths.py`)."""
@@ -1427,6 +1474,17 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-kv23-p1-seed0-test.json",
         "benchmarks/results/tune/star-long-kv23-p1-seed1-test.json",
         "benchmarks/results/tune/star-long-kv23-p1-seed2-test.json"),
+    "tune_accel_star_long_kv23_p1_depth_dev": lambda: _stacked(tune_accel_table,
+        "benchmarks/results/tune/star-long-kv23-p1-seed0-cachedepth-dev.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed1-cachedepth-dev.json"),
+    "tune_accel_star_long_kv23_p1_quant": lambda: _stacked(tune_accel_table,
+        "benchmarks/results/tune/star-long-kv23-p1-seed0-accelquant-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed1-accelquant-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed2-accelquant-test.json"),
+    "tune_accel_star_long_kv23_p1_pooled": lambda: tune_accel_pooled_table(
+        "benchmarks/results/tune/star-long-kv23-p1-seed0-accelquant-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed1-accelquant-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed2-accelquant-test.json"),
     "tune_pink_long_kv23": lambda: tune_table(
         "benchmarks/results/tune/pink-long-kv23-seed0-test.json"),
     "tune_compose_long_kv23": lambda: compose_table(
