@@ -1485,6 +1485,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-kv23-p1-seed0-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-p1-seed1-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-p1-seed2-accelquant-test.json"),
+    "tune_pink_long_kv23_p1": lambda: tune_table(
+        "benchmarks/results/tune/pink-long-kv23-p1-seed0-test.json"),
+    "tune_compose_long_kv23_p1": lambda: compose_table(
+        "benchmarks/results/tune/compose-long-kv23-p1.json"),
     "tune_pink_long_kv23": lambda: tune_table(
         "benchmarks/results/tune/pink-long-kv23-seed0-test.json"),
     "tune_compose_long_kv23": lambda: compose_table(
