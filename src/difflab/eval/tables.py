@@ -1485,6 +1485,10 @@ TABLES: dict[str, Callable[[], str]] = {
         "benchmarks/results/tune/star-long-kv23-p1-seed0-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-p1-seed1-accelquant-test.json",
         "benchmarks/results/tune/star-long-kv23-p1-seed2-accelquant-test.json"),
+    "tune_accel_star_long_kv23_p1_front16_pooled": lambda: tune_accel_pooled_table(
+        "benchmarks/results/tune/star-long-kv23-p1-seed0-cachefront16-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed1-cachefront16-test.json",
+        "benchmarks/results/tune/star-long-kv23-p1-seed2-cachefront16-test.json"),
     "tune_pink_long_kv23_p1": lambda: tune_table(
         "benchmarks/results/tune/pink-long-kv23-p1-seed0-test.json"),
     "tune_compose_long_kv23_p1": lambda: compose_table(
