@@ -354,13 +354,19 @@ def tune_accel_table(path: str) -> str:
                     f"{paired.only_a} / {paired.only_b}, p {format_p(paired.p_value)} | "
                     f"{kept} | {test} | {r['seconds_per_image']:.3f} ({lo:.3f}-{hi:.3f}) | "
                     f"{r['speedup']:.2f}x |")
+    return "\n".join(rows) + _accel_caption(
+        data, f"{data['n_images']} images of {data.get('prompts', 'its prompts')}",
+        "gain = the adapter's change; seconds per image with the adapter, medians over batches "
+        "of 16, settings interleaved batch by batch")
+
+
+def _accel_caption(data: dict, images: str, note: str) -> str:
+    """The caption under an adapter-under-acceleration table: base, concept, images, split,
+    what the columns mean, and the machine."""
     m = data["machine"]
-    return "\n".join(rows) + (
-        f"\n\nBase {_base_name(data)}; concept '{data['concept']}', {data['n_images']} images of "
-        f"{data.get('prompts', 'its prompts')}; split: {data['split']}; extended evaluator; "
-        f"gain = the adapter's change; seconds per image with the "
-        f"adapter, medians over batches of 16, settings interleaved batch by batch; "
-        f"{m.get('cpu', '?')}, {m.get('threads')} threads, precision {m.get('precision')}.\n")
+    return (f"\n\nBase {_base_name(data)}; concept '{data['concept']}', {images}; split: "
+            f"{data['split']}; extended evaluator; {note}; {m.get('cpu', '?')}, "
+            f"{m.get('threads')} threads, precision {m.get('precision')}.\n")
 
 
 def tune_accel_pooled_table(*paths: str) -> str:
@@ -401,13 +407,10 @@ def tune_accel_pooled_table(*paths: str) -> str:
         rows.append(f"| {name} | {format_accuracy(sum(b), len(b))} | "
                     f"{format_accuracy(sum(a), len(a))} | {100 * gain(name):+.1f} | {kept} | "
                     f"{seeds} | {test} | {speed} |")
-    m = first["machine"]
-    return "\n".join(rows) + (
-        f"\n\nBase {_base_name(first)}; concept '{first['concept']}'; {len(runs)} adapters (one "
-        f"per training seed) x {first['n_images']} images of {first.get('prompts', 'its prompts')}"
-        f", pooled; split: {first['split']}; extended evaluator; kept per seed and speed-ups in "
-        f"file order; {m.get('cpu', '?')}, {m.get('threads')} threads, precision "
-        f"{m.get('precision')}.\n")
+    return "\n".join(rows) + _accel_caption(
+        first, f"{len(runs)} adapters (one per training seed) x {first['n_images']} images of "
+        f"{first.get('prompts', 'its prompts')}, pooled", "kept per seed and speed-ups in file "
+        "order")
 
 
 def tune_paths_table(path: str) -> str:
